@@ -1,0 +1,328 @@
+//! The [`Provider`] trait: what a cloud driver does.
+//!
+//! A provider is one configured `providers:` entry, built by its driver from
+//! the provider's own config mapping. The launcher engine calls it to create,
+//! inspect and delete instances, to learn quota, and the builder to upload
+//! images. Waiting for an instance to become active, retries and rate limits
+//! live outside the trait (see [`ProviderExt`] and the wrappers), so a driver
+//! only implements the cloud verbs.
+//!
+//! # Contract
+//! - `create_instance` returns as soon as the cloud has accepted the request
+//!   and assigned an `external_id`; the engine records that id before it waits,
+//!   so a crash never leaks an instance for good.
+//! - Every instance carries the `metadata` of its [`LaunchSpec`] (the nodepool
+//!   keys `nodepool_provider_name`, `nodepool_pool_name`, `nodepool_node_id`,
+//!   ...), and `list_instances` returns it, so leaked instances can be found.
+//! - `delete_instance` of an id that no longer exists succeeds.
+//! - An operation outside [`Provider::capabilities`] returns
+//!   [`Error::Unsupported`].
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Instance metadata key: the provider name.
+pub const META_PROVIDER: &str = "nodepool_provider_name";
+/// Instance metadata key: the pool name.
+pub const META_POOL: &str = "nodepool_pool_name";
+/// Instance metadata key: the node id.
+pub const META_NODE_ID: &str = "nodepool_node_id";
+/// Instance metadata key: the diskimage name.
+pub const META_IMAGE: &str = "nodepool_image_name";
+/// Instance metadata key: the node's groups.
+pub const META_GROUPS: &str = "groups";
+
+/// What a provider can do. Engines check these before calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProviderCapabilities {
+    /// `upload_image`, `delete_image` and `list_images` work.
+    pub image_upload: bool,
+    /// `quota` queries the cloud's own limits.
+    pub quota_query: bool,
+    /// `list_instances` lists instances with their metadata (leak cleanup).
+    pub instance_listing: bool,
+    /// Nodes are pre-existing hosts registered by the provider (static
+    /// driver) rather than instances created on demand.
+    pub preregistered_nodes: bool,
+}
+
+/// Resources a node uses, or a limit on them. `None` means unlimited/unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Resources {
+    /// Instances (servers).
+    pub instances: Option<u64>,
+    /// CPU cores.
+    pub cores: Option<u64>,
+    /// RAM in MB.
+    pub ram: Option<u64>,
+}
+
+/// The image to boot an instance from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// A cloud image named or identified by the config (`cloud-images`).
+    Cloud(String),
+    /// An image we uploaded: its external id in the cloud and diskimage name.
+    Uploaded {
+        /// The diskimage name.
+        diskimage: String,
+        /// The cloud's image id.
+        external_id: String,
+    },
+}
+
+/// What the engine asks a provider to launch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    /// The node id in the store.
+    pub node_id: String,
+    /// Pool name.
+    pub pool: String,
+    /// Label name (the provider knows the label's config by pool and name).
+    pub label: String,
+    /// Hostname to give the instance.
+    pub hostname: String,
+    /// The image, when the label boots one.
+    pub image: Option<ImageRef>,
+    /// Metadata to set on the instance (nodepool keys included).
+    pub metadata: BTreeMap<String, String>,
+    /// Availability zone to use, if the engine chose one.
+    pub az: Option<String>,
+}
+
+/// The state of a cloud instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Still booting.
+    Building,
+    /// Booted and usable.
+    Active,
+    /// The cloud reports an error.
+    Error(String),
+    /// Being deleted.
+    Deleting,
+}
+
+/// A cloud instance as a provider reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Instance {
+    /// The cloud's id.
+    pub external_id: String,
+    /// State (`None` when the listing does not tell).
+    pub state: Option<InstanceState>,
+    /// Metadata (nodepool keys included).
+    pub metadata: BTreeMap<String, String>,
+    /// The IP to connect to.
+    pub interface_ip: Option<String>,
+    /// Public IPv4.
+    pub public_ipv4: Option<String>,
+    /// Private IPv4.
+    pub private_ipv4: Option<String>,
+    /// Public IPv6.
+    pub public_ipv6: Option<String>,
+    /// Availability zone.
+    pub az: Option<String>,
+    /// Cloud name.
+    pub cloud: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Hypervisor host id.
+    pub host_id: Option<String>,
+    /// Image id it booted from.
+    pub image_id: Option<String>,
+    /// Resources it uses.
+    pub resources: Resources,
+    /// Host keys, when the driver knows them (static driver scans them).
+    pub host_keys: Vec<String>,
+    /// Connection port, when not 22.
+    pub connection_port: Option<u16>,
+}
+
+/// A built image file to upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageUploadSpec {
+    /// Diskimage name.
+    pub diskimage: String,
+    /// Build id.
+    pub build_id: String,
+    /// Upload id.
+    pub upload_id: String,
+    /// The name to give the image in the cloud.
+    pub external_name: String,
+    /// The local file.
+    pub path: PathBuf,
+    /// Its format ("qcow2", "raw", "vhd", ...).
+    pub format: String,
+    /// Metadata to set on the image.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An image as the cloud lists it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CloudImage {
+    /// The cloud's id.
+    pub external_id: String,
+    /// The cloud's name.
+    pub name: String,
+    /// Metadata (nodepool keys included).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A cloud driver instance for one configured provider.
+///
+/// See the module documentation for the contract.
+#[async_trait]
+pub trait Provider: Send + Sync + Debug + 'static {
+    /// The provider name from the config.
+    fn name(&self) -> &str;
+
+    /// What this provider supports.
+    fn capabilities(&self) -> ProviderCapabilities;
+
+    /// Resources one node of `label` in `pool` uses (for quota accounting).
+    async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources>;
+
+    /// Ask the cloud for an instance; return once it has an external id.
+    async fn create_instance(&self, spec: &LaunchSpec) -> Result<Instance>;
+
+    /// The current view of one instance, `None` if the cloud has no such id.
+    async fn get_instance(&self, external_id: &str) -> Result<Option<Instance>>;
+
+    /// Delete an instance. Deleting a missing id succeeds.
+    async fn delete_instance(&self, external_id: &str) -> Result<()>;
+
+    /// Every instance of this provider, with metadata.
+    ///
+    /// Requires [`ProviderCapabilities::instance_listing`].
+    async fn list_instances(&self) -> Result<Vec<Instance>>;
+
+    /// The cloud's own limits.
+    ///
+    /// Requires [`ProviderCapabilities::quota_query`].
+    async fn quota(&self) -> Result<Resources>;
+
+    /// Upload a built image; returns the cloud's image id.
+    ///
+    /// Requires [`ProviderCapabilities::image_upload`].
+    async fn upload_image(&self, spec: &ImageUploadSpec) -> Result<String>;
+
+    /// Delete an uploaded image. Deleting a missing id succeeds.
+    ///
+    /// Requires [`ProviderCapabilities::image_upload`].
+    async fn delete_image(&self, external_id: &str) -> Result<()>;
+
+    /// Images in the cloud, with metadata.
+    ///
+    /// Requires [`ProviderCapabilities::image_upload`].
+    async fn list_images(&self) -> Result<Vec<CloudImage>>;
+}
+
+/// A shared provider.
+pub type DynProvider = dyn Provider;
+
+#[async_trait]
+impl<P: Provider + ?Sized> Provider for Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn capabilities(&self) -> ProviderCapabilities {
+        (**self).capabilities()
+    }
+    async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources> {
+        (**self).label_resources(pool, label).await
+    }
+    async fn create_instance(&self, spec: &LaunchSpec) -> Result<Instance> {
+        (**self).create_instance(spec).await
+    }
+    async fn get_instance(&self, external_id: &str) -> Result<Option<Instance>> {
+        (**self).get_instance(external_id).await
+    }
+    async fn delete_instance(&self, external_id: &str) -> Result<()> {
+        (**self).delete_instance(external_id).await
+    }
+    async fn list_instances(&self) -> Result<Vec<Instance>> {
+        (**self).list_instances().await
+    }
+    async fn quota(&self) -> Result<Resources> {
+        (**self).quota().await
+    }
+    async fn upload_image(&self, spec: &ImageUploadSpec) -> Result<String> {
+        (**self).upload_image(spec).await
+    }
+    async fn delete_image(&self, external_id: &str) -> Result<()> {
+        (**self).delete_image(external_id).await
+    }
+    async fn list_images(&self) -> Result<Vec<CloudImage>> {
+        (**self).list_images().await
+    }
+}
+
+/// Conveniences over any [`Provider`].
+#[async_trait]
+pub trait ProviderExt: Provider {
+    /// Poll `get_instance` until the instance is active, failed, gone or
+    /// `timeout` has passed. `interval` is the first poll delay; it doubles up
+    /// to one second.
+    async fn wait_active(
+        &self,
+        external_id: &str,
+        timeout: Duration,
+        interval: Duration,
+    ) -> Result<Instance> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = interval;
+        loop {
+            match self.get_instance(external_id).await? {
+                Some(inst) => match &inst.state {
+                    Some(InstanceState::Active) => return Ok(inst),
+                    Some(InstanceState::Error(msg)) => {
+                        return Err(Error::Cloud {
+                            provider: self.name().to_string(),
+                            message: format!("instance {external_id} failed: {msg}"),
+                            retryable: true,
+                        })
+                    }
+                    _ => {}
+                },
+                None => {
+                    return Err(Error::Cloud {
+                        provider: self.name().to_string(),
+                        message: format!("instance {external_id} disappeared while booting"),
+                        retryable: true,
+                    })
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("instance {external_id} to become active"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Fail with [`Error::Unsupported`] unless `supported`.
+    fn require(&self, supported: bool, operation: &'static str) -> Result<()> {
+        if supported {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                provider: self.name().to_string(),
+                operation,
+            })
+        }
+    }
+}
+
+impl<P: Provider + ?Sized> ProviderExt for P {}

@@ -1,0 +1,316 @@
+//! The [`NodeStore`] trait: where nodes, requests, images, locks and the
+//! component registry live.
+//!
+//! Backends: [`MemoryStore`] (tests, embedding), the embedded durable store
+//! (the daemon's default) and the ZooKeeper store (`nodepool-zk`), which is
+//! wire-compatible with upstream nodepool.
+//!
+//! # Sessions
+//! A store handle is one *session* (one ZooKeeper session). Locks and
+//! ephemeral records (node requests, component registrations) belong to the
+//! session that made them and vanish when it ends ([`NodeStore::close`], or
+//! expiry). Node records, image builds and uploads are persistent.
+//!
+//! # Ids
+//! - nodes: ten-digit sequence, `"0000000001"`;
+//! - requests: `"<priority>-<ten-digit sequence>"`, e.g. `"100-0000000001"`;
+//!   the sequence is shared by all priorities, so ordering by (priority,
+//!   relative priority, sequence) is the upstream order;
+//! - builds: a 32-character hex UUID; uploads: a ten-digit sequence per
+//!   (image, build, provider).
+//!
+//! # Behaviour
+//! - `update_*` of a missing record fails with a not-found error; `delete_*`
+//!   of a missing record succeeds.
+//! - Reads of a record the store cannot decode fail with [`Error::Corrupt`];
+//!   listings log and skip such records instead of failing.
+//! - Every change is announced on [`NodeStore::watch`] after it is applied.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::fmt::{self, Debug};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::model::{Component, ImageBuild, ImageUpload, Node, NodeRequest};
+#[allow(unused_imports)]
+use crate::Error;
+use crate::Result;
+
+/// What a lock protects. Paths are those of upstream's ZooKeeper layout.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockTarget {
+    /// `/nodepool/nodes/<id>/lock`
+    Node(String),
+    /// `/nodepool/requests-lock/<id>`
+    Request(String),
+    /// `/nodepool/images/<image>/builds/lock`: building an image.
+    ImageBuilds(String),
+    /// `/nodepool/images/<image>/builds/<build>/lock`
+    Build {
+        /// Image name.
+        image: String,
+        /// Build id.
+        build: String,
+    },
+    /// `/nodepool/images/<image>/builds/<build>/providers/<provider>/images/lock`:
+    /// uploading a build to a provider.
+    ProviderUploads {
+        /// Image name.
+        image: String,
+        /// Build id.
+        build: String,
+        /// Provider name.
+        provider: String,
+    },
+    /// `/nodepool/images/<image>/builds/<build>/providers/<provider>/images/<upload>/lock`
+    Upload {
+        /// Image name.
+        image: String,
+        /// Build id.
+        build: String,
+        /// Provider name.
+        provider: String,
+        /// Upload id.
+        upload: String,
+    },
+}
+
+impl LockTarget {
+    /// The upstream ZooKeeper path of this lock.
+    pub fn path(&self) -> String {
+        match self {
+            LockTarget::Node(id) => format!("/nodepool/nodes/{id}/lock"),
+            LockTarget::Request(id) => format!("/nodepool/requests-lock/{id}"),
+            LockTarget::ImageBuilds(image) => format!("/nodepool/images/{image}/builds/lock"),
+            LockTarget::Build { image, build } => {
+                format!("/nodepool/images/{image}/builds/{build}/lock")
+            }
+            LockTarget::ProviderUploads {
+                image,
+                build,
+                provider,
+            } => {
+                format!("/nodepool/images/{image}/builds/{build}/providers/{provider}/images/lock")
+            }
+            LockTarget::Upload {
+                image,
+                build,
+                provider,
+                upload,
+            } => format!(
+                "/nodepool/images/{image}/builds/{build}/providers/{provider}/images/{upload}/lock"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for LockTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+/// How to take a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LockOptions {
+    /// Wait for the lock (up to `timeout`), or fail at once with
+    /// [`Error::LockHeld`] when it is taken.
+    pub blocking: bool,
+    /// Longest wait when blocking; `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Who holds it (written as the contender's data, as kazoo does).
+    pub identifier: Option<String>,
+}
+
+impl LockOptions {
+    /// Fail at once if the lock is taken.
+    pub fn try_once() -> Self {
+        Self::default()
+    }
+
+    /// Wait up to `timeout`.
+    pub fn wait(timeout: Duration) -> Self {
+        Self {
+            blocking: true,
+            timeout: Some(timeout),
+            identifier: None,
+        }
+    }
+}
+
+/// A held lock. Give it back with [`NodeStore::unlock`]; it also ends with
+/// the session that took it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockHandle {
+    /// What it protects.
+    pub target: LockTarget,
+    /// The backend's name for this holder (the contender znode's name).
+    pub contender: String,
+}
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// Created or updated.
+    Put,
+    /// Deleted.
+    Deleted,
+}
+
+/// A change announced by [`NodeStore::watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A node record changed.
+    Node {
+        /// Node id.
+        id: String,
+        /// How.
+        change: Change,
+    },
+    /// A node request changed.
+    Request {
+        /// Request id.
+        id: String,
+        /// How.
+        change: Change,
+    },
+    /// A lock was taken or released.
+    Lock {
+        /// What it protects.
+        target: LockTarget,
+        /// Taken (`Put`) or released (`Deleted`).
+        change: Change,
+    },
+    /// Something under `/nodepool/images/<image>` changed (builds, uploads,
+    /// pause flag, build request).
+    Image {
+        /// Image name.
+        image: String,
+    },
+    /// A component registration changed.
+    Component {
+        /// Kind ("launcher", "builder", "pool", ...).
+        kind: String,
+    },
+    /// Events may have been missed (lag, reconnect): re-read everything.
+    Resync,
+}
+
+/// Where nodepool keeps its shared state. See the module docs for the
+/// contract; `nodepool_core::testing::store_suite` checks it.
+#[async_trait]
+pub trait NodeStore: Send + Sync + Debug + 'static {
+    /// Backend name ("memory", "embedded", "zookeeper").
+    fn backend(&self) -> &'static str;
+
+    // --- nodes ---
+
+    /// Store a new node and return its sequence id. Sets nothing else.
+    async fn create_node(&self, node: &Node) -> Result<String>;
+    /// One node.
+    async fn get_node(&self, id: &str) -> Result<Option<Node>>;
+    /// Replace an existing node's record ([`Error::NodeNotFound`] if missing).
+    async fn update_node(&self, node: &Node) -> Result<()>;
+    /// Delete a node record (and its lock path).
+    async fn delete_node(&self, id: &str) -> Result<()>;
+    /// Every node, in id order; undecodable records are skipped.
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    // --- node requests ---
+
+    /// Store a new request, ephemeral to this session, under `priority`
+    /// (three digits, "100" by default); returns its id.
+    async fn create_request(&self, request: &NodeRequest, priority: &str) -> Result<String>;
+    /// One request.
+    async fn get_request(&self, id: &str) -> Result<Option<NodeRequest>>;
+    /// Replace an existing request ([`Error::RequestNotFound`] if missing).
+    async fn update_request(&self, request: &NodeRequest) -> Result<()>;
+    /// Delete a request (and its lock).
+    async fn delete_request(&self, id: &str) -> Result<()>;
+    /// Every request, in id order; undecodable records are skipped.
+    async fn list_requests(&self) -> Result<Vec<NodeRequest>>;
+
+    // --- images ---
+
+    /// Names of the images that have any record.
+    async fn list_images(&self) -> Result<Vec<String>>;
+    /// Store a new build of `image`; returns its id.
+    async fn create_build(&self, image: &str, build: &ImageBuild) -> Result<String>;
+    /// One build.
+    async fn get_build(&self, image: &str, build_id: &str) -> Result<Option<ImageBuild>>;
+    /// Replace an existing build record.
+    async fn update_build(&self, image: &str, build: &ImageBuild) -> Result<()>;
+    /// Delete a build record and everything under it.
+    async fn delete_build(&self, image: &str, build_id: &str) -> Result<()>;
+    /// Builds of `image`.
+    async fn list_builds(&self, image: &str) -> Result<Vec<ImageBuild>>;
+    /// Store a new upload of a build to `provider`; returns its id.
+    async fn create_upload(
+        &self,
+        image: &str,
+        build_id: &str,
+        provider: &str,
+        upload: &ImageUpload,
+    ) -> Result<String>;
+    /// Replace an existing upload record (located by its image, build,
+    /// provider and id fields).
+    async fn update_upload(&self, upload: &ImageUpload) -> Result<()>;
+    /// Delete an upload record.
+    async fn delete_upload(
+        &self,
+        image: &str,
+        build_id: &str,
+        provider: &str,
+        upload_id: &str,
+    ) -> Result<()>;
+    /// Uploads of a build, for every provider.
+    async fn list_uploads(&self, image: &str, build_id: &str) -> Result<Vec<ImageUpload>>;
+    /// Set or clear the pause flag of an image.
+    async fn set_image_paused(&self, image: &str, paused: bool) -> Result<()>;
+    /// Whether the image is paused.
+    async fn image_paused(&self, image: &str) -> Result<bool>;
+    /// Ask for a build of `image` (`request-build`), or withdraw the request.
+    async fn set_build_requested(&self, image: &str, requested: bool) -> Result<()>;
+    /// Whether a build of `image` is requested.
+    async fn build_requested(&self, image: &str) -> Result<bool>;
+
+    // --- component registry ---
+
+    /// Register (or update) a component, ephemeral to this session, at
+    /// `/nodepool/components/<kind>/<name>`.
+    async fn register_component(&self, kind: &str, name: &str, component: &Component)
+        -> Result<()>;
+    /// Remove a registration.
+    async fn unregister_component(&self, kind: &str, name: &str) -> Result<()>;
+    /// Registered components of `kind`.
+    async fn list_components(&self, kind: &str) -> Result<Vec<Component>>;
+
+    // --- locks ---
+
+    /// Take a lock. Locks exclude each other across sessions and within one.
+    async fn lock(&self, target: &LockTarget, options: &LockOptions) -> Result<LockHandle>;
+    /// Release a lock; releasing one that was lost fails with [`Error::LockLost`].
+    async fn unlock(&self, handle: &LockHandle) -> Result<()>;
+    /// The identifiers of the current holder and waiters, holder first.
+    async fn lock_contenders(&self, target: &LockTarget) -> Result<Vec<String>>;
+
+    // --- watches and session ---
+
+    /// Changes, as they are applied. A receiver that lags gets
+    /// [`StoreEvent::Resync`] semantics (`RecvError::Lagged`).
+    fn watch(&self) -> broadcast::Receiver<StoreEvent>;
+    /// End this session: release its locks, drop its ephemeral records.
+    async fn close(&self) -> Result<()>;
+}
+
+/// A shared store.
+pub type DynNodeStore = dyn NodeStore;
+
+/// A store shared between tasks.
+pub type SharedStore = Arc<dyn NodeStore>;

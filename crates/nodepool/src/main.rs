@@ -1,0 +1,2 @@
+//! The `nodepool` command.
+fn main() {}
