@@ -1,4 +1,13 @@
 //! Configuration: `nodepool.yaml` (and the secure file), as upstream reads it.
+//!
+//! Core parses the common keys into [`Config`]; each provider's own mapping is
+//! handed to the driver registered under its `driver:` name, which returns a
+//! [`ProviderConfig`]: the common view every engine reads (pools, labels,
+//! limits) plus the driver's own typed config in `driver_config`.
+
+mod model;
+
+pub use model::*;
 
 /// An invalid configuration, naming file, line, column and key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

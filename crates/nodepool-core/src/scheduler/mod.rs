@@ -160,3 +160,6 @@ pub trait Scheduler: Send + Sync + Debug + 'static {
     /// Decide on `input.requests`.
     fn schedule(&self, input: &SchedulingInput) -> Vec<Decision>;
 }
+
+mod default;
+pub use default::DefaultScheduler;

@@ -1,0 +1,5 @@
+//! The fake cloud driver: in-memory instances, upstream's fake limits.
+
+pub mod cloud;
+pub mod config;
+pub mod provider;

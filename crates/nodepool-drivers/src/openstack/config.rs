@@ -1,0 +1,1 @@
+//! openstack provider configuration.

@@ -1,0 +1,3 @@
+//! The openstack driver.
+
+pub mod config;

@@ -1,0 +1,3 @@
+//! The static_hosts driver.
+
+pub mod config;
