@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod image_builder;

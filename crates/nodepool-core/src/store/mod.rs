@@ -12,19 +12,36 @@
 //! expiry). Node records, image builds and uploads are persistent.
 //!
 //! # Ids
-//! - nodes: ten-digit sequence, `"0000000001"`;
-//! - requests: `"<priority>-<ten-digit sequence>"`, e.g. `"100-0000000001"`;
+//! - nodes: ten-digit sequence, `"0000000000"` for the first one;
+//! - requests: `"<priority>-<ten-digit sequence>"`, e.g. `"100-0000000000"`;
 //!   the sequence is shared by all priorities, so ordering by (priority,
 //!   relative priority, sequence) is the upstream order;
-//! - builds: a 32-character hex UUID; uploads: a ten-digit sequence per
-//!   (image, build, provider).
+//! - builds: a 32-character lowercase hex UUID (v4); uploads: a ten-digit
+//!   sequence per (image, build, provider).
+//!
+//! Sequences grow with each create but need not be consecutive (a
+//! ZooKeeper sequence number counts every change to the parent's children).
 //!
 //! # Behaviour
 //! - `update_*` of a missing record fails with a not-found error; `delete_*`
 //!   of a missing record succeeds.
 //! - Reads of a record the store cannot decode fail with [`Error::Corrupt`];
 //!   listings log and skip such records instead of failing.
-//! - Every change is announced on [`NodeStore::watch`] after it is applied.
+//! - Every change is announced on [`NodeStore::watch`] after it is applied:
+//!   a watcher that reads the record after the event sees the change.
+//! - Deleting a node, request, build or upload deletes the locks under its
+//!   path: their holders' handles are lost and the lock is free again.
+//! - After [`NodeStore::close`] (which may be called twice) the session's
+//!   other operations fail with [`Error::StoreUnavailable`].
+//!
+//! # Locks
+//! Locks are fair and not reentrant: contenders queue in arrival order, the
+//! first holds the lock, and a second attempt by the same session waits like
+//! anybody else's. A non-blocking attempt on a held lock, or a blocking one
+//! that times out, fails with [`Error::LockHeld`] and leaves the queue; so
+//! does a blocking attempt whose future is dropped. Unlocking a lock that
+//! was released, deleted or lost with its session fails with
+//! [`Error::LockLost`].
 
 mod memory;
 
@@ -240,17 +257,19 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
 
     /// Names of the images that have any record.
     async fn list_images(&self) -> Result<Vec<String>>;
-    /// Store a new build of `image`; returns its id.
+    /// Store a new build of `image`; returns its id. Builds read back
+    /// carry their `id` and `image_name`.
     async fn create_build(&self, image: &str, build: &ImageBuild) -> Result<String>;
     /// One build.
     async fn get_build(&self, image: &str, build_id: &str) -> Result<Option<ImageBuild>>;
     /// Replace an existing build record.
     async fn update_build(&self, image: &str, build: &ImageBuild) -> Result<()>;
-    /// Delete a build record and everything under it.
+    /// Delete a build record and everything under it (uploads, locks).
     async fn delete_build(&self, image: &str, build_id: &str) -> Result<()>;
     /// Builds of `image`.
     async fn list_builds(&self, image: &str) -> Result<Vec<ImageBuild>>;
-    /// Store a new upload of a build to `provider`; returns its id.
+    /// Store a new upload of a build to `provider`; returns its id. The
+    /// stored record carries its image, build and provider names.
     async fn create_upload(
         &self,
         image: &str,
@@ -283,17 +302,19 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
     // --- component registry ---
 
     /// Register (or update) a component, ephemeral to this session, at
-    /// `/nodepool/components/<kind>/<name>`.
+    /// `/nodepool/components/<kind>/<name>`. Updating an existing
+    /// registration replaces its data; it stays with the session that made it.
     async fn register_component(&self, kind: &str, name: &str, component: &Component)
         -> Result<()>;
     /// Remove a registration.
     async fn unregister_component(&self, kind: &str, name: &str) -> Result<()>;
-    /// Registered components of `kind`.
+    /// Registered components of `kind`, with their `kind` and `name` set.
     async fn list_components(&self, kind: &str) -> Result<Vec<Component>>;
 
     // --- locks ---
 
-    /// Take a lock. Locks exclude each other across sessions and within one.
+    /// Take a lock. Locks exclude each other across sessions and within one;
+    /// see the module docs for waiting and failures.
     async fn lock(&self, target: &LockTarget, options: &LockOptions) -> Result<LockHandle>;
     /// Release a lock; releasing one that was lost fails with [`Error::LockLost`].
     async fn unlock(&self, handle: &LockHandle) -> Result<()>;

@@ -1,0 +1,246 @@
+//! Requesting nodes without Zuul: the requestor's side of the protocol.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn nodepool_core::store::NodeStore>) -> nodepool_core::Result<()> {
+//! use nodepool_core::client::{Client, RequestOptions};
+//! use std::time::Duration;
+//!
+//! let client = Client::new(store, "my-ci");
+//! let request = client.submit(&["ubuntu-noble"], &RequestOptions::default()).await?;
+//! let nodes = client.wait_fulfilled(&request, Duration::from_secs(600)).await?;
+//! for node in nodes.nodes() {
+//!     println!("{} at {:?}", node.id, node.interface_ip);
+//! }
+//! client.release(nodes).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The steps are those a Zuul scheduler takes: write a node request, wait
+//! for it to be fulfilled, lock every node and check it is allocated to the
+//! request, delete the request, set the nodes `in-use`, and when done set
+//! them `used` and unlock them, after which the launcher deletes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, instrument};
+
+use crate::model::{Node, NodeRequest, NodeState, RequestState};
+use crate::store::{LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent};
+use crate::{Error, Result};
+
+/// How to submit a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestOptions {
+    /// Precedence: three digits, lower first ("100" is upstream's normal).
+    pub priority: String,
+    /// Order among requests of the same precedence (lower first).
+    pub relative_priority: i64,
+    /// Whether ready nodes may be reused.
+    pub reuse: bool,
+    /// Tenant, for tenant-resource-limits.
+    pub tenant: Option<String>,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        Self {
+            priority: "100".to_string(),
+            relative_priority: 0,
+            reuse: true,
+            tenant: None,
+        }
+    }
+}
+
+/// A submitted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The request id.
+    pub id: String,
+}
+
+/// Nodes locked to this client, ready to use.
+#[derive(Debug)]
+pub struct LockedNodes {
+    request_id: String,
+    nodes: Vec<(Node, LockHandle)>,
+}
+
+impl LockedNodes {
+    /// The request they were allocated to.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The nodes, in the order of the request's labels.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().map(|(n, _)| n)
+    }
+}
+
+/// The requestor's side: submit, wait, lock, release.
+#[derive(Debug, Clone)]
+pub struct Client {
+    store: Arc<dyn NodeStore>,
+    requestor: String,
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl Client {
+    /// A client writing requests as `requestor`.
+    pub fn new(store: Arc<dyn NodeStore>, requestor: impl Into<String>) -> Self {
+        Self {
+            store,
+            requestor: requestor.into(),
+        }
+    }
+
+    /// Write a node request for one node per label.
+    #[instrument(skip(self, options), fields(requestor = %self.requestor))]
+    pub async fn submit(&self, labels: &[&str], options: &RequestOptions) -> Result<PendingRequest> {
+        let request = NodeRequest {
+            state: Some(RequestState::Requested),
+            state_time: Some(now()),
+            node_types: labels.iter().map(|l| l.to_string()).collect(),
+            reuse: options.reuse,
+            requestor: Some(self.requestor.clone()),
+            relative_priority: options.relative_priority,
+            tenant_name: options.tenant.clone(),
+            created_time: Some(now()),
+            ..NodeRequest::default()
+        };
+        let id = self.store.create_request(&request, &options.priority).await?;
+        debug!(request_id = %id, "node request submitted");
+        Ok(PendingRequest { id })
+    }
+
+    /// The request's current state (`None` once it is gone).
+    pub async fn state(&self, request: &PendingRequest) -> Result<Option<NodeRequest>> {
+        self.store.get_request(&request.id).await
+    }
+
+    /// Wait until the request is fulfilled, then lock its nodes, check they
+    /// are allocated to it, delete the request and mark the nodes `in-use`.
+    /// A failed request returns an error naming it.
+    #[instrument(skip(self), fields(request_id = %request.id))]
+    pub async fn wait_fulfilled(
+        &self,
+        request: &PendingRequest,
+        timeout: Duration,
+    ) -> Result<LockedNodes> {
+        let mut events = self.store.watch();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let current = self
+                .store
+                .get_request(&request.id)
+                .await?
+                .ok_or_else(|| Error::RequestNotFound {
+                    id: request.id.clone(),
+                })?;
+            match current.state {
+                Some(RequestState::Fulfilled) => return self.accept(current).await,
+                Some(RequestState::Failed) => {
+                    return Err(Error::Other(format!(
+                        "node request {} failed (declined by {})",
+                        request.id,
+                        current.declined_by.join(", ")
+                    )))
+                }
+                _ => {}
+            }
+            // Wait for the next change to this request (or a resync).
+            loop {
+                let next = tokio::time::timeout_at(deadline, events.recv()).await;
+                match next {
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: format!("node request {} to be fulfilled", request.id),
+                            after: timeout,
+                        })
+                    }
+                    Ok(Ok(StoreEvent::Request { id, .. })) if id == request.id => break,
+                    Ok(Ok(StoreEvent::Resync)) | Ok(Err(RecvError::Lagged(_))) => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RecvError::Closed)) => {
+                        return Err(Error::StoreUnavailable("watch closed".into()))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn accept(&self, request: NodeRequest) -> Result<LockedNodes> {
+        let mut locked: Vec<(Node, LockHandle)> = Vec::with_capacity(request.nodes.len());
+        let options = LockOptions {
+            identifier: Some(self.requestor.clone()),
+            ..LockOptions::wait(Duration::from_secs(10))
+        };
+        for id in &request.nodes {
+            let result = async {
+                let lock = self.store.lock(&LockTarget::Node(id.clone()), &options).await?;
+                let node = match self.store.get_node(id).await? {
+                    Some(node) if node.allocated_to.as_deref() == Some(request.id.as_str()) => node,
+                    _ => {
+                        let _ = self.store.unlock(&lock).await;
+                        return Err(Error::Other(format!(
+                            "node {id} is no longer allocated to request {}",
+                            request.id
+                        )));
+                    }
+                };
+                Ok((node, lock))
+            }
+            .await;
+            match result {
+                Ok(pair) => locked.push(pair),
+                Err(e) => {
+                    for (_, lock) in &locked {
+                        let _ = self.store.unlock(lock).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.store.delete_request(&request.id).await?;
+        for (node, _) in locked.iter_mut() {
+            node.state = Some(NodeState::InUse);
+            node.state_time = Some(now());
+            self.store.update_node(node).await?;
+        }
+        Ok(LockedNodes {
+            request_id: request.id,
+            nodes: locked,
+        })
+    }
+
+    /// Return the nodes: mark them `used` and unlock them; the launcher
+    /// deletes them.
+    pub async fn release(&self, nodes: LockedNodes) -> Result<()> {
+        let mut first_error = None;
+        for (mut node, lock) in nodes.nodes {
+            node.state = Some(NodeState::Used);
+            node.state_time = Some(now());
+            if let Err(e) = self.store.update_node(&node).await {
+                first_error.get_or_insert(e);
+            }
+            if let Err(e) = self.store.unlock(&lock).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Withdraw a request that is no longer wanted.
+    pub async fn cancel(&self, request: &PendingRequest) -> Result<()> {
+        self.store.delete_request(&request.id).await
+    }
+}

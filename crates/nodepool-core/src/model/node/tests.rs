@@ -1,0 +1,82 @@
+use super::*;
+
+#[test]
+fn state_names_are_upstream_spelling() {
+    assert_eq!(NodeState::InUse.to_string(), "in-use");
+    assert_eq!("in-use".parse::<NodeState>(), Ok(NodeState::InUse));
+    assert!("in_use".parse::<NodeState>().is_err());
+    for state in NodeState::ALL {
+        assert_eq!(state.as_str().parse::<NodeState>(), Ok(*state));
+    }
+}
+
+#[test]
+fn set_state_stamps_the_current_time() {
+    let before = crate::model::now();
+    let node = Node::new(NodeState::Building);
+    assert_eq!(node.state, Some(NodeState::Building));
+    let t = node.state_time.expect("stamped");
+    assert!(t >= before && t <= crate::model::now());
+}
+
+#[test]
+fn hold_expiration_is_read_as_python_int() {
+    let cases: &[(&str, Option<i64>)] = &[
+        ("\"3600\"", Some(3600)),
+        ("\" -1_000 \\n\"", Some(-1000)),
+        ("\"+7\"", Some(7)),
+        ("\"1__0\"", Some(0)),
+        ("\"_1\"", Some(0)),
+        ("\"1.5\"", Some(0)),
+        ("\"forever\"", Some(0)),
+        ("12.7", Some(12)),
+        ("-12.7", Some(-12)),
+        ("true", Some(1)),
+        ("NaN", Some(0)),
+        ("null", None),
+    ];
+    for (raw, expected) in cases {
+        let doc = format!("{{\"hold_expiration\": {raw}}}");
+        let node = Node::from_json("1", doc.as_bytes()).expect(raw);
+        assert_eq!(node.hold_expiration, *expected, "{raw}");
+    }
+    for raw in ["[1]", "{}", "Infinity", "\"99999999999999999999\"", "1e300"] {
+        let doc = format!("{{\"hold_expiration\": {raw}}}");
+        assert!(Node::from_json("1", doc.as_bytes()).is_err(), "{raw}");
+    }
+}
+
+#[test]
+fn wrong_types_are_errors_naming_the_key() {
+    let err = Node::from_json("0000000001", br#"{"provider": 5}"#).expect_err("wrong type");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("provider") && msg.contains("0000000001"),
+        "{msg}"
+    );
+    let err = Node::from_json("1", br#"{"state": "running"}"#).expect_err("bad state");
+    assert!(err.to_string().contains("\"running\""), "{err}");
+    assert!(Node::from_json("1", br#"{"type": 5}"#).is_err());
+    assert!(Node::from_json("1", br#"{"type": ["a", 1]}"#).is_err());
+}
+
+#[test]
+fn changed_integer_time_is_written_as_float() {
+    let mut node =
+        Node::from_json("1", br#"{"state": "ready", "state_time": 1700000000}"#).expect("valid");
+    assert!(String::from_utf8_lossy(&node.to_json()).contains("\"state_time\": 1700000000,"));
+    node.state_time = Some(1700000000.5);
+    assert!(String::from_utf8_lossy(&node.to_json()).contains("\"state_time\": 1700000000.5,"));
+}
+
+#[test]
+fn model_error_converts_to_corrupt() {
+    let err = Node::from_json("0000000007", b"[]").expect_err("not an object");
+    match crate::Error::from(err) {
+        crate::Error::Corrupt { path, message } => {
+            assert_eq!(path, "node 0000000007");
+            assert!(message.contains("a list"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
