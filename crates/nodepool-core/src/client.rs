@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, instrument};
 
-use crate::model::{Node, NodeRequest, NodeState, RequestState};
+use crate::model::{now, Node, NodeRequest, NodeState, RequestState};
 use crate::store::{LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent};
 use crate::{Error, Result};
 
@@ -87,13 +87,6 @@ pub struct Client {
     requestor: String,
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
 impl Client {
     /// A client writing requests as `requestor`.
     pub fn new(store: Arc<dyn NodeStore>, requestor: impl Into<String>) -> Self {
@@ -105,7 +98,11 @@ impl Client {
 
     /// Write a node request for one node per label.
     #[instrument(skip(self, options), fields(requestor = %self.requestor))]
-    pub async fn submit(&self, labels: &[&str], options: &RequestOptions) -> Result<PendingRequest> {
+    pub async fn submit(
+        &self,
+        labels: &[&str],
+        options: &RequestOptions,
+    ) -> Result<PendingRequest> {
         let request = NodeRequest {
             state: Some(RequestState::Requested),
             state_time: Some(now()),
@@ -117,7 +114,10 @@ impl Client {
             created_time: Some(now()),
             ..NodeRequest::default()
         };
-        let id = self.store.create_request(&request, &options.priority).await?;
+        let id = self
+            .store
+            .create_request(&request, &options.priority)
+            .await?;
         debug!(request_id = %id, "node request submitted");
         Ok(PendingRequest { id })
     }
@@ -139,13 +139,11 @@ impl Client {
         let mut events = self.store.watch();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let current = self
-                .store
-                .get_request(&request.id)
-                .await?
-                .ok_or_else(|| Error::RequestNotFound {
+            let current = self.store.get_request(&request.id).await?.ok_or_else(|| {
+                Error::RequestNotFound {
                     id: request.id.clone(),
-                })?;
+                }
+            })?;
             match current.state {
                 Some(RequestState::Fulfilled) => return self.accept(current).await,
                 Some(RequestState::Failed) => {
@@ -186,7 +184,10 @@ impl Client {
         };
         for id in &request.nodes {
             let result = async {
-                let lock = self.store.lock(&LockTarget::Node(id.clone()), &options).await?;
+                let lock = self
+                    .store
+                    .lock(&LockTarget::Node(id.clone()), &options)
+                    .await?;
                 let node = match self.store.get_node(id).await? {
                     Some(node) if node.allocated_to.as_deref() == Some(request.id.as_str()) => node,
                     _ => {
@@ -212,8 +213,7 @@ impl Client {
         }
         self.store.delete_request(&request.id).await?;
         for (node, _) in locked.iter_mut() {
-            node.state = Some(NodeState::InUse);
-            node.state_time = Some(now());
+            node.set_state(NodeState::InUse);
             self.store.update_node(node).await?;
         }
         Ok(LockedNodes {
@@ -227,8 +227,7 @@ impl Client {
     pub async fn release(&self, nodes: LockedNodes) -> Result<()> {
         let mut first_error = None;
         for (mut node, lock) in nodes.nodes {
-            node.state = Some(NodeState::Used);
-            node.state_time = Some(now());
+            node.set_state(NodeState::Used);
             if let Err(e) = self.store.update_node(&node).await {
                 first_error.get_or_insert(e);
             }
