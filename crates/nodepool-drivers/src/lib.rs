@@ -9,4 +9,7 @@
 
 pub mod fake;
 pub mod openstack;
+pub mod registry;
 pub mod static_hosts;
+
+pub use registry::register_builtin;

@@ -1,2 +1,21 @@
-//! The `nodepool` command.
-fn main() {}
+//! The `nodepool` command: the CLI of nodepool-rs, compatible with upstream
+//! nodepool's (`nodepool [-c CONFIG] [-s SECURE] COMMAND`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let level = if cli.debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    commands::run(&cli)
+}

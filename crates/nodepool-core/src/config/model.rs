@@ -70,7 +70,7 @@ impl Config {
 pub struct ZooKeeperServer {
     /// Host.
     pub host: String,
-    /// Port (default 2181).
+    /// Port (default 2281, upstream's default in `nodepool.yaml`).
     pub port: u16,
     /// Chroot path.
     pub chroot: Option<String>,
@@ -127,6 +127,9 @@ pub struct TenantResourceLimit {
     pub max_ram: Option<i64>,
     /// `max-servers`.
     pub max_servers: Option<i64>,
+    /// Any other `max-*`-like resource key with its integer limit, as
+    /// written (upstream accepts `str: int`).
+    pub other: BTreeMap<String, i64>,
 }
 
 /// One `diskimages` entry, inheritance resolved.

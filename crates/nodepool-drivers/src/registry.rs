@@ -1,0 +1,27 @@
+//! The built-in drivers, registered by name.
+
+use nodepool_core::config::DriverRegistry;
+
+/// Register every built-in driver: `openstack`, `static` and `fake`.
+pub fn register_builtin(reg: &mut DriverRegistry) {
+    crate::openstack::register(reg);
+    crate::static_hosts::register(reg);
+    crate::fake::config::register(reg);
+}
+
+/// A registry holding the built-in drivers.
+pub fn builtin() -> DriverRegistry {
+    let mut reg = DriverRegistry::new();
+    register_builtin(&mut reg);
+    reg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_registry_names_the_three_drivers() {
+        assert_eq!(builtin().names(), vec!["fake", "openstack", "static"]);
+    }
+}
