@@ -1,1 +1,501 @@
-//! Fake driver: cloud.
+//! The fake cloud: instances and images in memory, with upstream's fake
+//! limits and flavors, a boot delay, and faults injected by a seeded RNG.
+//!
+//! A [`FakeCloud`] is a cheap, clonable handle: tests keep one to inspect
+//! what providers did, and several providers may share one cloud (as two
+//! provider entries may point at the same cloud account upstream).
+//!
+//! Time is tokio's clock, so tests with paused time
+//! (`#[tokio::test(start_paused = true)]`) boot instances instantly and
+//! deterministically. An instance is `Building` until `boot_delay` after its
+//! creation, then `Active` (or `Error` for an injected boot failure); nothing
+//! runs in the background.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use nodepool_core::provider::{CloudImage, ImageRef, Instance, InstanceState, Resources};
+use nodepool_core::{Error, Result};
+use tokio::time::Instant;
+
+/// The name of upstream's fake cloud image.
+pub const FAKE_IMAGE_NAME: &str = "Fake Precise";
+/// The id of upstream's fake cloud image.
+pub const FAKE_IMAGE_ID: &str = "fake-image-id";
+
+/// A server size the cloud offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flavor {
+    /// Flavor name.
+    pub name: String,
+    /// vCPUs.
+    pub cores: u64,
+    /// RAM in MB.
+    pub ram: u64,
+}
+
+impl Flavor {
+    /// The resources one server of this flavor uses.
+    pub fn resources(&self) -> Resources {
+        Resources {
+            instances: Some(1),
+            cores: Some(self.cores),
+            ram: Some(self.ram),
+        }
+    }
+}
+
+/// Faults to inject, each a probability from 0.0 to 1.0, drawn from an RNG
+/// seeded with `seed` so a test sees the same faults on every run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSettings {
+    /// A mutating call (create, delete, image upload or delete) fails with a
+    /// retryable [`Error::Cloud`].
+    pub error_rate: f64,
+    /// A created instance never becomes active (the engine's boot timeout
+    /// must catch it), like upstream's `_test_timeout` servers.
+    pub timeout_rate: f64,
+    /// A create fails with [`Error::QuotaExceeded`] although quota is left
+    /// (another tenant of the cloud took it first).
+    pub quota_error_rate: f64,
+    /// A created instance ends in `Error` state instead of `Active`.
+    pub boot_failure_rate: f64,
+    /// The RNG seed.
+    pub seed: u64,
+}
+
+impl Default for FaultSettings {
+    fn default() -> Self {
+        Self {
+            error_rate: 0.0,
+            timeout_rate: 0.0,
+            quota_error_rate: 0.0,
+            boot_failure_rate: 0.0,
+            seed: 0x6e6f_6465_706f_6f6c,
+        }
+    }
+}
+
+/// How a fake cloud behaves. The defaults are upstream's fake cloud.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeCloudSettings {
+    /// Time from create to `Active` (default 0.1 s).
+    pub boot_delay: Duration,
+    /// Instance quota (default 20).
+    pub max_instances: u64,
+    /// Core quota (default 100).
+    pub max_cores: u64,
+    /// RAM quota in MB (default 1 000 000).
+    pub max_ram: u64,
+    /// Flavors, smallest RAM first (default: "Fake Flavor" and "Unreal
+    /// Flavor", 4 cores and 8192 MB each).
+    pub flavors: Vec<Flavor>,
+    /// Availability zones (default "az1", "az2").
+    pub azs: Vec<String>,
+    /// Faults to inject (default none).
+    pub faults: FaultSettings,
+}
+
+impl Default for FakeCloudSettings {
+    fn default() -> Self {
+        let flavor = |name: &str| Flavor {
+            name: name.to_string(),
+            cores: 4,
+            ram: 8192,
+        };
+        Self {
+            boot_delay: Duration::from_millis(100),
+            max_instances: 20,
+            max_cores: 100,
+            max_ram: 1_000_000,
+            flavors: vec![flavor("Fake Flavor"), flavor("Unreal Flavor")],
+            azs: vec!["az1".to_string(), "az2".to_string()],
+            faults: FaultSettings::default(),
+        }
+    }
+}
+
+impl FakeCloudSettings {
+    /// The flavor upstream's OpenStack driver would pick: with `min_ram`, the
+    /// first flavor (smallest RAM first) with at least that much RAM whose
+    /// name contains `name` when given; without, the flavor named `name`.
+    pub fn find_flavor(&self, name: Option<&str>, min_ram: Option<u64>) -> Option<&Flavor> {
+        match min_ram {
+            Some(min_ram) if min_ram > 0 => {
+                let mut flavors: Vec<&Flavor> = self.flavors.iter().collect();
+                flavors.sort_by_key(|f| f.ram);
+                flavors
+                    .into_iter()
+                    .find(|f| f.ram >= min_ram && name.map_or(true, |n| f.name.contains(n)))
+            }
+            _ => {
+                let name = name?;
+                self.flavors.iter().find(|f| f.name == name)
+            }
+        }
+    }
+
+    /// The cloud's quota as [`Resources`].
+    pub fn limits(&self) -> Resources {
+        Resources {
+            instances: Some(self.max_instances),
+            cores: Some(self.max_cores),
+            ram: Some(self.max_ram),
+        }
+    }
+}
+
+/// What a create asks the cloud for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRequest {
+    /// The provider asking (for error messages).
+    pub provider: String,
+    /// Server name.
+    pub name: String,
+    /// The image to boot, if any.
+    pub image: Option<ImageRef>,
+    /// What the server uses.
+    pub resources: Resources,
+    /// Metadata to set.
+    pub metadata: BTreeMap<String, String>,
+    /// Availability zone; `None` lets the cloud choose.
+    pub az: Option<String>,
+}
+
+/// How a created instance ends up.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    Boots,
+    Fails(String),
+    Hangs,
+}
+
+#[derive(Debug, Clone)]
+struct FakeInstance {
+    view: Instance,
+    ready_at: Instant,
+    fate: Fate,
+}
+
+impl FakeInstance {
+    fn snapshot(&self, now: Instant) -> Instance {
+        let state = match &self.fate {
+            Fate::Hangs => InstanceState::Building,
+            _ if now < self.ready_at => InstanceState::Building,
+            Fate::Boots => InstanceState::Active,
+            Fate::Fails(message) => InstanceState::Error(message.clone()),
+        };
+        Instance {
+            state: Some(state),
+            ..self.view.clone()
+        }
+    }
+}
+
+/// SplitMix64: small, seedable, good enough for fault injection.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `rate`; draws nothing when `rate` is 0.
+    fn chance(&mut self, rate: f64) -> bool {
+        if rate <= 0.0 {
+            return false;
+        }
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < rate
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    settings: FakeCloudSettings,
+    instances: BTreeMap<String, FakeInstance>,
+    images: BTreeMap<String, CloudImage>,
+    rng: Rng,
+    next_id: u64,
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn used(&self) -> (u64, u64, u64) {
+        self.instances
+            .values()
+            .fold((0, 0, 0), |(n, cores, ram), i| {
+                (
+                    n + 1,
+                    cores + i.view.resources.cores.unwrap_or(0),
+                    ram + i.view.resources.ram.unwrap_or(0),
+                )
+            })
+    }
+
+    fn injected_error(&mut self, provider: &str, operation: &str) -> Result<()> {
+        if self.rng.chance(self.settings.faults.error_rate) {
+            return Err(Error::Cloud {
+                provider: provider.to_string(),
+                message: format!("injected fault: {operation} failed"),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An in-memory cloud shared by the providers and tests holding a handle.
+#[derive(Debug, Clone)]
+pub struct FakeCloud {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for FakeCloud {
+    fn default() -> Self {
+        Self::new(FakeCloudSettings::default())
+    }
+}
+
+impl FakeCloud {
+    /// A cloud with `settings`, holding upstream's one cloud image
+    /// ([`FAKE_IMAGE_NAME`]).
+    pub fn new(settings: FakeCloudSettings) -> Self {
+        let seed = settings.faults.seed;
+        let image = CloudImage {
+            external_id: FAKE_IMAGE_ID.to_string(),
+            name: FAKE_IMAGE_NAME.to_string(),
+            metadata: BTreeMap::new(),
+        };
+        Self {
+            state: Arc::new(Mutex::new(State {
+                settings,
+                instances: BTreeMap::new(),
+                images: BTreeMap::from([(image.external_id.clone(), image)]),
+                rng: Rng(seed),
+                next_id: 0,
+            })),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the maps consistent (every
+        // mutation is a single insert or remove), so a poisoned lock is fine.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> FakeCloudSettings {
+        self.state().settings.clone()
+    }
+
+    /// Change the faults from now on (the RNG is reseeded).
+    pub fn set_faults(&self, faults: FaultSettings) {
+        let mut state = self.state();
+        state.rng = Rng(faults.seed);
+        state.settings.faults = faults;
+    }
+
+    /// Change the quota from now on; existing instances stay.
+    pub fn set_limits(&self, max_instances: u64, max_cores: u64, max_ram: u64) {
+        let mut state = self.state();
+        state.settings.max_instances = max_instances;
+        state.settings.max_cores = max_cores;
+        state.settings.max_ram = max_ram;
+    }
+
+    /// Create a server. Fails with [`Error::QuotaExceeded`] when it does not
+    /// fit the quota, with [`Error::Cloud`] for an unknown AZ or uploaded
+    /// image, and as the faults say. Cloud images are accepted by any name.
+    pub fn create(&self, request: CreateRequest) -> Result<Instance> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let provider = request.provider.as_str();
+        state.injected_error(provider, "create server")?;
+        let quota_error = |resource: &str| Error::QuotaExceeded {
+            provider: provider.to_string(),
+            resource: resource.to_string(),
+        };
+        if state.rng.chance(state.settings.faults.quota_error_rate) {
+            return Err(quota_error("instances"));
+        }
+        let (instances, cores, ram) = state.used();
+        let need = &request.resources;
+        if instances + need.instances.unwrap_or(1) > state.settings.max_instances {
+            return Err(quota_error("instances"));
+        }
+        if cores + need.cores.unwrap_or(0) > state.settings.max_cores {
+            return Err(quota_error("cores"));
+        }
+        if ram + need.ram.unwrap_or(0) > state.settings.max_ram {
+            return Err(quota_error("ram"));
+        }
+        let not_found = |what: String| Error::Cloud {
+            provider: provider.to_string(),
+            message: what,
+            retryable: false,
+        };
+        if let Some(ImageRef::Uploaded { external_id, .. }) = &request.image {
+            if !state.images.contains_key(external_id) {
+                return Err(not_found(format!("image {external_id} not found")));
+            }
+        }
+        let n = state.next_id();
+        let az = match request.az {
+            Some(az) if state.settings.azs.contains(&az) => Some(az),
+            Some(az) => {
+                return Err(not_found(format!(
+                    "availability zone {az} is not available"
+                )))
+            }
+            None if state.settings.azs.is_empty() => None,
+            None => {
+                let azs = &state.settings.azs;
+                let index = usize::try_from(n).unwrap_or(0) % azs.len();
+                azs.get(index).cloned()
+            }
+        };
+        let fate = if state.rng.chance(state.settings.faults.timeout_rate) {
+            Fate::Hangs
+        } else if state.rng.chance(state.settings.faults.boot_failure_rate) {
+            Fate::Fails("injected fault: server failed to boot".to_string())
+        } else {
+            Fate::Boots
+        };
+        let external_id = format!("fake-{n:08x}");
+        let image_id = request.image.map(|image| match image {
+            ImageRef::Cloud(name) => state
+                .images
+                .values()
+                .find(|i| i.name == name || i.external_id == name)
+                .map_or(name, |i| i.external_id.clone()),
+            ImageRef::Uploaded { external_id, .. } => external_id,
+        });
+        let (hi, lo) = ((n >> 8) & 0xff, n & 0xff);
+        let view = Instance {
+            external_id: external_id.clone(),
+            state: None,
+            metadata: request.metadata,
+            interface_ip: Some(format!("203.0.{hi}.{lo}")),
+            public_ipv4: Some(format!("203.0.{hi}.{lo}")),
+            private_ipv4: Some(format!("10.0.{hi}.{lo}")),
+            public_ipv6: None,
+            az,
+            cloud: Some("fake".to_string()),
+            region: None,
+            host_id: Some("fake".to_string()),
+            image_id,
+            resources: Resources {
+                instances: Some(need.instances.unwrap_or(1)),
+                ..*need
+            },
+            host_keys: Vec::new(),
+            connection_port: None,
+        };
+        let now = Instant::now();
+        let instance = FakeInstance {
+            view,
+            ready_at: now + state.settings.boot_delay,
+            fate,
+        };
+        let snapshot = instance.snapshot(now);
+        state.instances.insert(external_id, instance);
+        tracing::debug!(provider, external_id = %snapshot.external_id, "fake cloud created server");
+        Ok(snapshot)
+    }
+
+    /// One server as it is now.
+    pub fn get(&self, external_id: &str) -> Option<Instance> {
+        let state = self.state();
+        let now = Instant::now();
+        state.instances.get(external_id).map(|i| i.snapshot(now))
+    }
+
+    /// When a server becomes active: `None` for a missing server or one that
+    /// never will (hanging or failing).
+    pub fn active_at(&self, external_id: &str) -> Option<Instant> {
+        let state = self.state();
+        let instance = state.instances.get(external_id)?;
+        (instance.fate == Fate::Boots).then_some(instance.ready_at)
+    }
+
+    /// When a server leaves `Building` (active or failed); `None` for a
+    /// missing or hanging server.
+    pub fn settles_at(&self, external_id: &str) -> Option<Instant> {
+        let state = self.state();
+        let instance = state.instances.get(external_id)?;
+        (instance.fate != Fate::Hangs).then_some(instance.ready_at)
+    }
+
+    /// Delete a server; a missing one is fine.
+    pub fn delete(&self, provider: &str, external_id: &str) -> Result<()> {
+        let mut state = self.state();
+        state.injected_error(provider, "delete server")?;
+        state.instances.remove(external_id);
+        Ok(())
+    }
+
+    /// Every server in the cloud.
+    pub fn instances(&self) -> Vec<Instance> {
+        let state = self.state();
+        let now = Instant::now();
+        state.instances.values().map(|i| i.snapshot(now)).collect()
+    }
+
+    /// What the servers use now.
+    pub fn used(&self) -> Resources {
+        let (instances, cores, ram) = self.state().used();
+        Resources {
+            instances: Some(instances),
+            cores: Some(cores),
+            ram: Some(ram),
+        }
+    }
+
+    /// Store an uploaded image; returns its id.
+    pub fn upload_image(
+        &self,
+        provider: &str,
+        name: &str,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<String> {
+        let mut state = self.state();
+        state.injected_error(provider, "image upload")?;
+        let external_id = format!("fake-image-{:08x}", state.next_id());
+        state.images.insert(
+            external_id.clone(),
+            CloudImage {
+                external_id: external_id.clone(),
+                name: name.to_string(),
+                metadata,
+            },
+        );
+        Ok(external_id)
+    }
+
+    /// Delete an image; a missing one is fine.
+    pub fn delete_image(&self, provider: &str, external_id: &str) -> Result<()> {
+        let mut state = self.state();
+        state.injected_error(provider, "image delete")?;
+        state.images.remove(external_id);
+        Ok(())
+    }
+
+    /// Every image in the cloud.
+    pub fn images(&self) -> Vec<CloudImage> {
+        self.state().images.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

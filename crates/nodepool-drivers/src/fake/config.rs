@@ -188,9 +188,8 @@ pub fn parse_fake_provider(
     Some(openstack_provider_view(common, &openstack, config))
 }
 
-/// The fake driver's config half. Building providers is the fake
-/// provider's job: until it registers its own driver, `create_provider`
-/// reports [`nodepool_core::Error::Unsupported`].
+/// The fake driver: upstream's OpenStack schema plus `fake-settings`, and a
+/// [`FakeProvider`](super::provider::FakeProvider) on its own in-memory cloud.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FakeConfigDriver;
 
@@ -205,6 +204,30 @@ impl Driver for FakeConfigDriver {
         common: ProviderCommon,
     ) -> Option<ProviderConfig> {
         parse_fake_provider(provider, common)
+    }
+
+    fn create_provider(
+        &self,
+        config: &ProviderConfig,
+    ) -> nodepool_core::Result<Arc<dyn nodepool_core::provider::Provider>> {
+        let fake = config
+            .driver_config
+            .as_any()
+            .downcast_ref::<FakeConfig>()
+            .ok_or_else(|| {
+                nodepool_core::Error::Other(format!(
+                    "provider {}: not a fake driver config",
+                    config.name
+                ))
+            })?;
+        let cloud = super::cloud::FakeCloud::new(super::cloud::FakeCloudSettings::from_config(
+            &fake.settings,
+        ));
+        Ok(Arc::new(super::provider::FakeProvider::from_config(
+            config.name.clone(),
+            fake,
+            cloud,
+        )))
     }
 }
 
