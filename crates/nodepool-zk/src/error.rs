@@ -1,0 +1,98 @@
+//! The crate's error type and its mapping onto `nodepool_core::Error`.
+
+use std::path::PathBuf;
+
+/// What can go wrong when opening a [`ZkStore`](crate::ZkStore). Once
+/// open, the store reports through `nodepool_core::Error` like every
+/// [`NodeStore`](nodepool_core::store::NodeStore).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No hosts were configured.
+    #[error("no ZooKeeper hosts configured")]
+    NoHosts,
+    /// A TLS file could not be read or holds no usable PEM data.
+    #[error("ZooKeeper TLS {what} {path}: {message}")]
+    Tls {
+        /// Which file ("CA", "certificate", "key").
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No session could be established.
+    #[error("cannot connect to ZooKeeper at {hosts}: {source}")]
+    Connect {
+        /// The connection string.
+        hosts: String,
+        /// The client's error.
+        #[source]
+        source: zookeeper_client::Error,
+    },
+    /// The chroot is not an absolute path ZooKeeper accepts.
+    #[error("invalid ZooKeeper chroot {chroot:?}")]
+    Chroot {
+        /// The configured chroot.
+        chroot: String,
+    },
+    /// A ZooKeeper operation failed.
+    #[error("ZooKeeper {operation} {path}: {source}")]
+    ZooKeeper {
+        /// The operation ("create", "get", "add watch", ...).
+        operation: &'static str,
+        /// The path it was applied to.
+        path: String,
+        /// The client's error.
+        #[source]
+        source: zookeeper_client::Error,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `e` means the session or connection is gone for now: a retry
+/// after reconnecting can help.
+pub(crate) fn is_unavailable(e: &zookeeper_client::Error) -> bool {
+    use zookeeper_client::Error as Zk;
+    matches!(
+        e,
+        Zk::ConnectionLoss
+            | Zk::SessionExpired
+            | Zk::ClientClosed
+            | Zk::Timeout
+            | Zk::NoHosts
+            | Zk::Throttled
+            | Zk::SessionMoved
+            | Zk::NotReadOnly
+    )
+}
+
+/// A failed ZooKeeper call as a store error: `StoreUnavailable` when a
+/// retry after reconnecting can help, `Other` otherwise.
+pub(crate) fn store_error(
+    operation: &'static str,
+    path: &str,
+    source: zookeeper_client::Error,
+) -> nodepool_core::Error {
+    let message = format!("ZooKeeper {operation} {path}: {source}");
+    if is_unavailable(&source) {
+        nodepool_core::Error::StoreUnavailable(message)
+    } else {
+        nodepool_core::Error::Other(message)
+    }
+}
+
+impl From<Error> for nodepool_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Connect { ref source, .. } | Error::ZooKeeper { ref source, .. }
+                if is_unavailable(source) =>
+            {
+                nodepool_core::Error::StoreUnavailable(e.to_string())
+            }
+            other => nodepool_core::Error::Other(other.to_string()),
+        }
+    }
+}

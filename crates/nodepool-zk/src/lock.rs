@@ -1,0 +1,203 @@
+//! Locks as kazoo's `Lock` recipe takes them, so that our processes,
+//! upstream's Python tools and Zuul exclude each other.
+//!
+//! A contender is an EPHEMERAL_SEQUENTIAL child of the lock path named
+//! `<uuid4 hex>__lock__<sequence>`, holding the identifier as its data. The
+//! lowest sequence holds the lock; every other contender watches the one
+//! just before it and looks again when it goes.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use zookeeper_client::{Client, CreateMode, Error as Zk};
+
+use crate::error::store_error;
+use crate::ops;
+use crate::paths::{contender_sequence, LOCK_NAME};
+use nodepool_core::store::{LockHandle, LockOptions, LockTarget};
+use nodepool_core::{Error, Result};
+
+/// Takes the lock on `target` for the session of `client`.
+pub(crate) async fn acquire(
+    client: &Client,
+    target: &LockTarget,
+    options: &LockOptions,
+) -> Result<LockHandle> {
+    let lock_path = target.path();
+    let deadline = options.timeout.map(|t| Instant::now() + t);
+    ops::ensure_path(client, &lock_path).await?;
+    let prefix = format!("{}{LOCK_NAME}", uuid::Uuid::new_v4().simple());
+    let data = options.identifier.clone().unwrap_or_default();
+    let node = create_contender(client, &lock_path, &prefix, data.as_bytes()).await?;
+    match wait_for_turn(
+        client,
+        target,
+        &lock_path,
+        &node,
+        options.blocking,
+        deadline,
+    )
+    .await
+    {
+        Ok(()) => Ok(LockHandle {
+            target: target.clone(),
+            contender: node,
+        }),
+        Err(e) => {
+            // Leave the queue, as kazoo's best-effort clean-up does.
+            if let Err(cleanup) = ops::delete(client, &format!("{lock_path}/{node}")).await {
+                tracing::warn!(lock = %lock_path, %node, error = %cleanup, "cannot withdraw a lock contender");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Creates our contender; after a connection loss, finds it by its unique
+/// prefix before trying again (Curator's trick, which kazoo uses too).
+async fn create_contender(
+    client: &Client,
+    lock_path: &str,
+    prefix: &str,
+    data: &[u8],
+) -> Result<String> {
+    let create_path = format!("{lock_path}/{prefix}");
+    let mut tries = 0;
+    loop {
+        match ops::create(client, &create_path, data, CreateMode::EphemeralSequential).await {
+            Ok(node) => return Ok(node),
+            Err(Zk::ConnectionLoss) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let children = ops::children(client, lock_path).await?;
+                if let Some(node) = children.into_iter().find(|c| c.starts_with(prefix)) {
+                    return Ok(node);
+                }
+            }
+            Err(e) => return Err(store_error("create", &create_path, e)),
+        }
+    }
+}
+
+/// The contender just before `node` in the queue, if any (kazoo's
+/// `_get_predecessor`: sequences compare as strings).
+fn predecessor<'a>(children: &'a [String], node: &str) -> Option<&'a str> {
+    let mine = contender_sequence(node)?;
+    children
+        .iter()
+        .filter_map(|c| contender_sequence(c).map(|seq| (seq, c.as_str())))
+        .filter(|(seq, _)| *seq < mine)
+        .max_by(|a, b| a.0.cmp(b.0))
+        .map(|(_, name)| name)
+}
+
+/// Returns when `node` is the lowest contender; fails with
+/// [`Error::LockHeld`] when not blocking or past the deadline.
+async fn wait_for_turn(
+    client: &Client,
+    target: &LockTarget,
+    lock_path: &str,
+    node: &str,
+    blocking: bool,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let held = || Error::LockHeld {
+        target: target.to_string(),
+    };
+    loop {
+        let children = ops::children(client, lock_path).await?;
+        if !children.iter().any(|c| c == node) {
+            // Our ephemeral contender is gone: the session ended, or
+            // somebody deleted the lock (the record was deleted).
+            return Err(Error::LockLost {
+                target: target.to_string(),
+            });
+        }
+        let Some(before) = predecessor(&children, node) else {
+            return Ok(());
+        };
+        if !blocking {
+            return Err(held());
+        }
+        let before_path = format!("{lock_path}/{before}");
+        let (stat, watcher) = client
+            .check_and_watch_stat(&before_path)
+            .await
+            .map_err(|e| store_error("watch", &before_path, e))?;
+        if stat.is_none() {
+            continue;
+        }
+        match deadline {
+            None => {
+                watcher.changed().await;
+            }
+            Some(deadline) => {
+                if tokio::time::timeout_at(deadline, watcher.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(held());
+                }
+            }
+        }
+    }
+}
+
+/// Gives a lock back; [`Error::LockLost`] if its contender is gone.
+pub(crate) async fn release(client: &Client, handle: &LockHandle) -> Result<()> {
+    let path = format!("{}/{}", handle.target.path(), handle.contender);
+    match client.delete(&path, None).await {
+        Ok(()) => Ok(()),
+        Err(Zk::NoNode) => Err(Error::LockLost {
+            target: handle.target.to_string(),
+        }),
+        Err(e) => Err(store_error("delete", &path, e)),
+    }
+}
+
+/// The identifiers of the contenders of `target`, holder first (kazoo's
+/// `contenders()`, without making the lock path).
+pub(crate) async fn contenders(client: &Client, target: &LockTarget) -> Result<Vec<String>> {
+    let lock_path = target.path();
+    let mut queue: Vec<(String, String)> = ops::children(client, &lock_path)
+        .await?
+        .into_iter()
+        .filter_map(|c| contender_sequence(&c).map(|seq| (seq.to_owned(), c.clone())))
+        .collect();
+    queue.sort();
+    let mut identifiers = Vec::with_capacity(queue.len());
+    for (_, name) in queue {
+        if let Some((data, _)) = ops::get(client, &format!("{lock_path}/{name}")).await? {
+            identifiers.push(String::from_utf8_lossy(&data).into_owned());
+        }
+    }
+    Ok(identifiers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn predecessor_is_the_next_lower_sequence() {
+        let children = names(&[
+            "aa__lock__0000000003",
+            "bb__lock__0000000001",
+            "cc__lock__0000000007",
+            "not-a-contender",
+        ]);
+        assert_eq!(
+            predecessor(&children, "cc__lock__0000000007"),
+            Some("aa__lock__0000000003")
+        );
+        assert_eq!(
+            predecessor(&children, "aa__lock__0000000003"),
+            Some("bb__lock__0000000001")
+        );
+        assert_eq!(predecessor(&children, "bb__lock__0000000001"), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! Upstream nodepool's ZooKeeper layout (`nodepool/zk/zookeeper.py`), and
+//! the mapping of changed paths to [`StoreEvent`]s.
+
+use nodepool_core::store::{Change, LockTarget, StoreEvent};
+
+/// Node records: `/nodepool/nodes/<sequence>`.
+pub(crate) const NODE_ROOT: &str = "/nodepool/nodes";
+/// Node requests: `/nodepool/requests/<priority>-<sequence>`.
+pub(crate) const REQUEST_ROOT: &str = "/nodepool/requests";
+/// Node request locks: `/nodepool/requests-lock/<request id>`.
+pub(crate) const REQUEST_LOCK_ROOT: &str = "/nodepool/requests-lock";
+/// Images: `/nodepool/images/<image>/...`.
+pub(crate) const IMAGE_ROOT: &str = "/nodepool/images";
+/// Component registry: `/nodepool/components/<kind>/<name>`.
+pub(crate) const COMPONENT_ROOT: &str = "/nodepool/components";
+
+/// The roots watched (recursively) and made at connect.
+pub(crate) const WATCHED_ROOTS: [&str; 5] = [
+    NODE_ROOT,
+    REQUEST_ROOT,
+    REQUEST_LOCK_ROOT,
+    IMAGE_ROOT,
+    COMPONENT_ROOT,
+];
+
+/// The name kazoo's `Lock` puts between a contender's uuid and its sequence.
+pub(crate) const LOCK_NAME: &str = "__lock__";
+
+pub(crate) fn node(id: &str) -> String {
+    format!("{NODE_ROOT}/{id}")
+}
+
+pub(crate) fn request(id: &str) -> String {
+    format!("{REQUEST_ROOT}/{id}")
+}
+
+pub(crate) fn request_lock(id: &str) -> String {
+    format!("{REQUEST_LOCK_ROOT}/{id}")
+}
+
+pub(crate) fn image_pause(image: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/pause")
+}
+
+pub(crate) fn image_build_request(image: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/request-build")
+}
+
+pub(crate) fn builds(image: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/builds")
+}
+
+pub(crate) fn build(image: &str, build: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/builds/{build}")
+}
+
+pub(crate) fn build_providers(image: &str, build: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/builds/{build}/providers")
+}
+
+pub(crate) fn uploads(image: &str, build: &str, provider: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/builds/{build}/providers/{provider}/images")
+}
+
+pub(crate) fn upload(image: &str, build: &str, provider: &str, upload: &str) -> String {
+    format!("{IMAGE_ROOT}/{image}/builds/{build}/providers/{provider}/images/{upload}")
+}
+
+pub(crate) fn components(kind: &str) -> String {
+    format!("{COMPONENT_ROOT}/{kind}")
+}
+
+pub(crate) fn component(kind: &str, name: &str) -> String {
+    format!("{COMPONENT_ROOT}/{kind}/{name}")
+}
+
+/// The last segment of a path.
+pub(crate) fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The sequence part of a kazoo lock contender's name, as kazoo's regex
+/// `(?:__lock__)(-?\d{10})$` finds it; `None` for other children.
+pub(crate) fn contender_sequence(name: &str) -> Option<&str> {
+    let n = name.len();
+    if n < 10 || !name.is_char_boundary(n - 10) {
+        return None;
+    }
+    let (before, digits) = name.split_at(n - 10);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if before.ends_with(LOCK_NAME) {
+        Some(digits)
+    } else if before.ends_with("__lock__-") {
+        Some(&name[n - 11..])
+    } else {
+        None
+    }
+}
+
+/// The lock a contender path (`<lock path>/<contender>`) belongs to.
+fn lock_of_contender(path: &str) -> Option<LockTarget> {
+    let (lock_path, contender) = path.rsplit_once('/')?;
+    contender_sequence(contender)?;
+    lock_target(lock_path)
+}
+
+/// The [`LockTarget`] whose path is `path`, if any.
+pub(crate) fn lock_target(path: &str) -> Option<LockTarget> {
+    let parts: Vec<&str> = path.strip_prefix("/nodepool/")?.split('/').collect();
+    let owned = |s: &str| s.to_owned();
+    match parts.as_slice() {
+        ["nodes", id, "lock"] => Some(LockTarget::Node(owned(id))),
+        ["requests-lock", id] => Some(LockTarget::Request(owned(id))),
+        ["images", image, "builds", "lock"] => Some(LockTarget::ImageBuilds(owned(image))),
+        ["images", image, "builds", build, "lock"] => Some(LockTarget::Build {
+            image: owned(image),
+            build: owned(build),
+        }),
+        ["images", image, "builds", build, "providers", provider, "images", "lock"] => {
+            Some(LockTarget::ProviderUploads {
+                image: owned(image),
+                build: owned(build),
+                provider: owned(provider),
+            })
+        }
+        ["images", image, "builds", build, "providers", provider, "images", upload, "lock"] => {
+            Some(LockTarget::Upload {
+                image: owned(image),
+                build: owned(build),
+                provider: owned(provider),
+                upload: owned(upload),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The event a change of `path` announces, if any. `created_or_changed` is
+/// false for a deletion.
+pub(crate) fn event_for(path: &str, created_or_changed: bool) -> Option<StoreEvent> {
+    let change = if created_or_changed {
+        Change::Put
+    } else {
+        Change::Deleted
+    };
+    if let Some(target) = lock_of_contender(path) {
+        return Some(StoreEvent::Lock { target, change });
+    }
+    let parts: Vec<&str> = path.strip_prefix("/nodepool/")?.split('/').collect();
+    if parts.contains(&"lock") {
+        // A lock's own directory: nothing to announce.
+        return None;
+    }
+    match parts.as_slice() {
+        ["nodes", id] => Some(StoreEvent::Node {
+            id: (*id).to_owned(),
+            change,
+        }),
+        ["requests", id] => Some(StoreEvent::Request {
+            id: (*id).to_owned(),
+            change,
+        }),
+        ["images", image, ..] => Some(StoreEvent::Image {
+            image: (*image).to_owned(),
+        }),
+        ["components", kind, _name] => Some(StoreEvent::Component {
+            kind: (*kind).to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contender_sequence_follows_kazoo_naming() {
+        assert_eq!(
+            contender_sequence("0f1e2d3c4b5a69788796a5b4c3d2e1f0__lock__0000000007"),
+            Some("0000000007")
+        );
+        assert_eq!(contender_sequence("abc__lock__-000000001"), None);
+        assert_eq!(
+            contender_sequence("abc__lock__-0000000001"),
+            Some("-0000000001")
+        );
+        assert_eq!(contender_sequence("abc__rlock__0000000001"), None);
+        assert_eq!(contender_sequence("lock"), None);
+        assert_eq!(contender_sequence("abc__lock__00000000x1"), None);
+    }
+
+    #[test]
+    fn lock_paths_round_trip_to_targets() {
+        let targets = [
+            LockTarget::Node("0000000001".into()),
+            LockTarget::Request("100-0000000002".into()),
+            LockTarget::ImageBuilds("ubuntu".into()),
+            LockTarget::Build {
+                image: "ubuntu".into(),
+                build: "abc".into(),
+            },
+            LockTarget::ProviderUploads {
+                image: "ubuntu".into(),
+                build: "abc".into(),
+                provider: "cloud".into(),
+            },
+            LockTarget::Upload {
+                image: "ubuntu".into(),
+                build: "abc".into(),
+                provider: "cloud".into(),
+                upload: "0000000003".into(),
+            },
+        ];
+        for target in targets {
+            assert_eq!(lock_target(&target.path()), Some(target.clone()));
+        }
+        assert_eq!(lock_target("/nodepool/nodes/0000000001"), None);
+    }
+
+    #[test]
+    fn record_paths_map_to_record_events() {
+        assert_eq!(
+            event_for("/nodepool/nodes/0000000001", true),
+            Some(StoreEvent::Node {
+                id: "0000000001".into(),
+                change: Change::Put
+            })
+        );
+        assert_eq!(
+            event_for("/nodepool/requests/100-0000000004", false),
+            Some(StoreEvent::Request {
+                id: "100-0000000004".into(),
+                change: Change::Deleted
+            })
+        );
+        assert_eq!(
+            event_for(
+                "/nodepool/images/ubuntu/builds/abc/providers/p/images/0000000001",
+                true
+            ),
+            Some(StoreEvent::Image {
+                image: "ubuntu".into()
+            })
+        );
+        assert_eq!(
+            event_for("/nodepool/components/launcher/host-1", false),
+            Some(StoreEvent::Component {
+                kind: "launcher".into()
+            })
+        );
+    }
+
+    #[test]
+    fn lock_directories_and_roots_announce_nothing() {
+        assert_eq!(event_for("/nodepool/nodes/0000000001/lock", true), None);
+        assert_eq!(event_for("/nodepool/images/ubuntu/builds/lock", true), None);
+        assert_eq!(
+            event_for("/nodepool/requests-lock/100-0000000001", true),
+            None
+        );
+        assert_eq!(event_for("/nodepool/nodes", true), None);
+        assert_eq!(event_for("/nodepool/components/launcher", true), None);
+        assert_eq!(event_for("/elsewhere/x", true), None);
+    }
+
+    #[test]
+    fn contender_changes_announce_their_lock() {
+        let contender = "/nodepool/nodes/0000000001/lock/aa__lock__0000000000";
+        assert_eq!(
+            event_for(contender, true),
+            Some(StoreEvent::Lock {
+                target: LockTarget::Node("0000000001".into()),
+                change: Change::Put
+            })
+        );
+        assert_eq!(
+            event_for(
+                "/nodepool/requests-lock/100-0000000001/aa__lock__0000000003",
+                false
+            ),
+            Some(StoreEvent::Lock {
+                target: LockTarget::Request("100-0000000001".into()),
+                change: Change::Deleted
+            })
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! A server restart shorter than the session timeout: the session
+//! survives, and watchers are told to resync because ZooKeeper may have
+//! dropped events meanwhile. Runs its own server with
+//! `scripts/zookeeper.sh` (the shared one must not be restarted), when the
+//! environment has a ZooKeeper (`NODEPOOL_TEST_ZK_TLS` set).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{server_or_skip, unique_chroot, TestServer};
+use nodepool_core::store::{NodeStore, StoreEvent};
+use nodepool_zk::{ZkConfig, ZkStore, ZkTls};
+use tokio::sync::broadcast::error::RecvError;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/zookeeper.sh")
+}
+
+fn run_script(command: &str, dir: &Path) {
+    let status = Command::new("bash")
+        .arg(script())
+        .arg(command)
+        .arg(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("running zookeeper.sh {command}: {e}"));
+    assert!(
+        status.success(),
+        "zookeeper.sh {command} {} failed",
+        dir.display()
+    );
+}
+
+/// A private server, stopped when dropped.
+struct PrivateServer {
+    dir: PathBuf,
+}
+
+impl PrivateServer {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique_chroot("zk").replace('/', "_"));
+        run_script("start", &dir);
+        Self { dir }
+    }
+
+    /// The TLS address and files from the `env` file the script wrote.
+    fn server(&self) -> TestServer {
+        let env = std::fs::read_to_string(self.dir.join("env")).expect("reading the server's env");
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("{name} in the server's env"))
+                .to_owned()
+        };
+        TestServer {
+            hosts: var("NODEPOOL_TEST_ZK_TLS"),
+            tls: ZkTls {
+                ca: var("NODEPOOL_TEST_ZK_CA").into(),
+                cert: var("NODEPOOL_TEST_ZK_CERT").into(),
+                key: var("NODEPOOL_TEST_ZK_KEY").into(),
+            },
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_keeps_the_session_and_announces_resync() {
+    if server_or_skip("server_restart_keeps_the_session_and_announces_resync").is_none() {
+        return;
+    }
+    let private = PrivateServer::start();
+    let server = private.server();
+    // Long enough to survive a restart on a busy machine (the server's
+    // default maximum is 40 s).
+    let config: ZkConfig = server
+        .config(&unique_chroot("outage"))
+        .with_session_timeout(Duration::from_secs(40));
+    let store = ZkStore::connect(config).await.expect("connect");
+    let session = store.session_id().expect("session id");
+    let request = store
+        .create_request(&Default::default(), "100")
+        .await
+        .expect("create_request");
+    let mut events = store.watch();
+
+    let dir = private.dir.clone();
+    tokio::task::spawn_blocking(move || run_script("restart", &dir))
+        .await
+        .expect("restart task");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => panic!("no Resync within 60 s of the restart"),
+            Ok(Ok(StoreEvent::Resync)) => break,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) => panic!("watch closed"),
+        }
+    }
+    assert_eq!(
+        store.session_id().expect("session id"),
+        session,
+        "the session survived the restart"
+    );
+    assert!(
+        store
+            .get_request(&request)
+            .await
+            .expect("get_request")
+            .is_some(),
+        "the session's ephemeral request survived"
+    );
+    let node = store
+        .create_node(&Default::default())
+        .await
+        .expect("create_node after the restart");
+    store.delete_node(&node).await.expect("delete_node");
+    store.close().await.expect("close");
+}
