@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod image_builder;
+pub mod launcher;
 pub mod model;
 pub mod provider;
 pub mod scheduler;

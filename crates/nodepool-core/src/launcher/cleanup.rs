@@ -1,0 +1,457 @@
+//! Deleting nodes: at once when the store announces a node to delete, plus
+//! a sweep (upstream's `DeletedNodeWorker`) and the periodic cleanup
+//! (upstream's `CleanupWorker`): lost requests, `max-ready-age`, held nodes,
+//! leaked instances.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::leaks::LeakTracker;
+use super::pool::POOL_KIND;
+use super::shared::{self, lock, now, Shared};
+use super::stats::Counter;
+use crate::model::{Node, NodeState, RequestState};
+use crate::store::{LockHandle, LockOptions, LockTarget, NodeStore};
+use crate::Result;
+
+/// States in which an unlocked node is deleted (upstream's cleanup states).
+const CLEANUP_STATES: &[NodeState] = &[
+    NodeState::Used,
+    NodeState::InUse,
+    NodeState::Building,
+    NodeState::Failed,
+    NodeState::Deleting,
+    NodeState::Deleted,
+    NodeState::Aborted,
+];
+
+/// A node being deleted within this many seconds keeps the pool from
+/// deleting another unused node to make room (upstream: 5 minutes).
+const MAX_DELETE_AGE: f64 = 300.0;
+
+fn in_cleanup_state(node: &Node) -> bool {
+    node.state.is_some_and(|s| CLEANUP_STATES.contains(&s))
+}
+
+/// Node ids that may need deleting, deduplicated.
+#[derive(Debug, Default)]
+pub(crate) struct DeleteQueue {
+    inner: Mutex<QueueInner>,
+    notify: Notify,
+    sweep: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct QueueInner {
+    pending: VecDeque<String>,
+    queued: HashSet<String>,
+    busy: HashSet<String>,
+}
+
+impl DeleteQueue {
+    /// Look at node `id` soon.
+    pub(crate) fn offer(&self, id: &str) {
+        let mut q = lock(&self.inner);
+        if q.busy.contains(id) || !q.queued.insert(id.to_string()) {
+            return;
+        }
+        q.pending.push_back(id.to_string());
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Run a full sweep soon.
+    pub(crate) fn sweep_now(&self) {
+        self.sweep.store(true, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Deletions in progress.
+    pub(crate) fn in_progress(&self) -> usize {
+        lock(&self.inner).busy.len()
+    }
+
+    fn take(&self) -> Option<String> {
+        let mut q = lock(&self.inner);
+        let id = q.pending.pop_front()?;
+        q.queued.remove(&id);
+        q.busy.insert(id.clone());
+        Some(id)
+    }
+
+    fn done(&self, id: &str) {
+        lock(&self.inner).busy.remove(id);
+    }
+}
+
+/// The deleter task: deletes offered nodes, sweeps every `delete_interval`.
+/// On cancellation it waits for the deletions in progress.
+pub(crate) async fn run_deleter(shared: Arc<Shared>, cancel: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(shared.settings.delete_concurrency.max(1)));
+    let mut running = JoinSet::new();
+    let mut next_sweep = tokio::time::Instant::now();
+    while !cancel.is_cancelled() {
+        if tokio::time::Instant::now() >= next_sweep
+            || shared.deletes.sweep.swap(false, Ordering::Relaxed)
+        {
+            if let Err(e) = sweep(&shared).await {
+                warn!(error = %e, "deletion sweep failed");
+            }
+            next_sweep = tokio::time::Instant::now() + shared.settings.delete_interval;
+        }
+        while let Some(id) = shared.deletes.take() {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let shared = shared.clone();
+            running.spawn(
+                async move {
+                    if let Err(e) = consider(&shared, &id).await {
+                        debug!(error = %e, "node cleanup failed");
+                    }
+                    shared.deletes.done(&id);
+                    drop(permit);
+                }
+                .instrument(info_span!("cleanup")),
+            );
+        }
+        while running.try_join_next().is_some() {}
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = shared.deletes.notify.notified() => {}
+            _ = tokio::time::sleep_until(next_sweep) => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// Delete node `id` if it is unlocked and in a cleanup state.
+async fn consider(shared: &Shared, id: &str) -> Result<()> {
+    let Some(node) = shared.store.get_node(id).await? else {
+        return Ok(());
+    };
+    if !in_cleanup_state(&node) {
+        return Ok(());
+    }
+    let Some(provider) = node.provider.as_deref() else {
+        return Ok(());
+    };
+    if shared.provider_for_cleanup(provider).is_none() {
+        return Ok(());
+    }
+    let target = LockTarget::Node(id.to_string());
+    let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+        return Ok(());
+    };
+    match shared.store.get_node(id).await {
+        Ok(Some(node)) if in_cleanup_state(&node) => delete_locked(shared, node, handle).await,
+        other => {
+            let _ = shared.store.unlock(&handle).await;
+            other.map(|_| ())
+        }
+    }
+}
+
+/// Delete a locked node: mark it `deleting`, delete its instance, delete
+/// its record (which drops the lock). On a cloud error the node stays
+/// `deleting` and unlocked, for the next sweep.
+pub(crate) async fn delete_locked(
+    shared: &Shared,
+    mut node: Node,
+    handle: LockHandle,
+) -> Result<()> {
+    let span = info_span!("delete", node_id = %node.id, provider = ?node.provider);
+    async {
+        if node.state != Some(NodeState::Deleting) {
+            node.set_state(NodeState::Deleting);
+            if let Err(e) = shared.store.update_node(&node).await {
+                let _ = shared.store.unlock(&handle).await;
+                return Err(e);
+            }
+        }
+        if let Some(external_id) = node.external_id.as_deref() {
+            let provider = node
+                .provider
+                .as_deref()
+                .and_then(|p| shared.provider_for_cleanup(p));
+            if let Some(provider) = provider {
+                if let Err(e) = provider.delete_instance(external_id).await {
+                    warn!(%external_id, error = %e, "could not delete instance; will retry");
+                    let _ = shared.store.unlock(&handle).await;
+                    return Err(e);
+                }
+            }
+        }
+        shared.store.delete_node(&node.id).await?;
+        // The record (and its lock) is gone; releasing may report it lost.
+        let _ = shared.store.unlock(&handle).await;
+        shared.counters.bump(Counter::NodesDeleted);
+        info!(state = ?node.state, "deleted node");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// The sweep: offer every unlocked node in a cleanup state, release ready
+/// nodes whose request vanished, delete orphaned `init` nodes.
+async fn sweep(shared: &Shared) -> Result<()> {
+    let nodes = shared.store.list_nodes().await?;
+    let requests: BTreeSet<String> = shared
+        .store
+        .list_requests()
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let pools: BTreeSet<String> = shared
+        .store
+        .list_components(POOL_KIND)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect();
+    for node in nodes {
+        let known = node
+            .provider
+            .as_deref()
+            .is_some_and(|p| shared.provider_for_cleanup(p).is_some());
+        if !known {
+            continue;
+        }
+        if in_cleanup_state(&node) {
+            shared.deletes.offer(&node.id);
+        } else if node.state == Some(NodeState::Ready)
+            && node
+                .allocated_to
+                .as_ref()
+                .is_some_and(|r| !requests.contains(r))
+        {
+            deallocate_orphan(shared, &node.id, &requests).await;
+        } else if node.state == Some(NodeState::Init)
+            && node.launcher.as_ref().map_or(true, |l| !pools.contains(l))
+        {
+            let target = LockTarget::Node(node.id.clone());
+            if let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await {
+                match shared.store.get_node(&node.id).await {
+                    Ok(Some(n)) if n.state == Some(NodeState::Init) => {
+                        info!(node_id = %n.id, "deleting init node of a gone launcher");
+                        let _ = delete_locked(shared, n, handle).await;
+                    }
+                    _ => {
+                        let _ = shared.store.unlock(&handle).await;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn deallocate_orphan(shared: &Shared, id: &str, requests: &BTreeSet<String>) {
+    let target = LockTarget::Node(id.to_string());
+    let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+        return;
+    };
+    if let Ok(Some(mut node)) = shared.store.get_node(id).await {
+        let missing = node
+            .allocated_to
+            .as_ref()
+            .is_some_and(|r| !requests.contains(r));
+        if node.state == Some(NodeState::Ready) && missing {
+            // Double check with a direct read: the listing may be old.
+            let request = node.allocated_to.clone().unwrap_or_default();
+            if matches!(shared.store.get_request(&request).await, Ok(None)) {
+                debug!(node_id = %id, request_id = %request, "deallocating node of a missing request");
+                node.allocated_to = None;
+                let _ = shared.store.update_node(&node).await;
+            }
+        }
+    }
+    let _ = shared.store.unlock(&handle).await;
+}
+
+/// The periodic cleanup task.
+pub(crate) async fn run_periodic(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut leaks = LeakTracker::default();
+    let never = Notify::new();
+    loop {
+        if let Err(e) = reset_lost_requests(&shared).await {
+            warn!(error = %e, "lost request cleanup failed");
+        }
+        if let Err(e) = expire_nodes(&shared).await {
+            warn!(error = %e, "max-ready-age / max-hold-age cleanup failed");
+        }
+        if let Err(e) = leaks.pass(&shared).await {
+            warn!(error = %e, "leaked instance cleanup failed");
+        }
+        if !shared::wait_or_tick(&never, shared.settings.cleanup_interval, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// Requests left `pending` and unlocked by a launcher that died go back to
+/// `requested`, their nodes deallocated (`init` ones deleted).
+async fn reset_lost_requests(shared: &Shared) -> Result<()> {
+    for request in shared.store.list_requests().await? {
+        if request.state != Some(RequestState::Pending) {
+            continue;
+        }
+        let target = LockTarget::Request(request.id.clone());
+        let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+            continue;
+        };
+        let result = reset_lost_request(shared, &request.id).await;
+        let _ = shared.store.unlock(&handle).await;
+        if let Err(e) = result {
+            warn!(request_id = %request.id, error = %e, "could not reset lost request");
+        }
+    }
+    Ok(())
+}
+
+async fn reset_lost_request(shared: &Shared, id: &str) -> Result<()> {
+    let Some(mut request) = shared.store.get_request(id).await? else {
+        return Ok(());
+    };
+    if request.state != Some(RequestState::Pending) {
+        return Ok(());
+    }
+    for node in shared.store.list_nodes().await? {
+        if node.allocated_to.as_deref() != Some(id) {
+            continue;
+        }
+        let target = LockTarget::Node(node.id.clone());
+        let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+            warn!(node_id = %node.id, "cannot lock node to deallocate it from a lost request");
+            return Ok(());
+        };
+        if let Some(mut node) = shared.store.get_node(&node.id).await? {
+            if node.allocated_to.as_deref() == Some(id) {
+                if node.state == Some(NodeState::Init) {
+                    node.set_state(NodeState::Deleting);
+                }
+                node.allocated_to = None;
+                shared.store.update_node(&node).await?;
+            }
+        }
+        let _ = shared.store.unlock(&handle).await;
+    }
+    request.state = Some(RequestState::Requested);
+    request.state_time = Some(now());
+    request.nodes.clear();
+    shared.store.update_request(&request).await?;
+    info!(request_id = %id, "reset lost request");
+    Ok(())
+}
+
+/// `max-ready-age` for ready nodes, `hold_expiration`/`max-hold-age` for held
+/// ones.
+async fn expire_nodes(shared: &Shared) -> Result<()> {
+    let snapshot = shared.snapshot();
+    let config = &snapshot.config;
+    let t = now();
+    for node in shared.store.list_nodes().await? {
+        let configured = node
+            .provider
+            .as_deref()
+            .is_some_and(|p| snapshot.providers.contains_key(p));
+        if !configured {
+            continue;
+        }
+        let age = t - node.state_time.unwrap_or(t);
+        let expired = match node.state {
+            Some(NodeState::Ready) if node.allocated_to.is_none() => node
+                .labels
+                .iter()
+                .filter_map(|l| config.label(l))
+                .any(|l| l.max_ready_age > 0 && age >= l.max_ready_age as f64),
+            Some(NodeState::Hold) => {
+                let by_node = node.hold_expiration.filter(|e| *e > 0);
+                let limit = match (by_node, config.max_hold_age.filter(|a| *a > 0)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                limit.is_some_and(|l| age >= l as f64)
+            }
+            _ => false,
+        };
+        if !expired {
+            continue;
+        }
+        let target = LockTarget::Node(node.id.clone());
+        let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+            continue;
+        };
+        match shared.store.get_node(&node.id).await? {
+            Some(n)
+                if n.state == node.state
+                    && (n.state == Some(NodeState::Hold) || n.allocated_to.is_none()) =>
+            {
+                info!(node_id = %n.id, state = ?n.state, age, "node expired");
+                let _ = delete_locked(shared, n, handle).await;
+            }
+            _ => {
+                let _ = shared.store.unlock(&handle).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// At a limit, upstream deletes the pool's oldest unused ready node to make
+/// room, unless one of its nodes is already being deleted (recently).
+pub(crate) async fn delete_oldest_unused(
+    store: &dyn NodeStore,
+    provider: &str,
+    pool: &str,
+    nodes: &[Node],
+) -> Result<()> {
+    let t = now();
+    let mut candidates: Vec<&Node> = Vec::new();
+    for node in nodes {
+        if node.provider.as_deref() != Some(provider) || node.pool.as_deref() != Some(pool) {
+            continue;
+        }
+        match node.state {
+            Some(NodeState::Ready) if node.allocated_to.is_none() => candidates.push(node),
+            Some(NodeState::Deleting) if t - node.state_time.unwrap_or(0.0) < MAX_DELETE_AGE => {
+                return Ok(())
+            }
+            _ => {}
+        }
+    }
+    candidates.sort_by(|a, b| {
+        a.state_time
+            .unwrap_or(0.0)
+            .total_cmp(&b.state_time.unwrap_or(0.0))
+    });
+    for candidate in candidates {
+        let target = LockTarget::Node(candidate.id.clone());
+        let Ok(handle) = store.lock(&target, &LockOptions::try_once()).await else {
+            continue;
+        };
+        match store.get_node(&candidate.id).await? {
+            Some(mut node)
+                if node.state == Some(NodeState::Ready) && node.allocated_to.is_none() =>
+            {
+                info!(node_id = %node.id, "deleting oldest unused node to make room");
+                node.set_state(NodeState::Deleting);
+                let result = store.update_node(&node).await;
+                let _ = store.unlock(&handle).await;
+                return result;
+            }
+            _ => {
+                let _ = store.unlock(&handle).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! Launching one node: metadata, `create_instance`, recording the instance
+//! id at once, waiting for it to become active, the optional ready hook, and
+//! `launch-retries` attempts (upstream's `StateMachineNodeLauncher`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::input::{label_resources, resources_json};
+use super::shared::{ProviderRuntime, Shared};
+use super::stats::Counter;
+use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
+use crate::model::{ImageUpload, Node, NodeState, UploadState};
+use crate::provider::{
+    ImageRef, Instance, LaunchSpec, Provider, ProviderExt, META_GROUPS, META_IMAGE, META_NODE_ID,
+    META_POOL, META_PROVIDER,
+};
+use crate::store::NodeStore;
+use crate::{Error, Result};
+
+/// How a launch ended. The node record was updated accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The node is `ready`.
+    Ready,
+    /// Every attempt failed; the node is `failed`.
+    Failed,
+    /// The cloud is out of quota; the node is `aborted`.
+    Aborted,
+}
+
+/// What a launch needs besides the node.
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchContext {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) runtime: Arc<ProviderRuntime>,
+    pub(crate) provider_cfg: ProviderConfig,
+    pub(crate) pool_cfg: PoolConfig,
+}
+
+impl LaunchContext {
+    fn label(&self, node: &Node) -> Option<&PoolLabel> {
+        let name = node.labels.first()?;
+        self.pool_cfg.labels.iter().find(|l| &l.name == name)
+    }
+}
+
+/// The newest ready upload of `diskimage` to `provider`.
+pub(crate) async fn newest_upload(
+    store: &dyn NodeStore,
+    diskimage: &str,
+    provider: &str,
+) -> Result<Option<ImageUpload>> {
+    let mut newest: Option<ImageUpload> = None;
+    for build in store.list_builds(diskimage).await? {
+        for upload in store.list_uploads(diskimage, &build.id).await? {
+            if upload.provider_name != provider || upload.state != Some(UploadState::Ready) {
+                continue;
+            }
+            let newer = match &newest {
+                None => true,
+                Some(n) => upload.state_time.unwrap_or(0.0) > n.state_time.unwrap_or(0.0),
+            };
+            if newer {
+                newest = Some(upload);
+            }
+        }
+    }
+    Ok(newest)
+}
+
+/// Fill the node's fields known before launching (image, login, resources):
+/// the caller stores them with the `building` state.
+pub(crate) async fn prepare(ctx: &LaunchContext, node: &mut Node) {
+    let Some(label) = ctx.label(node).cloned() else {
+        return;
+    };
+    node.image_id = label
+        .cloud_image
+        .clone()
+        .or_else(|| label.diskimage.clone());
+    node.username = Some(label.username.clone().unwrap_or_else(|| "zuul".to_string()));
+    node.python_path = label.python_path.clone();
+    node.shell_type = label.shell_type.clone();
+    node.connection_type = label.connection_type.clone();
+    if let Some(port) = label.connection_port {
+        node.connection_port = port;
+    }
+    node.hostname = Some(format!("np{}", node.id));
+    match label_resources(
+        &*ctx.provider,
+        &ctx.runtime,
+        &ctx.pool_cfg.name,
+        &label.name,
+    )
+    .await
+    {
+        Ok(r) => node.resources = Some(resources_json(&r)),
+        Err(e) => debug!(error = %e, "label resources unknown"),
+    }
+}
+
+/// The instance metadata upstream sets: the nodepool keys and `groups`
+/// ("<provider>,<image>,<label>").
+pub(crate) fn metadata(
+    provider: &str,
+    pool: &str,
+    node_id: &str,
+    label: &PoolLabel,
+) -> BTreeMap<String, String> {
+    let image_name = label
+        .diskimage
+        .clone()
+        .or_else(|| label.cloud_image.clone())
+        .unwrap_or_default();
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        META_GROUPS.to_string(),
+        [provider, image_name.as_str(), label.name.as_str()].join(","),
+    );
+    meta.insert(META_NODE_ID.to_string(), node_id.to_string());
+    meta.insert(META_POOL.to_string(), pool.to_string());
+    meta.insert(META_PROVIDER.to_string(), provider.to_string());
+    if let Some(diskimage) = &label.diskimage {
+        meta.insert(META_IMAGE.to_string(), diskimage.clone());
+    }
+    meta
+}
+
+/// Launch `node` (locked, `building`, stored) until ready, failed or
+/// aborted. The node record is kept up to date in the store.
+pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
+    let started = Instant::now();
+    let retries = ctx.provider_cfg.launch_retries.max(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match attempt_once(ctx, node).await {
+            Ok(()) => {
+                ctx.shared.counters.launch_ready(started.elapsed());
+                info!(attempt, took = ?started.elapsed(), "node is ready");
+                return Outcome::Ready;
+            }
+            Err(Error::QuotaExceeded { resource, .. }) => {
+                info!(%resource, "aborting node: the cloud is out of quota");
+                ctx.runtime.invalidate_quota();
+                ctx.shared.counters.bump(Counter::LaunchesAborted);
+                node.set_state(NodeState::Aborted);
+                store_node(ctx, node).await;
+                return Outcome::Aborted;
+            }
+            Err(e) => {
+                warn!(attempt, retries, error = %e, "launch attempt failed");
+                if let Some(external_id) = node.external_id.clone() {
+                    if let Err(e) = ctx.provider.delete_instance(&external_id).await {
+                        warn!(%external_id, error = %e, "could not delete the failed instance");
+                        // Keep the id so cleanup deletes it with the node.
+                        node.set_state(NodeState::Failed);
+                        store_node(ctx, node).await;
+                        ctx.shared.counters.bump(Counter::LaunchesFailed);
+                        return Outcome::Failed;
+                    }
+                    node.external_id = None;
+                }
+                if attempt >= retries {
+                    ctx.shared.counters.bump(Counter::LaunchesFailed);
+                    node.set_state(NodeState::Failed);
+                    store_node(ctx, node).await;
+                    return Outcome::Failed;
+                }
+            }
+        }
+    }
+}
+
+async fn store_node(ctx: &LaunchContext, node: &Node) {
+    if let Err(e) = ctx.shared.store.update_node(node).await {
+        warn!(error = %e, "could not store the node");
+    }
+}
+
+/// One attempt: create, record the id, wait, check, mark ready.
+async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
+    let label = ctx.label(node).cloned().ok_or_else(|| {
+        Error::Other(format!(
+            "label {:?} is not in pool {}",
+            node.labels.first(),
+            ctx.pool_cfg.name
+        ))
+    })?;
+    let image = match (&label.diskimage, &label.cloud_image) {
+        (Some(diskimage), _) => {
+            let upload = newest_upload(&*ctx.shared.store, diskimage, &ctx.provider_cfg.name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Other(format!(
+                        "unable to find current cloud image {diskimage} in {}",
+                        ctx.provider_cfg.name
+                    ))
+                })?;
+            node.image_id = Some(format!(
+                "/nodepool/images/{diskimage}/builds/{}/providers/{}/images/{}",
+                upload.build_id, ctx.provider_cfg.name, upload.id
+            ));
+            Some(ImageRef::Uploaded {
+                diskimage: diskimage.clone(),
+                external_id: upload.external_id.unwrap_or_default(),
+            })
+        }
+        (None, Some(cloud)) => Some(ImageRef::Cloud(cloud.clone())),
+        (None, None) => None,
+    };
+    let spec = LaunchSpec {
+        node_id: node.id.clone(),
+        pool: ctx.pool_cfg.name.clone(),
+        label: label.name.clone(),
+        hostname: format!("np{}", node.id),
+        image,
+        metadata: metadata(&ctx.provider_cfg.name, &ctx.pool_cfg.name, &node.id, &label),
+        az: node.az.clone(),
+    };
+    let created = ctx.provider.create_instance(&spec).await?;
+    // Record the id before waiting: a crash from here on leaks nothing.
+    node.external_id = Some(created.external_id.clone());
+    ctx.shared.store.update_node(node).await?;
+
+    let launch_timeout = secs(ctx.provider_cfg.launch_timeout, 3600.0);
+    let instance = ctx
+        .provider
+        .wait_active(
+            &created.external_id,
+            launch_timeout,
+            ctx.shared.settings.boot_poll_interval,
+        )
+        .await?;
+    fill_from_instance(node, &instance);
+
+    if let Some(hook) = &ctx.shared.settings.ready_hook {
+        let boot_timeout = secs(ctx.provider_cfg.boot_timeout, 60.0);
+        let keys = tokio::time::timeout(boot_timeout, hook.check(node, &label.name, &instance))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("node {} to pass its ready check", node.id),
+                after: boot_timeout,
+            })??;
+        if !keys.is_empty() {
+            node.host_keys = keys;
+        }
+    }
+    node.set_state(NodeState::Ready);
+    ctx.shared.store.update_node(node).await
+}
+
+fn secs(value: f64, default: f64) -> Duration {
+    let v = if value.is_finite() && value > 0.0 {
+        value
+    } else {
+        default
+    };
+    Duration::from_secs_f64(v)
+}
+
+/// Copy what the cloud reports onto the node.
+fn fill_from_instance(node: &mut Node, instance: &Instance) {
+    node.external_id = Some(instance.external_id.clone());
+    node.interface_ip = instance.interface_ip.clone();
+    node.public_ipv4 = instance.public_ipv4.clone();
+    node.private_ipv4 = instance.private_ipv4.clone();
+    node.public_ipv6 = instance.public_ipv6.clone();
+    node.host_id = instance.host_id.clone();
+    if instance.cloud.is_some() {
+        node.cloud = instance.cloud.clone();
+    }
+    if instance.region.is_some() {
+        node.region = instance.region.clone();
+    }
+    if instance.az.is_some() {
+        node.az = instance.az.clone();
+    }
+    if let Some(port) = instance.connection_port {
+        node.connection_port = i64::from(port);
+    }
+    if !instance.host_keys.is_empty() {
+        node.host_keys = instance.host_keys.clone();
+    }
+    let r = &instance.resources;
+    if r.instances.is_some() || r.cores.is_some() || r.ram.is_some() {
+        node.resources = Some(resources_json(r));
+    }
+}

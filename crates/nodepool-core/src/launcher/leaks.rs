@@ -1,0 +1,91 @@
+//! Leaked instances: instances carrying our provider's metadata whose node
+//! the store does not know. Upstream deletes one when it sees it leaked in
+//! two cleanup passes; here, once it has been seen leaked for
+//! [`LauncherSettings::leak_grace`](super::LauncherSettings::leak_grace).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::shared::Shared;
+use super::stats::Counter;
+use crate::provider::{META_NODE_ID, META_PROVIDER};
+use crate::Result;
+
+/// When each possibly leaked instance was first seen.
+#[derive(Debug, Default)]
+pub(crate) struct LeakTracker {
+    first_seen: HashMap<(String, String), Instant>,
+}
+
+impl LeakTracker {
+    /// One pass over every provider that can list its instances.
+    pub(crate) async fn pass(&mut self, shared: &Shared) -> Result<()> {
+        // Nodes first: an instance is created after its node record, so an
+        // instance newer than this listing is at worst "seen" once and spared
+        // by the grace period.
+        let nodes = shared.store.list_nodes().await?;
+        let mut still_leaked = HashMap::new();
+        for (name, provider) in shared.all_providers() {
+            if !provider.capabilities().instance_listing {
+                continue;
+            }
+            let known: BTreeSet<&str> = nodes
+                .iter()
+                .filter(|n| n.provider.as_deref() == Some(name.as_str()))
+                .map(|n| n.id.as_str())
+                .collect();
+            let instances = match provider.list_instances().await {
+                Ok(i) => i,
+                Err(e) => {
+                    warn!(provider = %name, error = %e, "cannot list instances");
+                    // Keep what we knew about this provider.
+                    for (k, v) in &self.first_seen {
+                        if k.0 == name {
+                            still_leaked.insert(k.clone(), *v);
+                        }
+                    }
+                    continue;
+                }
+            };
+            for instance in instances {
+                if instance.metadata.get(META_PROVIDER) != Some(&name) {
+                    continue;
+                }
+                let Some(node_id) = instance.metadata.get(META_NODE_ID) else {
+                    continue;
+                };
+                if known.contains(node_id.as_str()) {
+                    continue;
+                }
+                let key = (name.clone(), instance.external_id.clone());
+                let first = self
+                    .first_seen
+                    .get(&key)
+                    .copied()
+                    .unwrap_or_else(Instant::now);
+                if first.elapsed() >= shared.settings.leak_grace {
+                    info!(
+                        provider = %name,
+                        node_id = %node_id,
+                        external_id = %instance.external_id,
+                        "deleting leaked instance"
+                    );
+                    match provider.delete_instance(&instance.external_id).await {
+                        Ok(()) => shared.counters.bump(Counter::LeakedInstancesDeleted),
+                        Err(e) => {
+                            warn!(external_id = %instance.external_id, error = %e, "cannot delete leaked instance");
+                            still_leaked.insert(key, first);
+                        }
+                    }
+                } else {
+                    debug!(provider = %name, node_id = %node_id, "possibly leaked instance");
+                    still_leaked.insert(key, first);
+                }
+            }
+        }
+        self.first_seen = still_leaked;
+        Ok(())
+    }
+}

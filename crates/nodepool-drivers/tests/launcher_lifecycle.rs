@@ -1,0 +1,304 @@
+//! Launcher engine: quota, min-ready, failures, hold, leaks and restarts.
+
+mod launcher_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use launcher_support::{in_state, settings, yaml, Harness, RequestOptions};
+use nodepool_core::model::{NodeState, RequestState};
+use nodepool_core::provider::{Resources, META_NODE_ID, META_PROVIDER};
+use nodepool_core::store::{LockOptions, LockTarget};
+use nodepool_drivers::fake::cloud::{CreateRequest, FakeCloudSettings, FaultSettings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_at_max_servers_and_resumes_when_a_node_is_returned() {
+    let mut h = Harness::start(
+        &yaml("        max-servers: 2\n", ""),
+        FakeCloudSettings::default(),
+        settings(),
+    );
+    let a = h.submit(&["small"], &RequestOptions::default()).await;
+    let b = h.submit(&["small"], &RequestOptions::default()).await;
+    let c = h.submit(&["small"], &RequestOptions::default()).await;
+    let held_a = h.accept(&a).await;
+    let _held_b = h.accept(&b).await;
+
+    // The third waits (the pool pauses instead of failing it).
+    let status = launcher_support::wait_for("pool paused", Duration::from_secs(5), || {
+        let s = h.launcher.status();
+        async move { s.pools.iter().any(|p| p.paused).then_some(s) }
+    })
+    .await;
+    assert!(status.pools[0].waiting_requests.contains(&c));
+    let now = h
+        .store
+        .get_request(&c)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(now.state, Some(RequestState::Requested));
+    assert_eq!(h.cloud.instances().len(), 2);
+
+    h.release(held_a).await;
+    h.wait_request_state(&c, RequestState::Fulfilled).await;
+    assert!(
+        h.cloud.instances().len() <= 2,
+        "max-servers is never exceeded"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_keeps_ready_unallocated_nodes() {
+    let text = yaml("", "").replacen(
+        "  - name: small\n",
+        "  - name: small\n    min-ready: 2\n",
+        1,
+    );
+    let mut h = Harness::start(&text, FakeCloudSettings::default(), settings());
+    let nodes = h
+        .wait_nodes("two ready unallocated nodes", |nodes| {
+            nodes
+                .iter()
+                .filter(|n| n.state == Some(NodeState::Ready) && n.allocated_to.is_none())
+                .count()
+                == 2
+        })
+        .await;
+    assert!(nodes.iter().all(|n| n.labels == vec!["small".to_string()]));
+    // The min-ready requests are settled (deleted) once fulfilled.
+    launcher_support::wait_for("min-ready requests deleted", Duration::from_secs(5), || {
+        let store = h.store.clone();
+        async move {
+            let requests = store.list_requests().await.ok()?;
+            requests.is_empty().then_some(())
+        }
+    })
+    .await;
+
+    // Taking one makes the launcher build a replacement.
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    let taken = h.accept(&id).await;
+    assert!(
+        nodes.iter().any(|n| n.id == taken[0].0.id),
+        "a ready node is reused"
+    );
+    h.wait_nodes("back to two ready nodes", |nodes| {
+        nodes
+            .iter()
+            .filter(|n| n.state == Some(NodeState::Ready) && n.allocated_to.is_none())
+            .count()
+            == 2
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_failure_after_retries_fails_request_and_deletes_node() {
+    let cloud = FakeCloudSettings {
+        faults: FaultSettings {
+            boot_failure_rate: 1.0,
+            ..FaultSettings::default()
+        },
+        ..FakeCloudSettings::default()
+    };
+    let mut h = Harness::start(&yaml("", ""), cloud, settings());
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    let request = h.wait_request_state(&id, RequestState::Failed).await;
+    assert_eq!(request.declined_by.len(), 1);
+    h.wait_nodes("failed node deleted", |nodes| nodes.is_empty())
+        .await;
+    h.wait_instances("failed instances deleted", |n| n == 0)
+        .await;
+    let counters = h.launcher.counters();
+    assert_eq!(counters.launches_failed, 1);
+    assert_eq!(counters.launches_ready, 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_node_is_deleted_after_its_hold_expiration() {
+    let mut h = Harness::start(&yaml("", ""), FakeCloudSettings::default(), settings());
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    let mut held = h.accept(&id).await;
+    let (mut node, lock) = held.remove(0);
+    node.set_state(NodeState::Hold);
+    node.hold_expiration = Some(1);
+    h.store.update_node(&node).await.expect("hold");
+    h.store.unlock(&lock).await.expect("unlock");
+
+    // Still there shortly after: a hold is honoured until it expires.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let still = h.store.get_node(&node.id).await.expect("read");
+    assert_eq!(still.map(|n| n.state), Some(Some(NodeState::Hold)));
+
+    h.wait_nodes("expired hold deleted", |nodes| nodes.is_empty())
+        .await;
+    h.wait_instances("held instance deleted", |n| n == 0).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_node_is_deleted_after_max_hold_age() {
+    let mut h = Harness::start(
+        &yaml("", "max-hold-age: 1\n"),
+        FakeCloudSettings::default(),
+        settings(),
+    );
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    let mut held = h.accept(&id).await;
+    let (mut node, lock) = held.remove(0);
+    node.set_state(NodeState::Hold);
+    h.store.update_node(&node).await.expect("hold");
+    h.store.unlock(&lock).await.expect("unlock");
+    h.wait_nodes("held node past max-hold-age deleted", |nodes| {
+        nodes.is_empty()
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_instance_is_deleted_after_the_grace_period() {
+    let mut h = Harness::start(&yaml("", ""), FakeCloudSettings::default(), settings());
+    let meta = BTreeMap::from([
+        (META_PROVIDER.to_string(), "fake-provider".to_string()),
+        (META_NODE_ID.to_string(), "0000009999".to_string()),
+    ]);
+    let leaked = h
+        .cloud
+        .create(CreateRequest {
+            provider: "fake-provider".into(),
+            name: "np0000009999".into(),
+            image: None,
+            resources: Resources {
+                instances: Some(1),
+                cores: Some(1),
+                ram: Some(1),
+            },
+            metadata: meta,
+            az: None,
+        })
+        .expect("create leaked instance");
+    // An unmanaged instance (no nodepool metadata) must survive.
+    let unmanaged = h
+        .cloud
+        .create(CreateRequest {
+            provider: "fake-provider".into(),
+            name: "someone-else".into(),
+            image: None,
+            resources: Resources::default(),
+            metadata: BTreeMap::new(),
+            az: None,
+        })
+        .expect("create unmanaged instance");
+
+    launcher_support::wait_for("leaked instance deleted", Duration::from_secs(10), || {
+        let gone = h.cloud.get(&leaked.external_id).is_none();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(h.cloud.get(&unmanaged.external_id).is_some());
+    assert_eq!(h.launcher.counters().leaked_instances_deleted, 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_drain_finishes_the_request_without_leaking() {
+    let slow = FakeCloudSettings {
+        boot_delay: Duration::from_millis(1500),
+        ..FakeCloudSettings::default()
+    };
+    let text = yaml("", "");
+    let mut first = Harness::start(&text, slow, settings());
+    let id = first.submit(&["small"], &RequestOptions::default()).await;
+    first
+        .wait_nodes("a building node with an instance", |nodes| {
+            nodes
+                .iter()
+                .any(|n| n.state == Some(NodeState::Building) && n.external_id.is_some())
+        })
+        .await;
+    first.stop().await;
+    // Drained: the request is given back, nothing is left locked.
+    let request = first
+        .store
+        .get_request(&id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(request.state, Some(RequestState::Requested));
+    for node in first.store.list_nodes().await.expect("list") {
+        let lock = first
+            .store
+            .lock(&LockTarget::Node(node.id.clone()), &LockOptions::try_once())
+            .await
+            .expect("node is unlocked after drain");
+        first.store.unlock(&lock).await.expect("unlock");
+    }
+
+    let mut second =
+        Harness::start_on(first.root.session(), first.cloud.clone(), &text, settings());
+    let request = second
+        .wait_request_state(&id, RequestState::Fulfilled)
+        .await;
+    second
+        .wait_nodes("only the fulfilled node remains", |nodes| {
+            nodes.len() == 1 && nodes[0].id == request.nodes[0]
+        })
+        .await;
+    second
+        .wait_instances("only one instance remains", |n| n == 1)
+        .await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_launch_is_recovered_by_the_next_launcher() {
+    let slow = FakeCloudSettings {
+        boot_delay: Duration::from_millis(1500),
+        ..FakeCloudSettings::default()
+    };
+    let text = yaml("", "");
+    let mut first = Harness::start(&text, slow, settings());
+    let id = first.submit(&["small"], &RequestOptions::default()).await;
+    first
+        .wait_nodes("a building node with an instance", |nodes| {
+            nodes
+                .iter()
+                .any(|n| n.state == Some(NodeState::Building) && n.external_id.is_some())
+        })
+        .await;
+    // Crash: the task dies and its session ends (locks and registrations go).
+    first.crash().await;
+    let request = first
+        .store
+        .get_request(&id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        request.state,
+        Some(RequestState::Pending),
+        "left pending by the crash"
+    );
+
+    let mut second =
+        Harness::start_on(first.root.session(), first.cloud.clone(), &text, settings());
+    let request = second
+        .wait_request_state(&id, RequestState::Fulfilled)
+        .await;
+    let nodes = second
+        .wait_nodes("the orphaned building node is deleted", |nodes| {
+            nodes.len() == 1
+        })
+        .await;
+    assert_eq!(nodes[0].id, request.nodes[0]);
+    assert_eq!(in_state(&nodes, NodeState::Ready).len(), 1);
+    second
+        .wait_instances("the orphaned instance is deleted", |n| n == 1)
+        .await;
+    second.stop().await;
+}
