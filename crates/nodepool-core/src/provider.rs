@@ -199,6 +199,14 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// Delete an instance. Deleting a missing id succeeds.
     async fn delete_instance(&self, external_id: &str) -> Result<()>;
 
+    /// Wait until the instance is active, failed, gone or `timeout` has
+    /// passed. The default polls [`Provider::get_instance`] (see
+    /// [`poll_until_active`]); a driver that knows when an instance settles
+    /// overrides it to wait without polling.
+    async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
+        poll_until_active(self, external_id, timeout, DEFAULT_POLL_INTERVAL).await
+    }
+
     /// Every instance of this provider, with metadata.
     ///
     /// Requires [`ProviderCapabilities::instance_listing`].
@@ -248,6 +256,9 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     async fn delete_instance(&self, external_id: &str) -> Result<()> {
         (**self).delete_instance(external_id).await
     }
+    async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
+        (**self).wait_active(external_id, timeout).await
+    }
     async fn list_instances(&self) -> Result<Vec<Instance>> {
         (**self).list_instances().await
     }
@@ -265,53 +276,56 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     }
 }
 
-/// Conveniences over any [`Provider`].
-#[async_trait]
-pub trait ProviderExt: Provider {
-    /// Poll `get_instance` until the instance is active, failed, gone or
-    /// `timeout` has passed. `interval` is the first poll delay; it doubles up
-    /// to one second.
-    async fn wait_active(
-        &self,
-        external_id: &str,
-        timeout: Duration,
-        interval: Duration,
-    ) -> Result<Instance> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = interval;
-        loop {
-            match self.get_instance(external_id).await? {
-                Some(inst) => match &inst.state {
-                    Some(InstanceState::Active) => return Ok(inst),
-                    Some(InstanceState::Error(msg)) => {
-                        return Err(Error::Cloud {
-                            provider: self.name().to_string(),
-                            message: format!("instance {external_id} failed: {msg}"),
-                            retryable: true,
-                        })
-                    }
-                    _ => {}
-                },
-                None => {
+/// First poll delay of [`Provider::wait_active`]'s default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Poll `get_instance` until the instance is active, failed, gone or
+/// `timeout` has passed. `interval` is the first poll delay; it doubles up
+/// to one second.
+pub async fn poll_until_active<P: Provider + ?Sized>(
+    provider: &P,
+    external_id: &str,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<Instance> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = interval;
+    loop {
+        match provider.get_instance(external_id).await? {
+            Some(inst) => match &inst.state {
+                Some(InstanceState::Active) => return Ok(inst),
+                Some(InstanceState::Error(msg)) => {
                     return Err(Error::Cloud {
-                        provider: self.name().to_string(),
-                        message: format!("instance {external_id} disappeared while booting"),
+                        provider: provider.name().to_string(),
+                        message: format!("instance {external_id} failed: {msg}"),
                         retryable: true,
                     })
                 }
+                _ => {}
+            },
+            None => {
+                return Err(Error::Cloud {
+                    provider: provider.name().to_string(),
+                    message: format!("instance {external_id} disappeared while booting"),
+                    retryable: true,
+                })
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("instance {external_id} to become active"),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout {
+                what: format!("instance {external_id} to become active"),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
     }
+}
 
+/// Conveniences over any [`Provider`].
+#[async_trait]
+pub trait ProviderExt: Provider {
     /// Fail with [`Error::Unsupported`] unless `supported`.
     fn require(&self, supported: bool, operation: &'static str) -> Result<()> {
         if supported {

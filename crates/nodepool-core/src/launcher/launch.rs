@@ -14,8 +14,8 @@ use super::stats::Counter;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
 use crate::model::{ImageUpload, Node, NodeState, UploadState};
 use crate::provider::{
-    ImageRef, Instance, LaunchSpec, Provider, ProviderExt, META_GROUPS, META_IMAGE, META_NODE_ID,
-    META_POOL, META_PROVIDER,
+    ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
+    META_PROVIDER,
 };
 use crate::store::NodeStore;
 use crate::{Error, Result};
@@ -230,11 +230,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
     let launch_timeout = secs(ctx.provider_cfg.launch_timeout, 3600.0);
     let instance = ctx
         .provider
-        .wait_active(
-            &created.external_id,
-            launch_timeout,
-            ctx.shared.settings.boot_poll_interval,
-        )
+        .wait_active(&created.external_id, launch_timeout)
         .await?;
     fill_from_instance(node, &instance);
 

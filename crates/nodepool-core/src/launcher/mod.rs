@@ -84,8 +84,6 @@ pub struct LauncherSettings {
     /// An instance with our metadata whose node is unknown is deleted once
     /// it has been seen leaked for this long.
     pub leak_grace: Duration,
-    /// First delay when polling a booting instance (it doubles up to 1 s).
-    pub boot_poll_interval: Duration,
     /// How long a provider's quota (and unmanaged usage) is cached.
     pub quota_cache_ttl: Duration,
     /// Most node deletions running at once.
@@ -104,7 +102,6 @@ impl LauncherSettings {
             cleanup_interval: Duration::from_secs(60),
             min_ready_interval: Duration::from_secs(1),
             leak_grace: Duration::from_secs(60),
-            boot_poll_interval: Duration::from_millis(10),
             quota_cache_ttl: Duration::from_secs(300),
             delete_concurrency: 32,
             ready_hook: None,

@@ -18,7 +18,7 @@ fn request(id: &str, relative_priority: i64) -> NodeRequest {
 
 #[test]
 fn requests_sort_by_precedence_then_relative_priority_then_sequence() {
-    let mut requests = vec![
+    let mut requests = [
         request("200-0000000001", 0),
         request("100-0000000004", 1),
         request("100-0000000003", 0),

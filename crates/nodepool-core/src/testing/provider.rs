@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::provider::{
-    ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider, ProviderExt, META_NODE_ID,
-    META_POOL, META_PROVIDER,
+    ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider, META_NODE_ID, META_POOL,
+    META_PROVIDER,
 };
 use crate::Error;
 
@@ -379,13 +379,13 @@ pub async fn quota_reports_limits(provider: &dyn Provider, cfg: &SuiteConfig) {
     fits(quota.ram, need.ram, "MB of RAM");
 }
 
-/// [`ProviderExt::wait_active`] brings a new instance to `Active`, with an
+/// [`Provider::wait_active`] brings a new instance to `Active`, with an
 /// address to reach it.
 pub async fn wait_active_reaches_active(provider: &dyn Provider, cfg: &SuiteConfig) {
     let spec = launch_spec(provider, cfg);
     let created = create(provider, &spec).await;
     let active = provider
-        .wait_active(&created.external_id, cfg.boot_timeout, cfg.poll_interval)
+        .wait_active(&created.external_id, cfg.boot_timeout)
         .await
         .unwrap_or_else(|e| panic!("{}: wait_active failed: {e}", provider.name()));
     assert_eq!(active.state, Some(InstanceState::Active));

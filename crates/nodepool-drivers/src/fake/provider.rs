@@ -112,7 +112,7 @@ impl FakeProvider {
         &self.cloud
     }
 
-    /// Like [`ProviderExt::wait_active`](nodepool_core::provider::ProviderExt::wait_active)
+    /// Like [`poll_until_active`](nodepool_core::provider::poll_until_active)
     /// but without polling: sleeps exactly until the instance leaves
     /// `Building` (or `timeout` passes), then reports it. Errors as
     /// `wait_active` does: [`Error::Cloud`] for a failed or vanished
@@ -199,6 +199,10 @@ impl Provider for FakeProvider {
 
     async fn get_instance(&self, external_id: &str) -> Result<Option<Instance>> {
         Ok(self.cloud.get(external_id))
+    }
+
+    async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
+        self.wait_until_active(external_id, timeout).await
     }
 
     async fn delete_instance(&self, external_id: &str) -> Result<()> {

@@ -248,7 +248,7 @@ impl Harness {
     ) -> NodeRequest {
         let store = self.store.clone();
         let id = id.to_string();
-        wait_for(what, Duration::from_secs(10), || {
+        wait_for(what, Duration::from_secs(30), || {
             let store = store.clone();
             let id = id.clone();
             let pred = &pred;
@@ -275,7 +275,7 @@ impl Harness {
     /// Wait until the node list satisfies `pred`, return it.
     pub async fn wait_nodes(&self, what: &str, pred: impl Fn(&[Node]) -> bool) -> Vec<Node> {
         let store = self.store.clone();
-        wait_for(what, Duration::from_secs(10), || {
+        wait_for(what, Duration::from_secs(30), || {
             let store = store.clone();
             let pred = &pred;
             async move {
@@ -290,7 +290,7 @@ impl Harness {
     pub async fn wait_instances(&self, what: &str, pred: impl Fn(usize) -> bool) {
         let cloud = self.cloud.clone();
         let pred = &pred;
-        wait_for(what, Duration::from_secs(10), || {
+        wait_for(what, Duration::from_secs(30), || {
             let n = cloud.instances().len();
             async move { pred(n).then_some(()) }
         })

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nodepool_core::provider::{ImageRef, ProviderExt, META_NODE_ID};
+use nodepool_core::provider::{ImageRef, META_NODE_ID};
 use nodepool_core::testing::provider::{launch_spec, provider_suite, SuiteConfig};
 
 use super::*;
@@ -26,8 +26,13 @@ struct TempImage(PathBuf);
 
 impl TempImage {
     fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("nodepool-fake-suite-{}.qcow2", std::process::id()));
+        // Unique per test: tests of one binary run in parallel threads.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "nodepool-fake-suite-{}-{n}.qcow2",
+            std::process::id()
+        ));
         std::fs::write(&path, b"not really qcow2").expect("write temp image");
         Self(path)
     }
@@ -137,14 +142,14 @@ async fn wait_until_active_times_out_on_hanging_instance() {
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert_eq!(start.elapsed(), Duration::from_secs(5));
     // The polling helper agrees.
-    let err = provider
-        .wait_active(
-            &created.external_id,
-            Duration::from_secs(1),
-            Duration::from_millis(10),
-        )
-        .await
-        .expect_err("never active");
+    let err = nodepool_core::provider::poll_until_active(
+        &provider,
+        &created.external_id,
+        Duration::from_secs(1),
+        Duration::from_millis(10),
+    )
+    .await
+    .expect_err("never active");
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
 }
 
