@@ -1,6 +1,47 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs and starts what the tests need on a
-# fresh machine, and stops it afterwards.
+# Runs the whole test suite. On a fresh Debian machine it installs what the
+# tests need (ZooKeeper, upstream nodepool 11 in a venv, ...), starts the
+# services on loopback, runs `cargo test --workspace`, and stops them again.
+#
+# Environment:
+#   NODEPOOL_TEST_CACHE  where venvs and downloads are kept
+#                        (default ${XDG_CACHE_HOME:-$HOME/.cache}/nodepool-rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+CACHE=${NODEPOOL_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nodepool-rs}
+mkdir -p "$CACHE"
+RUN_DIR=$(mktemp -d /tmp/nodepool-test.XXXXXX)
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+cleanup() {
+    set +e
+    [ -f "$RUN_DIR/zk/zk.pid" ] && "$ROOT/scripts/zookeeper.sh" stop "$RUN_DIR/zk" >/dev/null 2>&1
+    rm -rf "$RUN_DIR"
+}
+trap cleanup EXIT
+
+# Upstream nodepool 11.0.0 (reference for the compatibility tests).
+NP_VENV="$CACHE/venv-nodepool-11.0.0"
+if [ ! -x "$NP_VENV/bin/nodepool" ]; then
+    log "installing nodepool==11.0.0 into $NP_VENV"
+    python3 -m venv "$NP_VENV"
+    "$NP_VENV/bin/pip" install -q nodepool==11.0.0 cachetools
+fi
+export NODEPOOL_TEST_UPSTREAM_PYTHON="$NP_VENV/bin/python"
+export NODEPOOL_TEST_UPSTREAM_CLI="$NP_VENV/bin/nodepool"
+
+# Upstream's sdist, for its fixture configs (kept in the cache, never committed).
+NODEPOOL_UPSTREAM_SDIST=$(NODEPOOL_FIXTURES_DOWNLOAD_ONLY=1 scripts/upstream-fixtures.sh "$CACHE")
+export NODEPOOL_UPSTREAM_SDIST
+
+# ZooKeeper with TLS on loopback.
+scripts/zookeeper.sh install
+scripts/zookeeper.sh start "$RUN_DIR/zk"
+# shellcheck disable=SC1091
+. "$RUN_DIR/zk/env"
+
+log "running cargo test --workspace"
 cargo test --workspace --all-targets
+cargo test --workspace --doc
