@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
+pub mod builder;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod launcher;
 pub mod model;
 pub mod provider;
 pub mod scheduler;
+pub mod status;
 pub mod store;
 
 #[cfg(any(test, feature = "testing"))]

@@ -7,10 +7,17 @@ use clap::Parser;
 
 mod cli;
 mod commands;
+mod daemon;
+mod web;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let level = if cli.debug { "debug" } else { "info" };
+    // Daemons log their work; one-shot commands only warnings and errors.
+    let level = match (&cli.command, cli.debug) {
+        (_, true) => "debug",
+        (cli::Command::Launcher, false) => "info",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()

@@ -7,7 +7,7 @@ use super::driver::{DriverRegistry, ProviderCommon};
 use super::reader::{Diagnostics, Item, MapReader};
 use super::yaml::{self, Node, Value};
 use super::{
-    Config, ConfigError, ConfigErrors, Label, ProviderConfig, TenantResourceLimit, WebApp,
+    Config, ConfigError, ConfigErrors, Label, ProviderConfig, Secret, TenantResourceLimit, WebApp,
     ZooKeeperServer, ZooKeeperTls,
 };
 
@@ -331,6 +331,9 @@ fn read_secure(mut top: MapReader<'_>, config: &mut Config) {
     }
     let entries = top.seq_of_maps("diskimages");
     diskimage::apply_secure(&mut config.diskimages, entries);
+    if let Some(token) = top.opt_str("api-token") {
+        config.api_token = Some(Secret::new(token));
+    }
     top.finish();
 }
 

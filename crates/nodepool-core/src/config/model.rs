@@ -48,6 +48,38 @@ pub struct Config {
     pub max_hold_age: Option<i64>,
     /// Warnings found while loading (repeated keys, deprecated keys).
     pub warnings: Vec<String>,
+    /// `api-token` (secure file only): the bearer token that guards the web
+    /// app's write API. Without it the write API is disabled.
+    pub api_token: Option<Secret>,
+}
+
+/// A secret from the configuration: shown as `<redacted>` in `Debug` and
+/// `Display`, so it never reaches a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that must compare or send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Config {

@@ -1,9 +1,11 @@
 //! The `openstack` driver: servers in an OpenStack cloud named in
 //! `clouds.yaml`.
 //!
-//! This module parses the provider configuration (see [`OpenStackConfig`]
-//! for every key); the cloud client is not implemented yet, so
-//! [`Driver::create_provider`] reports [`Error::Unsupported`].
+//! [`OpenStackConfig`] holds every key of a provider; [`Driver::create_provider`]
+//! finds the provider's `cloud` in `clouds.yaml` ([`clouds_yaml`]) and
+//! builds an [`OpenStackProvider`]: Keystone v3 auth ([`auth`]), an HTTP
+//! client with the provider's `rate` ([`client`]), Nova servers, Glance
+//! images and Neutron floating IPs and ports.
 
 use std::sync::Arc;
 
@@ -11,14 +13,24 @@ use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, P
 use nodepool_core::provider::Provider;
 use nodepool_core::{Error, Result};
 
+pub mod auth;
+pub mod client;
+pub mod clouds_yaml;
 pub mod config;
+pub mod error;
+mod images;
+mod network;
 mod parse;
+pub mod provider;
+pub mod server;
 
 pub use config::{
     LabelImage, OpenStackCloudImage, OpenStackConfig, OpenStackDiskImage, OpenStackLabel,
     OpenStackPool,
 };
+pub use network::PortCleanup;
 pub use parse::{openstack_provider_view, parse_openstack_provider};
+pub use provider::OpenStackProvider;
 
 /// The `driver:` name of this driver.
 pub const OPENSTACK: &str = "openstack";
@@ -41,12 +53,27 @@ impl Driver for OpenStackDriver {
         Some(openstack_provider_view(common, &config, config.clone()))
     }
 
+    /// Finds the provider's `cloud` in `clouds.yaml` (see
+    /// [`clouds_yaml`] for where it is looked for) and builds the
+    /// provider. No network call is made until the provider is used.
     fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
-        Err(Error::Unsupported {
-            provider: config.name.clone(),
-            operation:
-                "launching nodes (the openstack driver's cloud client is not implemented yet)",
-        })
+        let typed = config
+            .driver_config
+            .as_any()
+            .downcast_ref::<OpenStackConfig>()
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "provider {}: not an openstack driver config",
+                    config.name
+                ))
+            })?;
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let env = |k: &str| std::env::var(k).ok();
+        let cloud = clouds_yaml::load_cloud(&typed.cloud, typed.region_name.as_deref(), &env, &cwd)
+            .map_err(|e| e.into_core(&config.name))?;
+        let provider = OpenStackProvider::connect(Arc::new(typed.clone()), cloud)
+            .map_err(|e| e.into_core(&config.name))?;
+        Ok(Arc::new(provider))
     }
 }
 

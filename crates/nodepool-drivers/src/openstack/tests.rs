@@ -484,17 +484,22 @@ fn register_adds_the_openstack_driver() {
 }
 
 #[test]
-fn create_provider_reports_the_missing_cloud_client() {
-    let config = load("providers:\n  - name: cloud\n    cloud: c\n");
+fn create_provider_names_a_cloud_missing_from_clouds_yaml() {
+    let config = load("providers:\n  - name: cloud\n    cloud: no-such-cloud-anywhere\n");
     let provider = config.provider("cloud").expect("cloud");
     match OpenStackDriver.create_provider(provider) {
-        Err(Error::Unsupported {
+        Err(Error::Cloud {
             provider,
-            operation,
+            message,
+            retryable,
         }) => {
             assert_eq!(provider, "cloud");
-            assert!(operation.contains("not implemented"));
+            assert!(!retryable);
+            assert!(
+                message.contains("no-such-cloud-anywhere") || message.contains("no clouds.yaml"),
+                "{message}"
+            );
         }
-        other => panic!("expected Unsupported, got {other:?}"),
+        other => panic!("expected a configuration error, got {other:?}"),
     }
 }

@@ -47,6 +47,7 @@ mod tests {
         Cli {
             config: PathBuf::from(config),
             secure: None,
+            state_dir: None,
             debug: false,
             command: Command::ConfigValidate,
         }

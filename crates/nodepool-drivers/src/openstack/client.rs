@@ -1,0 +1,354 @@
+//! The HTTP client of one cloud: authenticated JSON calls to the services
+//! of the catalog, with token renewal (before expiry, and once on a 401),
+//! the provider's `rate` (minimum time between the starts of two calls to
+//! the same service, as openstacksdk's `rate_limit`), and error mapping:
+//! 403/413 quota answers become [`OpenStackError::Quota`], 5xx and
+//! transport failures are retryable, other 4xx are not.
+//!
+//! Built on `reqwest` (rustls): the `openstack` crate does not cover
+//! Nova's limits, Glance import or Neutron port filters, and hides the
+//! status codes the quota mapping needs.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::auth::{issue_token, Token};
+use super::clouds_yaml::CloudConfig;
+use super::error::{is_quota_message, quota_resource, OpenStackError};
+
+/// The compute microversion requested: embedded flavors (2.47) and
+/// explicit `networks` (2.37) are relied on.
+pub const COMPUTE_MICROVERSION: &str = "2.53";
+
+/// A service of the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceType {
+    /// Nova.
+    Compute,
+    /// Glance.
+    Image,
+    /// Neutron.
+    Network,
+}
+
+impl ServiceType {
+    fn catalog_name(self) -> &'static str {
+        match self {
+            ServiceType::Compute => "compute",
+            ServiceType::Image => "image",
+            ServiceType::Network => "network",
+        }
+    }
+
+    /// The version prefix appended to an unversioned catalog URL.
+    fn version_suffix(self) -> Option<&'static str> {
+        match self {
+            ServiceType::Compute => None,
+            ServiceType::Image => Some("/v2"),
+            ServiceType::Network => Some("/v2.0"),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a request sends.
+#[derive(Debug)]
+pub enum Payload {
+    /// Nothing.
+    None,
+    /// A JSON body.
+    Json(Value),
+    /// A JSON-patch body (Glance `PATCH`).
+    JsonPatch(Value),
+    /// A file, streamed as `application/octet-stream`.
+    File(std::path::PathBuf),
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// The JSON body (`Null` when empty or not JSON).
+    pub body: Value,
+}
+
+/// An authenticated client of one cloud.
+#[derive(Debug)]
+pub struct OpenStackClient {
+    cloud: CloudConfig,
+    http: reqwest::Client,
+    token: Mutex<Option<Token>>,
+    rate: Duration,
+    next_call: [Mutex<Option<Instant>>; 3],
+    timeout: Duration,
+}
+
+/// A reqwest error in words, without headers (so without tokens).
+pub(crate) fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading the answer"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// The message of an error body, in any service's shape.
+fn error_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        if let Some(m) = v["NeutronError"]["message"].as_str() {
+            return m.to_string();
+        }
+        if let Some(m) = v["error"]["message"].as_str() {
+            return m.to_string();
+        }
+        if let Some(obj) = v.as_object() {
+            for inner in obj.values() {
+                if let Some(m) = inner["message"].as_str() {
+                    return m.to_string();
+                }
+            }
+        }
+    }
+    // Glance answers HTML/text: keep the text, without tags.
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    text.chars().take(500).collect()
+}
+
+impl OpenStackClient {
+    /// A client of `cloud` that starts calls to one service at least
+    /// `rate` apart and gives a call `timeout` to finish.
+    pub fn new(
+        cloud: CloudConfig,
+        rate: Duration,
+        timeout: Duration,
+    ) -> Result<Self, OpenStackError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("nodepool-rs/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!cloud.verify);
+        if let Some(path) = &cloud.cacert {
+            let pem = std::fs::read(path)
+                .map_err(|e| OpenStackError::Config(format!("cacert {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| OpenStackError::Config(format!("cacert {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| OpenStackError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            cloud,
+            http,
+            token: Mutex::new(None),
+            rate,
+            next_call: Default::default(),
+            timeout,
+        })
+    }
+
+    /// The cloud's settings.
+    pub fn cloud(&self) -> &CloudConfig {
+        &self.cloud
+    }
+
+    /// A valid token, renewed when near its expiry or when `stale` (the
+    /// token just refused with 401) is still the current one.
+    async fn token(&self, stale: Option<&str>) -> Result<Token, OpenStackError> {
+        let mut guard = self.token.lock().await;
+        let usable = guard
+            .as_ref()
+            .filter(|t| !t.needs_renewal(SystemTime::now()) && stale != Some(t.value.expose()));
+        if let Some(t) = usable {
+            return Ok(t.clone());
+        }
+        tracing::debug!(cloud = %self.cloud.name, "requesting a Keystone token");
+        let fresh = issue_token(&self.http, &self.cloud).await?;
+        *guard = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The base URL of `service` (versioned).
+    pub async fn endpoint(&self, service: ServiceType) -> Result<String, OpenStackError> {
+        let token = self.token(None).await?;
+        self.endpoint_of(&token, service)
+    }
+
+    fn endpoint_of(&self, token: &Token, service: ServiceType) -> Result<String, OpenStackError> {
+        let url = token.endpoint(
+            service.catalog_name(),
+            self.cloud.region_name.as_deref(),
+            &self.cloud.interface,
+        )?;
+        Ok(match service.version_suffix() {
+            Some(v) if !url.ends_with(v) => format!("{url}{v}"),
+            _ => url,
+        })
+    }
+
+    async fn wait_turn(&self, service: ServiceType) {
+        if self.rate.is_zero() {
+            return;
+        }
+        let mut next = self.next_call[service.index()].lock().await;
+        let now = Instant::now();
+        let start = next.map_or(now, |n| n.max(now));
+        *next = Some(start + self.rate);
+        drop(next);
+        tokio::time::sleep_until(start).await;
+    }
+
+    /// Call `method path` of `service` (path relative to the versioned
+    /// endpoint, or an absolute URL). 404 is returned as an error with
+    /// status 404; callers that accept it check [`OpenStackError::status`].
+    pub async fn call(
+        &self,
+        service: ServiceType,
+        method: Method,
+        path: &str,
+        payload: Payload,
+    ) -> Result<Answer, OpenStackError> {
+        let mut stale: Option<String> = None;
+        for attempt in 0..2 {
+            let token = self.token(stale.as_deref()).await?;
+            let url = if path.starts_with("http://") || path.starts_with("https://") {
+                path.to_string()
+            } else {
+                format!("{}{path}", self.endpoint_of(&token, service)?)
+            };
+            self.wait_turn(service).await;
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header("X-Auth-Token", token.value.expose())
+                .header("Accept", "application/json")
+                .timeout(self.timeout);
+            if service == ServiceType::Compute {
+                req = req.header(
+                    "OpenStack-API-Version",
+                    format!("compute {COMPUTE_MICROVERSION}"),
+                );
+            }
+            req = match &payload {
+                Payload::None => req,
+                Payload::Json(v) => req.json(v),
+                Payload::JsonPatch(v) => req
+                    .header(
+                        "Content-Type",
+                        "application/openstack-images-v2.1-json-patch",
+                    )
+                    .body(v.to_string()),
+                Payload::File(path) => {
+                    let file = tokio::fs::File::open(path).await.map_err(|e| {
+                        OpenStackError::Io(format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    let stream = tokio_util::io::ReaderStream::new(file);
+                    req.header("Content-Type", "application/octet-stream")
+                        .body(reqwest::Body::wrap_stream(stream))
+                }
+            };
+            let transport = |e: reqwest::Error| OpenStackError::Transport {
+                method: method.to_string(),
+                url: url.clone(),
+                message: describe_reqwest_error(&e),
+            };
+            let resp = req.send().await.map_err(transport)?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.map_err(transport)?;
+            if status == 401 && attempt == 0 {
+                tracing::debug!(cloud = %self.cloud.name, "token refused; renewing it");
+                stale = Some(token.value.expose().to_string());
+                continue;
+            }
+            if (200..300).contains(&status) {
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                return Ok(Answer { status, body });
+            }
+            let message = error_message(&text);
+            if status == 413 || (status == 403 && is_quota_message(&message)) {
+                return Err(OpenStackError::Quota {
+                    what: quota_resource(&message),
+                    message,
+                });
+            }
+            return Err(OpenStackError::Http {
+                method: method.to_string(),
+                url,
+                status,
+                message,
+            });
+        }
+        Err(OpenStackError::AuthFailed {
+            url: super::auth::token_url(&self.cloud.auth_url),
+            message: "a fresh token was refused too".to_string(),
+        })
+    }
+
+    /// `GET path`, JSON body.
+    pub async fn get(&self, service: ServiceType, path: &str) -> Result<Value, OpenStackError> {
+        Ok(self
+            .call(service, Method::GET, path, Payload::None)
+            .await?
+            .body)
+    }
+
+    /// `GET path`, `None` on 404.
+    pub async fn get_opt(
+        &self,
+        service: ServiceType,
+        path: &str,
+    ) -> Result<Option<Value>, OpenStackError> {
+        match self.get(service, path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE path`; a 404 counts as done.
+    pub async fn delete(&self, service: ServiceType, path: &str) -> Result<(), OpenStackError> {
+        match self
+            .call(service, Method::DELETE, path, Payload::None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

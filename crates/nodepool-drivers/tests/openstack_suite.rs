@@ -1,0 +1,39 @@
+//! The provider conformance suite against the OpenStack simulator.
+
+mod openstack_support;
+
+use std::time::Duration;
+
+use nodepool_core::testing::provider::{provider_suite, SuiteConfig};
+use nodepool_openstack_sim::SimConfig;
+use openstack_support::{provider, sim};
+
+#[tokio::test]
+async fn openstack_provider_passes_the_conformance_suite() {
+    let sim = sim(SimConfig {
+        boot_delay_secs: 0.1,
+        ..SimConfig::default()
+    })
+    .await;
+    let provider = provider(&sim);
+    let dir = std::env::temp_dir().join(format!("np-os-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let image = dir.join("image.qcow2");
+    std::fs::write(&image, vec![7u8; 300_000]).expect("image file");
+    let mut cfg = SuiteConfig::new("main", "small");
+    cfg.boot_timeout = Duration::from_secs(10);
+    cfg.image_file = Some(image);
+    let report = provider_suite(&provider, &cfg).await;
+    assert!(
+        report.ran.contains(&"image_upload_list_delete"),
+        "{report:?}"
+    );
+    assert!(report.ran.contains(&"quota_reports_limits"), "{report:?}");
+    assert!(
+        report
+            .ran
+            .contains(&"listed_instances_carry_nodepool_metadata"),
+        "{report:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,215 @@
+//! `nodepool launcher`: the launcher daemon with its web app.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodepool_core::launcher::{Launcher, LauncherSettings};
+use nodepool_core::scheduler::DefaultScheduler;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{
+    build_providers, config_stamp, hostname, load_config, open_store, registry, DaemonError,
+};
+use crate::web::{router, WebState};
+
+/// What `nodepool launcher` was asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct LauncherOptions {
+    /// `-c`.
+    pub(crate) config: PathBuf,
+    /// `-s`.
+    pub(crate) secure: Option<PathBuf>,
+    /// Where the embedded store lives.
+    pub(crate) state_dir: PathBuf,
+    /// How often the config files are checked for changes.
+    pub(crate) reload_interval: Duration,
+}
+
+/// Run the launcher until SIGINT or SIGTERM; the exit code says how it ended.
+pub(crate) fn run(options: LauncherOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nodepool launcher: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(launcher_main(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(DaemonError::Config(errors)) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("nodepool launcher: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
+    let reg = registry();
+    let config = load_config(&options.config, options.secure.as_deref(), &reg)?;
+    let store = open_store(&config, &options.state_dir).await?;
+    let providers = build_providers(&config, &reg);
+    info!(
+        providers = providers.len(),
+        store = store.backend(),
+        "starting the launcher"
+    );
+
+    let launcher = Arc::new(Launcher::new(
+        LauncherSettings::new(hostname()),
+        Arc::clone(&store),
+        Arc::new(DefaultScheduler),
+        config.clone(),
+        providers,
+    ));
+    let web = Arc::new(WebState::new(
+        Arc::clone(&store),
+        config.clone(),
+        config.api_token.as_ref().map(|t| t.expose().to_string()),
+    ));
+
+    let cancel = CancellationToken::new();
+    let addr: SocketAddr = format!("{}:{}", config.webapp.listen_address, config.webapp.port)
+        .parse()
+        .map_err(|e| {
+            DaemonError::Other(format!(
+                "webapp listen address {}:{}: {e}",
+                config.webapp.listen_address, config.webapp.port
+            ))
+        })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| DaemonError::Other(format!("cannot listen on {addr}: {e}")))?;
+    info!(%addr, "web app listening");
+    let web_cancel = cancel.clone();
+    let app = router(Arc::clone(&web));
+    let web_task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(web_cancel.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            error!("web app stopped: {e}");
+        }
+    });
+
+    let run_launcher = Arc::clone(&launcher);
+    let run_cancel = cancel.clone();
+    let mut run_task = tokio::spawn(async move { run_launcher.run(run_cancel).await });
+
+    // `/ready` answers 200 once every pool worker has registered.
+    let expected_pools: usize = config.providers.iter().map(|p| p.pools.len()).sum();
+    let ready_web = Arc::clone(&web);
+    let ready_store = Arc::clone(&store);
+    let ready_host = hostname();
+    tokio::spawn(async move {
+        loop {
+            let mine = ready_store
+                .list_components("pool")
+                .await
+                .map(|c| {
+                    c.iter()
+                        .filter(|c| c.hostname.as_deref() == Some(ready_host.as_str()))
+                        .count()
+                })
+                .unwrap_or(0);
+            if mine >= expected_pools {
+                ready_web.set_ready(true);
+                info!("every provider has started");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(signal_error)?;
+    let mut reload = tokio::time::interval(options.reload_interval);
+    let mut stamp = config_stamp(&options.config, options.secure.as_deref());
+
+    let outcome = loop {
+        tokio::select! {
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
+            _ = sigusr2.recv() => dump(&launcher),
+            _ = reload.tick() => {
+                let now = config_stamp(&options.config, options.secure.as_deref());
+                if now != stamp {
+                    stamp = now;
+                    reload_config(&options, &reg, &launcher, &web);
+                }
+            }
+            ended = &mut run_task => {
+                break match ended {
+                    Ok(Ok(())) => Err(DaemonError::Other("the launcher stopped unexpectedly".into())),
+                    Ok(Err(e)) => Err(DaemonError::Other(format!("the launcher failed: {e}"))),
+                    Err(e) => Err(DaemonError::Other(format!("the launcher task failed: {e}"))),
+                };
+            }
+        }
+    };
+
+    web.set_ready(false);
+    cancel.cancel();
+    if !run_task.is_finished() {
+        match run_task.await {
+            Ok(Err(e)) => warn!("launcher stopped with an error: {e}"),
+            Err(e) => warn!("launcher task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = web_task.await;
+    if let Err(e) = store.close().await {
+        warn!("closing the store: {e}");
+    }
+    info!("stopped");
+    outcome
+}
+
+fn signal_error(e: std::io::Error) -> DaemonError {
+    DaemonError::Other(format!("cannot install signal handlers: {e}"))
+}
+
+/// Re-read the configuration; a bad one is reported and the old one kept.
+fn reload_config(
+    options: &LauncherOptions,
+    reg: &nodepool_core::config::DriverRegistry,
+    launcher: &Launcher,
+    web: &WebState,
+) {
+    match load_config(&options.config, options.secure.as_deref(), reg) {
+        Ok(config) => {
+            let providers = build_providers(&config, reg);
+            info!(providers = providers.len(), "configuration reloaded");
+            launcher.update_config(config.clone(), providers);
+            web.set_config(config);
+        }
+        Err(e) => error!("configuration change ignored, the file is invalid:\n{e}"),
+    }
+}
+
+/// SIGUSR2: log what every pool is doing.
+fn dump(launcher: &Launcher) {
+    let status = launcher.status();
+    info!(
+        "SIGUSR2 task dump:\n{status:#?}\ncounters: {:#?}",
+        launcher.counters()
+    );
+}
+
+/// Resolve `--state-dir`.
+pub(crate) fn state_dir(arg: Option<&Path>) -> PathBuf {
+    arg.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/nodepool"))
+}

@@ -1,0 +1,142 @@
+//! The daemons (`launcher`, `builder`) and what they share: loading the
+//! configuration, opening the store, building providers, signals.
+
+pub(crate) mod launcher;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nodepool_core::config::{self, Config, ConfigErrors, DriverRegistry};
+use nodepool_core::provider::Provider;
+use nodepool_core::store::NodeStore;
+use tracing::{info, warn};
+
+/// Why a daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DaemonError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The driver registry with every built-in driver.
+pub(crate) fn registry() -> DriverRegistry {
+    let mut reg = DriverRegistry::new();
+    nodepool_drivers::register_builtin(&mut reg);
+    reg
+}
+
+/// Load `-c` and `-s`.
+pub(crate) fn load_config(
+    path: &Path,
+    secure: Option<&Path>,
+    reg: &DriverRegistry,
+) -> Result<Config, DaemonError> {
+    let config = config::load(path, secure, reg).map_err(DaemonError::Config)?;
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    Ok(config)
+}
+
+/// Build one provider per configured provider. A provider that cannot be
+/// built is logged and left out, so the others still run.
+pub(crate) fn build_providers(
+    config: &Config,
+    reg: &DriverRegistry,
+) -> BTreeMap<String, Arc<dyn Provider>> {
+    let mut out = BTreeMap::new();
+    for p in &config.providers {
+        let Some(driver) = reg.get(&p.driver) else {
+            warn!(provider = %p.name, driver = %p.driver, "no such driver");
+            continue;
+        };
+        match driver.create_provider(p) {
+            Ok(provider) => {
+                out.insert(p.name.clone(), provider);
+            }
+            Err(e) => warn!(provider = %p.name, "provider not started: {e}"),
+        }
+    }
+    out
+}
+
+/// Where the embedded store keeps its database.
+pub(crate) fn embedded_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("nodepool.sqlite")
+}
+
+/// Open the store the config names: ZooKeeper when `zookeeper-servers` is
+/// set, the embedded store in `state_dir` otherwise.
+pub(crate) async fn open_store(
+    config: &Config,
+    state_dir: &Path,
+) -> Result<Arc<dyn NodeStore>, DaemonError> {
+    if config.zookeeper_servers.is_empty() {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            DaemonError::Store(format!(
+                "cannot create state directory {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        let path = embedded_path(state_dir);
+        info!(path = %path.display(), "using the embedded store");
+        let store = nodepool_embedded::EmbeddedStore::open(&path)
+            .map_err(|e| DaemonError::Store(format!("{}: {e}", path.display())))?;
+        return Ok(Arc::new(store));
+    }
+    let hosts: Vec<String> = config
+        .zookeeper_servers
+        .iter()
+        .map(|s| format!("{}:{}", s.host, s.port))
+        .collect();
+    let chroot = config
+        .zookeeper_servers
+        .iter()
+        .find_map(|s| s.chroot.clone());
+    let mut zk = nodepool_zk::ZkConfig::new(hosts.clone())
+        .with_session_timeout(Duration::from_secs_f64(config.zookeeper_timeout.max(1.0)));
+    if let Some(chroot) = chroot {
+        zk = zk.with_chroot(chroot);
+    }
+    if let Some(tls) = &config.zookeeper_tls {
+        zk = zk.with_tls(nodepool_zk::ZkTls {
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+        });
+    }
+    info!(hosts = %hosts.join(","), "connecting to ZooKeeper");
+    let store = nodepool_zk::ZkStore::connect(zk)
+        .await
+        .map_err(|e| DaemonError::Store(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+/// This host's name.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The modification times of the config files, to notice edits.
+pub(crate) fn config_stamp(path: &Path, secure: Option<&Path>) -> Vec<Option<SystemTime>> {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut out = vec![mtime(path)];
+    if let Some(s) = secure {
+        out.push(mtime(s));
+    }
+    out
+}

@@ -1,0 +1,318 @@
+//! The write API: request nodes without Zuul.
+//!
+//! - `POST /api/v1/requests` with `{"labels": [...], "priority": "100",
+//!   "relative_priority": 0, "requestor": "..."}` writes a node request and
+//!   answers 201 `{"id": ...}`. A background task waits for it to be
+//!   fulfilled and then locks its nodes on the requester's behalf (the
+//!   steps a Zuul scheduler takes, [`nodepool_core::client::Client`]).
+//! - `GET /api/v1/requests/{id}`: its state, and once fulfilled its nodes
+//!   with their connection details.
+//! - `POST /api/v1/nodes/{id}/release`: marks the node `used` and unlocks
+//!   it, so the launcher deletes it.
+//!
+//! The locks live in this process: if it restarts, the nodes it held are
+//! unlocked (their session ends) and the launcher cleans them up.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use nodepool_core::client::{Client, LockedNodes, PendingRequest, RequestOptions};
+use nodepool_core::model::{Node, NodeState, RequestState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::WebState;
+
+/// Requestor name when the body gives none.
+const DEFAULT_REQUESTOR: &str = "nodepool-api";
+
+/// A request submitted through the API, as this process knows it.
+#[derive(Debug)]
+pub(super) struct Tracked {
+    labels: Vec<String>,
+    requestor: String,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a launcher.
+    Waiting,
+    /// Nodes locked for the requester; `nodes` is what they were then.
+    Fulfilled {
+        nodes: Vec<Node>,
+        locked: Option<LockedNodes>,
+    },
+    /// Failed, timed out or withdrawn.
+    Failed(String),
+    /// The nodes were given back.
+    Released { nodes: Vec<Node> },
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Constant-time comparison, so the token cannot be guessed by timing.
+fn same_token(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Lets a call through only with the configured bearer token; 403 when
+/// no token is configured (the write API is then disabled), 401 without
+/// the right token.
+pub(super) async fn require_token(
+    State(state): State<Arc<WebState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.api_token.as_deref() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the node request API is disabled: no API token is configured",
+        );
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if same_token(token.trim().as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API token (Authorization: Bearer <token>)",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+/// The body of `POST /api/v1/requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Submit {
+    labels: Vec<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    relative_priority: i64,
+    #[serde(default)]
+    requestor: Option<String>,
+}
+
+/// `POST /api/v1/requests`.
+pub(super) async fn submit(
+    State(state): State<Arc<WebState>>,
+    body: Result<Json<Submit>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if body.labels.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "\"labels\" must name at least one label",
+        );
+    }
+    let config = state.config();
+    if let Some(unknown) = body.labels.iter().find(|l| config.label(l).is_none()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("label {unknown:?} is not in the configuration"),
+        );
+    }
+    let priority = body.priority.unwrap_or_else(|| "100".to_owned());
+    if priority.len() != 3 || !priority.bytes().all(|b| b.is_ascii_digit()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("priority {priority:?} must be three digits, e.g. \"100\""),
+        );
+    }
+    let requestor = body
+        .requestor
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| DEFAULT_REQUESTOR.to_owned());
+    let client = Client::new(Arc::clone(&state.store), requestor.clone());
+    let options = RequestOptions {
+        priority,
+        relative_priority: body.relative_priority,
+        ..RequestOptions::default()
+    };
+    let labels: Vec<&str> = body.labels.iter().map(String::as_str).collect();
+    let pending = match client.submit(&labels, &options).await {
+        Ok(pending) => pending,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    info!(request_id = %pending.id, %requestor, "node request submitted through the API");
+    state.requests().insert(
+        pending.id.clone(),
+        Tracked {
+            labels: body.labels,
+            requestor,
+            phase: Phase::Waiting,
+        },
+    );
+    tokio::spawn(wait_and_lock(Arc::clone(&state), client, pending.clone()));
+    let location = format!("/api/v1/requests/{}", pending.id);
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(json!({ "id": pending.id })),
+    )
+        .into_response()
+}
+
+/// Waits for the request to be fulfilled and locks its nodes; records the
+/// outcome.
+async fn wait_and_lock(state: Arc<WebState>, client: Client, pending: PendingRequest) {
+    let result = client.wait_fulfilled(&pending, state.request_timeout).await;
+    let phase = match result {
+        Ok(locked) => Phase::Fulfilled {
+            nodes: locked.nodes().cloned().collect(),
+            locked: Some(locked),
+        },
+        Err(e) => {
+            warn!(request_id = %pending.id, error = %e, "API node request not fulfilled");
+            if let Err(e) = client.cancel(&pending).await {
+                warn!(request_id = %pending.id, error = %e, "cannot withdraw node request");
+            }
+            Phase::Failed(e.to_string())
+        }
+    };
+    if let Some(tracked) = state.requests().get_mut(&pending.id) {
+        tracked.phase = phase;
+    }
+}
+
+fn node_json(node: &Node) -> Value {
+    json!({
+        "id": node.id,
+        "labels": node.labels,
+        "state": node.state.map(|s| s.as_str()),
+        "provider": node.provider,
+        "pool": node.pool,
+        "region": node.region,
+        "az": node.az,
+        "hostname": node.hostname,
+        "external_id": node.external_id,
+        "interface_ip": node.interface_ip,
+        "public_ipv4": node.public_ipv4,
+        "private_ipv4": node.private_ipv4,
+        "public_ipv6": node.public_ipv6,
+        "connection_type": node.connection_type,
+        "connection_port": node.connection_port,
+        "username": node.username,
+        "host_keys": node.host_keys,
+        "python_path": node.python_path,
+        "shell_type": node.shell_type,
+    })
+}
+
+/// `GET /api/v1/requests/{id}`.
+pub(super) async fn show(State(state): State<Arc<WebState>>, Path(id): Path<String>) -> Response {
+    let snapshot = state.requests().get(&id).map(|t| {
+        let (phase, nodes, error): (&str, Vec<Value>, Option<String>) = match &t.phase {
+            Phase::Waiting => ("waiting", Vec::new(), None),
+            Phase::Fulfilled { nodes, .. } => {
+                ("fulfilled", nodes.iter().map(node_json).collect(), None)
+            }
+            Phase::Failed(e) => ("failed", Vec::new(), Some(e.clone())),
+            Phase::Released { nodes } => ("released", nodes.iter().map(node_json).collect(), None),
+        };
+        (phase, nodes, error, t.labels.clone(), t.requestor.clone())
+    });
+    let Some((phase, nodes, failure, labels, requestor)) = snapshot else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no node request {id} was made through this API"),
+        );
+    };
+    // While waiting, the store says how far the launcher got. The request
+    // reads `fulfilled` only once its nodes are locked for the requester:
+    // until then (and after the record is deleted on acceptance) `pending`.
+    let state_name = if phase == "waiting" {
+        match state.store.get_request(&id).await {
+            Ok(Some(request)) => match request.state {
+                None | Some(RequestState::Requested) => "requested",
+                Some(RequestState::Failed) => "failed",
+                Some(RequestState::Pending | RequestState::Fulfilled) => "pending",
+            }
+            .to_owned(),
+            Ok(None) => "pending".to_owned(),
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    } else {
+        phase.to_owned()
+    };
+    let mut body = json!({
+        "id": id,
+        "state": state_name,
+        "labels": labels,
+        "requestor": requestor,
+        "nodes": nodes,
+    });
+    if let (Some(failure), Some(object)) = (failure, body.as_object_mut()) {
+        object.insert("error".to_owned(), Value::String(failure));
+    }
+    Json(body).into_response()
+}
+
+/// `POST /api/v1/nodes/{id}/release`. The client returns the nodes of a
+/// request together, so releasing one node releases every node locked for
+/// the same request; the answer lists them.
+pub(super) async fn release(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+) -> Response {
+    let taken = {
+        let mut requests = state.requests();
+        requests
+            .iter_mut()
+            .find_map(|(request_id, tracked)| match &mut tracked.phase {
+                Phase::Fulfilled { nodes, locked } if nodes.iter().any(|n| n.id == id) => {
+                    let locked = locked.take();
+                    let mut nodes = std::mem::take(nodes);
+                    for node in &mut nodes {
+                        node.set_state(NodeState::Used);
+                    }
+                    tracked.phase = Phase::Released { nodes };
+                    Some((request_id.clone(), tracked.requestor.clone(), locked))
+                }
+                _ => None,
+            })
+    };
+    let Some((request_id, requestor, Some(locked))) = taken else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("node {id} is not held through this API"),
+        );
+    };
+    let released: Vec<String> = locked.nodes().map(|n| n.id.clone()).collect();
+    let client = Client::new(Arc::clone(&state.store), requestor);
+    if let Err(e) = client.release(locked).await {
+        warn!(node_id = %id, request_id = %request_id, error = %e, "release failed");
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    info!(node_id = %id, request_id = %request_id, "nodes released through the API");
+    Json(json!({ "request": request_id, "released": released })).into_response()
+}
