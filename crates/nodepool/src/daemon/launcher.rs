@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use super::{
     build_providers, config_stamp, hostname, load_config, open_store, registry, DaemonError,
 };
-use crate::web::{router, WebState};
+use crate::web::{router, Metrics, WebState};
 
 /// What `nodepool launcher` was asked to do.
 #[derive(Debug, Clone)]
@@ -73,11 +73,16 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         config.clone(),
         providers,
     ));
-    let web = Arc::new(WebState::new(
-        Arc::clone(&store),
-        config.clone(),
-        config.api_token.as_ref().map(|t| t.expose().to_string()),
-    ));
+    let counters_of = Arc::clone(&launcher);
+    let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()));
+    let web = Arc::new(
+        WebState::new(
+            Arc::clone(&store),
+            config.clone(),
+            config.api_token.as_ref().map(|t| t.expose().to_string()),
+        )
+        .with_metrics(Arc::new(metrics)),
+    );
 
     let cancel = CancellationToken::new();
     let addr: SocketAddr = format!("{}:{}", config.webapp.listen_address, config.webapp.port)

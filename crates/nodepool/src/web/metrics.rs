@@ -3,74 +3,108 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+
+use nodepool_core::launcher::CounterSnapshot;
 
 use nodepool_core::model::{Node, NodeRequest, NodeState, RequestState};
 
-/// Launch counters, shared with the launcher (`Arc<Metrics>`).
-#[derive(Debug, Default)]
+/// Where the launcher's counters come from.
+pub type CounterSource = Arc<dyn Fn() -> CounterSnapshot + Send + Sync>;
+
+/// The `/metrics` exposition: the launcher's counters (when this web app
+/// runs beside a launcher) and gauges of nodes and requests by state.
+#[derive(Default)]
 pub struct Metrics {
-    launches_ready: AtomicU64,
-    launches_failed: AtomicU64,
-    launch_micros: AtomicU64,
-    launch_timed: AtomicU64,
+    source: Option<CounterSource>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("source", &self.source.is_some())
+            .finish()
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
 }
 
 impl Metrics {
-    /// New counters, all zero.
+    /// No launcher counters: only the gauges.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A launch ended with a ready node after `elapsed`.
-    pub fn launch_succeeded(&self, elapsed: Duration) {
-        self.launches_ready.fetch_add(1, Ordering::Relaxed);
-        self.observe_launch(elapsed);
-    }
-
-    /// A launch failed after `elapsed`.
-    pub fn launch_failed(&self, elapsed: Duration) {
-        self.launches_failed.fetch_add(1, Ordering::Relaxed);
-        self.observe_launch(elapsed);
-    }
-
-    fn observe_launch(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.launch_micros.fetch_add(micros, Ordering::Relaxed);
-        self.launch_timed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Launches that ended ready, and failed.
-    pub fn launches(&self) -> (u64, u64) {
-        (
-            self.launches_ready.load(Ordering::Relaxed),
-            self.launches_failed.load(Ordering::Relaxed),
-        )
+    /// Counters read from `source` at every scrape.
+    pub fn from_source(source: CounterSource) -> Self {
+        Self {
+            source: Some(source),
+        }
     }
 
     /// The exposition: the counters plus gauges of `nodes` and `requests`
     /// by state (every state is listed, zeros included).
     pub fn render(&self, nodes: &[Node], requests: &[NodeRequest]) -> String {
         let mut out = String::new();
-        let (ready, failed) = self.launches();
-        out.push_str("# HELP nodepool_launches_total Node launches by result.\n");
-        out.push_str("# TYPE nodepool_launches_total counter\n");
-        let _ = writeln!(out, "nodepool_launches_total{{result=\"ready\"}} {ready}");
-        let _ = writeln!(out, "nodepool_launches_total{{result=\"error\"}} {failed}");
-
-        let micros = self.launch_micros.load(Ordering::Relaxed);
-        let count = self.launch_timed.load(Ordering::Relaxed);
-        out.push_str(
-            "# HELP nodepool_launch_duration_seconds Time from launch to ready or failure.\n",
-        );
-        out.push_str("# TYPE nodepool_launch_duration_seconds summary\n");
-        let _ = writeln!(
-            out,
-            "nodepool_launch_duration_seconds_sum {}",
-            micros as f64 / 1e6
-        );
-        let _ = writeln!(out, "nodepool_launch_duration_seconds_count {count}");
+        if let Some(source) = &self.source {
+            let c = source();
+            counter(
+                &mut out,
+                "nodepool_launches_total",
+                "Node launches by result.",
+                &[
+                    ("{result=\"ready\"}", c.launches_ready),
+                    ("{result=\"error\"}", c.launches_failed),
+                    ("{result=\"aborted\"}", c.launches_aborted),
+                ],
+            );
+            out.push_str("# HELP nodepool_launch_duration_seconds Time from launch to ready.\n");
+            out.push_str("# TYPE nodepool_launch_duration_seconds summary\n");
+            let _ = writeln!(
+                out,
+                "nodepool_launch_duration_seconds_sum {}",
+                c.launch_millis_total as f64 / 1e3
+            );
+            let _ = writeln!(
+                out,
+                "nodepool_launch_duration_seconds_count {}",
+                c.launches_ready
+            );
+            counter(
+                &mut out,
+                "nodepool_requests_handled_total",
+                "Node requests this launcher finished, by result.",
+                &[
+                    ("{result=\"fulfilled\"}", c.requests_fulfilled),
+                    ("{result=\"failed\"}", c.requests_failed),
+                    ("{result=\"declined\"}", c.requests_declined),
+                ],
+            );
+            counter(
+                &mut out,
+                "nodepool_nodes_deleted_total",
+                "Node records deleted with their instances.",
+                &[("", c.nodes_deleted)],
+            );
+            counter(
+                &mut out,
+                "nodepool_leaked_instances_deleted_total",
+                "Leaked instances deleted.",
+                &[("", c.leaked_instances_deleted)],
+            );
+            counter(
+                &mut out,
+                "nodepool_min_ready_requests_total",
+                "Requests submitted to keep min-ready.",
+                &[("", c.min_ready_requests)],
+            );
+        }
 
         let mut by_node_state: BTreeMap<&str, u64> =
             NodeState::ALL.iter().map(|s| (s.as_str(), 0)).collect();

@@ -70,13 +70,6 @@ impl WebState {
         self
     }
 
-    /// How long a request submitted through the API may wait for its nodes
-    /// (default one hour).
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
     /// Mark the daemon ready (every provider started) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
@@ -104,11 +97,6 @@ impl WebState {
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
-    }
-
-    /// The metrics the launcher updates.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
     }
 
     fn cache(&self) -> MutexGuard<'_, listings::Cache> {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::accept::{wanted_format, Format};
-use super::{router, WebState};
+use super::{router, Metrics, WebState};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -212,11 +212,17 @@ async fn ready_is_503_until_set_then_200() {
 async fn metrics_expose_nodes_by_state_and_launch_counters() {
     let store = MemoryStore::new();
     ready_node(&store, "small").await;
-    let state = state_with(&store, None);
-    state
-        .metrics()
-        .launch_succeeded(Duration::from_millis(1500));
-    state.metrics().launch_failed(Duration::from_millis(500));
+    let counters = nodepool_core::launcher::CounterSnapshot {
+        launches_ready: 1,
+        launches_failed: 1,
+        launch_millis_total: 2000,
+        requests_fulfilled: 3,
+        ..Default::default()
+    };
+    let state = Arc::new(
+        WebState::new(Arc::new(store.session()), config(), None)
+            .with_metrics(Arc::new(Metrics::from_source(Arc::new(move || counters)))),
+    );
     let app = router(Arc::clone(&state));
     let (status, body, _) = call(&app, get("/metrics", None)).await;
     assert_eq!(status, StatusCode::OK);
@@ -229,7 +235,8 @@ async fn metrics_expose_nodes_by_state_and_launch_counters() {
     assert!(body.contains("nodepool_launches_total{result=\"ready\"} 1\n"));
     assert!(body.contains("nodepool_launches_total{result=\"error\"} 1\n"));
     assert!(body.contains("nodepool_launch_duration_seconds_sum 2\n"));
-    assert!(body.contains("nodepool_launch_duration_seconds_count 2\n"));
+    assert!(body.contains("nodepool_launch_duration_seconds_count 1\n"));
+    assert!(body.contains("nodepool_requests_handled_total{result=\"fulfilled\"} 3\n"));
 }
 
 fn post_json(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
