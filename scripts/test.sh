@@ -42,6 +42,18 @@ scripts/zookeeper.sh start "$RUN_DIR/zk"
 # shellcheck disable=SC1091
 . "$RUN_DIR/zk/env"
 
+# OpenSSH server for the static driver's tests (they start their own sshd).
+scripts/sshd.sh install
+export NODEPOOL_TEST_REQUIRE_SSHD=1
+
+# diskimage-builder for the real disk-image-create test; the test reports a
+# skip with the reason when it cannot be installed or cannot run here.
+if dib=$(scripts/dib.sh "$CACHE/venv-dib"); then
+    export NODEPOOL_TEST_DIB="$dib"
+else
+    log "diskimage-builder unavailable: the real disk-image-create test will skip"
+fi
+
 log "running cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -161,14 +161,8 @@ pub async fn create_then_get_then_delete(provider: &dyn Provider, cfg: &SuiteCon
         "{}: a new instance is being deleted",
         provider.name()
     );
-    if provider.capabilities().preregistered_nodes {
-        // A registered host outlives its "deletion": it goes back to the pool.
-        if let Err(e) = provider.delete_instance(&created.external_id).await {
-            panic!("{}: delete_instance failed: {e}", provider.name());
-        }
-    } else {
-        delete_and_wait_gone(provider, &created.external_id, cfg).await;
-    }
+    // A registered host outlives its "deletion": it goes back to the pool.
+    release(provider, &created.external_id, cfg).await;
 }
 
 /// `get_instance` returns the metadata the launch spec set.
@@ -394,7 +388,19 @@ pub async fn wait_active_reaches_active(provider: &dyn Provider, cfg: &SuiteConf
         "{}: an active instance has no interface_ip",
         provider.name()
     );
-    delete_and_wait_gone(provider, &created.external_id, cfg).await;
+    release(provider, &created.external_id, cfg).await;
+}
+
+/// Give an instance back: a preregistered host returns to its pool, a
+/// cloud instance is deleted and waited for.
+async fn release(provider: &dyn Provider, external_id: &str, cfg: &SuiteConfig) {
+    if provider.capabilities().preregistered_nodes {
+        if let Err(e) = provider.delete_instance(external_id).await {
+            panic!("{}: delete_instance failed: {e}", provider.name());
+        }
+    } else {
+        delete_and_wait_gone(provider, external_id, cfg).await;
+    }
 }
 
 fn ran(report: &mut SuiteReport, name: &'static str) {

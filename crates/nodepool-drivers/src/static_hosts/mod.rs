@@ -1,10 +1,15 @@
 //! The `static` driver: hosts that already exist, registered as ready
 //! nodes and never created or deleted.
 //!
-//! This module parses the provider configuration (see [`StaticConfig`] for
-//! every key); the provider itself (host-key scans, node registration) is
-//! not implemented yet, so [`Driver::create_provider`] reports
-//! [`Error::Unsupported`].
+//! - [`config`]/`parse`: the provider configuration (see [`StaticConfig`]
+//!   for every key);
+//! - [`keyscan`]: probing hosts ([`HostScanner`]; [`SshKeyscan`] runs
+//!   OpenSSH's `ssh-keyscan`);
+//! - [`record`]: a host's node records and its check before registration;
+//! - [`sync`]: one pass that registers, re-registers and deregisters the
+//!   provider's records ([`StaticSync`]);
+//! - [`provider`]: [`StaticProvider`], the [`Provider`] the driver creates,
+//!   with [`StaticProvider::sync`] for the launcher to call.
 
 use std::sync::Arc;
 
@@ -13,10 +18,20 @@ use nodepool_core::provider::Provider;
 use nodepool_core::{Error, Result};
 
 pub mod config;
+pub mod keyscan;
 mod parse;
+pub mod provider;
+pub mod record;
+pub mod scripted;
+pub mod sync;
 
 pub use config::{StaticConfig, StaticNode, StaticPool};
+pub use keyscan::{HostScanner, ScanError, ScanTarget, SshKeyscan};
 pub use parse::{parse_static_provider, static_provider_view};
+pub use provider::StaticProvider;
+pub use record::{HostError, HostFailure, HostId};
+pub use scripted::ScriptedScanner;
+pub use sync::{StaticSync, SyncMode, SyncReport};
 
 /// The `driver:` name of this driver.
 pub const STATIC: &str = "static";
@@ -40,10 +55,17 @@ impl Driver for StaticDriver {
     }
 
     fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
-        Err(Error::Unsupported {
-            provider: config.name.clone(),
-            operation: "registering hosts (the static driver's provider is not implemented yet)",
-        })
+        let typed = config
+            .driver_config
+            .as_any()
+            .downcast_ref::<StaticConfig>()
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "provider {}: the driver config is not a static driver config",
+                    config.name
+                ))
+            })?;
+        Ok(Arc::new(StaticProvider::new(Arc::new(typed.clone()))))
     }
 }
 

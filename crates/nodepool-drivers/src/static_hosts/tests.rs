@@ -1,7 +1,6 @@
 //! Tests of the static provider configuration.
 
 use nodepool_core::config::{load_str, Config, ConfigError, DriverRegistry, ProviderConfig};
-use nodepool_core::Error;
 
 use super::*;
 
@@ -253,11 +252,13 @@ fn register_adds_the_static_driver() {
 }
 
 #[test]
-fn create_provider_reports_it_is_not_implemented() {
-    let config = load("providers:\n  - name: s\n    driver: static\n");
-    let provider = config.provider("s").expect("s");
-    assert!(matches!(
-        StaticDriver.create_provider(provider),
-        Err(Error::Unsupported { .. })
-    ));
+fn create_provider_builds_a_provider_of_preregistered_nodes() {
+    let config = load(GOOD);
+    let provider = StaticDriver
+        .create_provider(config.provider("static-rack").expect("static-rack"))
+        .expect("the static driver creates its provider");
+    assert_eq!(provider.name(), "static-rack");
+    let caps = provider.capabilities();
+    assert!(caps.preregistered_nodes);
+    assert!(!caps.image_upload && !caps.quota_query && !caps.instance_listing);
 }

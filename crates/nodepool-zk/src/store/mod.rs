@@ -45,6 +45,10 @@ impl ZkStore {
     /// watching `/nodepool/{nodes,requests,requests-lock,images,components}`
     /// with persistent recursive watches.
     pub async fn connect(config: ZkConfig) -> Result<Self, Error> {
+        // Several rustls crypto backends end up in one binary (the HTTP
+        // client's and ZooKeeper's); rustls then needs the process default
+        // chosen. An error only means one was installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let session = Session::connect(config).await?;
         Ok(Self { session })
     }
