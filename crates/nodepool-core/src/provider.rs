@@ -17,6 +17,18 @@
 //! - `delete_instance` of an id that no longer exists succeeds.
 //! - An operation outside [`Provider::capabilities`] returns
 //!   [`Error::Unsupported`].
+//!
+//! # Providers of pre-registered nodes
+//! A provider with [`ProviderCapabilities::preregistered_nodes`] (the
+//! static driver) does not create capacity: it keeps one ready node record
+//! per host slot in the store itself. The engine then
+//! - calls [`Provider::sync_registered`] (full) when the provider starts and
+//!   after every config change that rebuilds it, periodically, and
+//!   whenever one of its nodes is handed back (`used`) or deleted, instead
+//!   of deleting the host;
+//! - never launches for its pools and reads how many more nodes of each
+//!   label it can hand out from [`Provider::label_capacity`];
+//! - asks [`Provider::node_alive`] before handing a ready node to a request.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -27,6 +39,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::model::Node;
+use crate::store::NodeStore;
 use crate::{Error, Result};
 
 /// Instance metadata key: the provider name.
@@ -231,6 +245,49 @@ pub trait Provider: Send + Sync + Debug + 'static {
     ///
     /// Requires [`ProviderCapabilities::image_upload`].
     async fn list_images(&self) -> Result<Vec<CloudImage>>;
+
+    /// Bring the provider's pre-registered node records in `store` in step
+    /// with its configuration: register ready records for free host slots,
+    /// hand back `used` records (delete them and register their slots
+    /// again), deregister free records of hosts no longer configured.
+    ///
+    /// `full` asks for the pass run at start and after a config change
+    /// (every host re-checked, free records updated from the config); a
+    /// periodic pass (`full == false`) only contacts hosts with a free slot,
+    /// and runs a full pass if the provider never ran one. Passes of one
+    /// provider never overlap. Problems with single hosts are the
+    /// provider's to log and retry; an error means the pass could not run.
+    ///
+    /// Requires [`ProviderCapabilities::preregistered_nodes`]; the default
+    /// returns [`Error::Unsupported`].
+    async fn sync_registered(&self, store: &dyn NodeStore, full: bool) -> Result<()> {
+        let _ = (store, full);
+        Err(Error::Unsupported {
+            provider: self.name().to_string(),
+            operation: "sync_registered",
+        })
+    }
+
+    /// Whether the ready `node` may be handed to a request (upstream's
+    /// `checkReusableNode`). A provider that answers `false` drops the
+    /// record itself when it is still free (and registers it again once the
+    /// host is back). Called before the engine locks the node.
+    ///
+    /// The default says every node is alive.
+    async fn node_alive(&self, store: &dyn NodeStore, node: &Node) -> Result<bool> {
+        let _ = (store, node);
+        Ok(true)
+    }
+
+    /// How many more nodes of each label the provider can hand out now
+    /// (upstream's `getLabelQuota`), counted on `nodes`: the engine passes
+    /// the records of the pool being scheduled that no request has been
+    /// promised yet. Labels missing from the map are unlimited; `None` (the
+    /// default) means the provider has no per-label limit.
+    fn label_capacity(&self, nodes: &[Node]) -> Option<BTreeMap<String, u64>> {
+        let _ = nodes;
+        None
+    }
 }
 
 /// A shared provider.
@@ -273,6 +330,15 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     }
     async fn list_images(&self) -> Result<Vec<CloudImage>> {
         (**self).list_images().await
+    }
+    async fn sync_registered(&self, store: &dyn NodeStore, full: bool) -> Result<()> {
+        (**self).sync_registered(store, full).await
+    }
+    async fn node_alive(&self, store: &dyn NodeStore, node: &Node) -> Result<bool> {
+        (**self).node_alive(store, node).await
+    }
+    fn label_capacity(&self, nodes: &[Node]) -> Option<BTreeMap<String, u64>> {
+        (**self).label_capacity(nodes)
     }
 }
 

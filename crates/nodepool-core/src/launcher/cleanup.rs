@@ -2,6 +2,12 @@
 //! a sweep (upstream's `DeletedNodeWorker`) and the periodic cleanup
 //! (upstream's `CleanupWorker`): lost requests, `max-ready-age`, held nodes,
 //! leaked instances.
+//!
+//! Nodes of providers with pre-registered nodes (static hosts) are handed
+//! back to their provider instead: a `used` one is left to the provider's
+//! next pass ([`super::registered`]), which deletes the record and registers
+//! the host again; any other is deleted without touching the host, then a
+//! pass registers the host's slot again.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +20,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::leaks::LeakTracker;
 use super::pool::POOL_KIND;
+use super::registered;
 use super::shared::{self, lock, now, Shared};
 use super::stats::Counter;
 use crate::model::{Node, NodeState, RequestState};
@@ -145,6 +152,16 @@ async fn consider(shared: &Shared, id: &str) -> Result<()> {
     if shared.provider_for_cleanup(provider).is_none() {
         return Ok(());
     }
+    if node.state == Some(NodeState::Used)
+        && registered::is_configured_preregistered(shared, provider)
+    {
+        // The host is not deleted: the provider's pass deletes the used
+        // record and registers the host's slot again (unless the host left
+        // the config). A record still locked is left for a later offer.
+        debug!(node_id = %id, provider, "handing a used node back to its provider");
+        shared.registrar.request(provider, false);
+        return Ok(());
+    }
     let target = LockTarget::Node(id.to_string());
     let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
         return Ok(());
@@ -175,17 +192,20 @@ pub(crate) async fn delete_locked(
                 return Err(e);
             }
         }
-        if let Some(external_id) = node.external_id.as_deref() {
-            let provider = node
-                .provider
-                .as_deref()
-                .and_then(|p| shared.provider_for_cleanup(p));
-            if let Some(provider) = provider {
-                if let Err(e) = provider.delete_instance(external_id).await {
-                    warn!(%external_id, error = %e, "could not delete instance; will retry");
-                    let _ = shared.store.unlock(&handle).await;
-                    return Err(e);
-                }
+        let provider = node
+            .provider
+            .as_deref()
+            .and_then(|p| shared.provider_for_cleanup(p));
+        // Pre-registered hosts are never deleted, only their records.
+        let preregistered = provider
+            .as_ref()
+            .is_some_and(|p| p.capabilities().preregistered_nodes);
+        let instance = node.external_id.as_deref().zip(provider.as_ref());
+        if let Some((external_id, provider)) = instance.filter(|_| !preregistered) {
+            if let Err(e) = provider.delete_instance(external_id).await {
+                warn!(%external_id, error = %e, "could not delete instance; will retry");
+                let _ = shared.store.unlock(&handle).await;
+                return Err(e);
             }
         }
         shared.store.delete_node(&node.id).await?;
@@ -193,6 +213,12 @@ pub(crate) async fn delete_locked(
         let _ = shared.store.unlock(&handle).await;
         shared.counters.bump(Counter::NodesDeleted);
         info!(state = ?node.state, "deleted node");
+        if let Some(name) = node.provider.as_deref() {
+            if preregistered && registered::is_configured_preregistered(shared, name) {
+                // Register the host's slot again.
+                shared.registrar.request(name, false);
+            }
+        }
         Ok(())
     }
     .instrument(span)

@@ -174,6 +174,9 @@ impl Handler {
     /// taken meanwhile (the request then goes back to `requested`).
     async fn allocate_reused(&mut self, plan: &Plan) -> Result<bool> {
         for (index, node_id) in &plan.reuse {
+            if !self.alive(node_id).await {
+                return Ok(false);
+            }
             let target = LockTarget::Node(node_id.clone());
             let Ok(lock) = self
                 .shared
@@ -205,6 +208,39 @@ impl Handler {
             debug!(node_id = %node_id, "reusing ready node");
         }
         Ok(true)
+    }
+
+    /// Whether the provider still vouches for a ready node before it is
+    /// handed out (pre-registered hosts are checked; a dead one's record is
+    /// dropped by the provider and the request goes back to wait for
+    /// another node). Other providers' nodes are not checked.
+    async fn alive(&self, node_id: &str) -> bool {
+        if !self.ctx.provider.capabilities().preregistered_nodes {
+            return true;
+        }
+        let node = match self.shared.store.get_node(node_id).await {
+            Ok(Some(n)) => n,
+            _ => return false,
+        };
+        match self
+            .ctx
+            .provider
+            .node_alive(&*self.shared.store, &node)
+            .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                info!(
+                    node_id,
+                    "ready node failed its liveness check; not handed out"
+                );
+                false
+            }
+            Err(e) => {
+                warn!(node_id, error = %e, "could not check a ready node; not handed out");
+                false
+            }
+        }
     }
 
     /// Create, lock and launch the new nodes; relaunch aborted ones when

@@ -214,6 +214,8 @@ pub(crate) async fn build(
         }
     }
 
+    let label_capacity = pool_label_capacity(data, &reserved);
+
     let caps = data.provider.capabilities();
     let cloud = if caps.quota_query && !data.pool_cfg.ignore_provider_quota {
         match cloud_quota(shared, data).await {
@@ -283,7 +285,7 @@ pub(crate) async fn build(
             used: pool_used,
             cloud,
             labels_without_image,
-            label_capacity: BTreeMap::new(),
+            label_capacity,
             release_at_quota: caps.preregistered_nodes,
             priority: data.pool_cfg.priority,
         },
@@ -292,6 +294,27 @@ pub(crate) async fn build(
         tenants,
         launchers,
     }
+}
+
+/// The provider's per-label capacity for this pool: counted on the pool's
+/// records that no handler has been promised, limited to the pool's labels
+/// (a label of another pool is this pool's to decline, not to defer).
+fn pool_label_capacity(data: &PassData<'_>, reserved: &BTreeSet<&String>) -> BTreeMap<String, u64> {
+    let provider = data.provider_cfg.name.as_str();
+    let pool = data.pool_cfg.name.as_str();
+    let nodes: Vec<Node> = data
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.provider.as_deref() == Some(provider)
+                && n.pool.as_deref() == Some(pool)
+                && !reserved.contains(&n.id)
+        })
+        .cloned()
+        .collect();
+    let mut capacity = data.provider.label_capacity(&nodes).unwrap_or_default();
+    capacity.retain(|label, _| data.pool_cfg.labels.iter().any(|l| &l.name == label));
+    capacity
 }
 
 /// A registered pool component as the scheduler sees it.

@@ -2,16 +2,21 @@
 //! against the core traits.
 //!
 //! A [`Launcher`] runs, until cancelled:
-//! - one **pool worker** per provider pool ([`pool`]): it reads the open node
+//! - one **pool worker** per provider pool (`pool`): it reads the open node
 //!   requests, asks the [`Scheduler`] what to do with them, declines, waits
 //!   (pauses at a limit) or hands accepted requests to a **request handler**
-//!   ([`handler`]) that locks the request, allocates ready nodes, creates and
-//!   launches new ones ([`launch`]) and fulfils or declines it;
-//! - the **cleanup** tasks ([`cleanup`], [`leaks`]): used, failed and aborted
+//!   (`handler`) that locks the request, allocates ready nodes, creates and
+//!   launches new ones (`launch`) and fulfils or declines it;
+//! - the **cleanup** tasks (`cleanup`, `leaks`): used, failed and aborted
 //!   nodes are deleted as soon as the store announces them; a periodic pass
 //!   handles crash leftovers (unlocked building nodes, lost requests),
 //!   `max-ready-age`, held nodes and leaked instances;
-//! - **min-ready** ([`min_ready`]): requests for labels below `min-ready`.
+//! - **min-ready** (`min_ready`): requests for labels below `min-ready`;
+//! - **registration** (`registered`) for providers of pre-registered nodes
+//!   (static hosts): their records are synchronised at start, after a config
+//!   change, periodically and when a node is handed back; such pools never
+//!   launch, hand out only ready records the provider still vouches for,
+//!   and their used nodes go back to the provider instead of being deleted.
 //!
 //! Everything is driven by [`NodeStore::watch`] events; timers are only a
 //! safety net for missed events. Request handling follows upstream's state
@@ -28,6 +33,7 @@ mod launch;
 mod leaks;
 mod min_ready;
 mod pool;
+mod registered;
 mod shared;
 mod stats;
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::input;
 use super::shared::{self, lock, now, Shared};
 use super::stats::{Counter, PoolStatus};
 use crate::model::{Component, ComponentState, NodeRequest, RequestState};
-use crate::scheduler::{Decision, Limit};
+use crate::scheduler::{Decision, Limit, MIN_READY_REQUESTOR};
 use crate::store::{LockOptions, LockTarget};
 use crate::Result;
 
@@ -252,6 +252,7 @@ async fn pass(
         || (provider_cfg.max_concurrency > 0
             && shared::launching(&rt)
                 >= usize::try_from(provider_cfg.max_concurrency).unwrap_or(0));
+    let preregistered = provider.capabilities().preregistered_nodes;
     let mut paused = aborted;
     let mut wait_for_room = false;
     for decision in decisions {
@@ -267,6 +268,12 @@ async fn pass(
                 let Some(request) = open.iter().find(|r| r.id == request_id) else {
                     continue;
                 };
+                if preregistered && !launch.is_empty() {
+                    // No ready node for a label and this provider cannot
+                    // launch one (upstream: always at quota).
+                    cannot_launch(shared, state, request).await;
+                    continue;
+                }
                 let launch: Vec<(usize, String)> = launch
                     .into_iter()
                     .filter_map(|i| request.node_types.get(i).map(|l| (i, l.clone())))
@@ -314,7 +321,8 @@ async fn pass(
         }
     }
     state.set_paused(shared, paused).await;
-    if wait_for_room {
+    // Deleting a pre-registered node makes no room: it is registered again.
+    if wait_for_room && !preregistered {
         let store = shared.store.clone();
         let (provider, pool) = (state.provider.clone(), state.pool.clone());
         tokio::spawn(async move {
@@ -324,6 +332,20 @@ async fn pass(
         });
     }
     Ok(())
+}
+
+/// A pool of pre-registered nodes has no ready node for a request (or the
+/// request does not reuse nodes): as upstream at quota, a min-ready request
+/// is declined, any other left for a later pass or another pool.
+async fn cannot_launch(shared: &Shared, state: &PoolState, request: &NodeRequest) {
+    if request.requestor.as_deref() == Some(MIN_READY_REQUESTOR) {
+        debug!(request_id = %request.id, "declining min-ready request: no node to hand out");
+        if let Err(e) = decline(shared, state, &request.id).await {
+            warn!(request_id = %request.id, error = %e, "could not decline request");
+        }
+    } else {
+        debug!(request_id = %request.id, "no ready node to hand out; request left for later");
+    }
 }
 
 /// Decline a request for this pool; fail it when every registered pool has

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::cleanup::{self, DeleteQueue};
 use super::min_ready::{self, MinReady};
 use super::pool::{self, PoolState};
+use super::registered::{self, Registrar};
 use super::stats::{Counters, LauncherStatus};
 use super::LauncherSettings;
 use crate::config::Config;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) config_changed: Notify,
     pub(crate) deletes: DeleteQueue,
     pub(crate) min_ready: MinReady,
+    /// Passes of providers with pre-registered nodes to run.
+    pub(crate) registrar: Registrar,
 }
 
 impl Shared {
@@ -94,6 +97,7 @@ impl Shared {
             config_changed: Notify::new(),
             deletes: DeleteQueue::default(),
             min_ready: MinReady::default(),
+            registrar: Registrar::default(),
         }
     }
 
@@ -122,6 +126,18 @@ impl Shared {
                 retired.remove(name);
             }
         }
+        // A rebuilt provider of pre-registered nodes starts with a full pass.
+        let rebuilt: Vec<String> = providers
+            .iter()
+            .filter(|(name, provider)| {
+                provider.capabilities().preregistered_nodes
+                    && old
+                        .providers
+                        .get(*name)
+                        .map_or(true, |p| !Arc::ptr_eq(p, provider))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         {
             // A provider object that changed gets fresh caches.
             let mut runtimes = lock(&self.runtimes);
@@ -139,6 +155,9 @@ impl Shared {
         match self.snapshot.write() {
             Ok(mut s) => *s = next,
             Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        for name in &rebuilt {
+            self.registrar.request(name, true);
         }
         self.config_changed.notify_one();
         self.wake_pools(None);
@@ -238,6 +257,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Resul
         tokio::spawn(cleanup::run_deleter(shared.clone(), background.clone())),
         tokio::spawn(cleanup::run_periodic(shared.clone(), background.clone())),
         tokio::spawn(min_ready::run(shared.clone(), background.clone())),
+        tokio::spawn(registered::run(shared.clone(), background.clone())),
     ];
 
     let mut workers: BTreeMap<(String, String), Worker> = BTreeMap::new();

@@ -3,6 +3,7 @@
 //! with its configuration ([`StaticProvider::sync`],
 //! [`StaticProvider::check_node_liveness`]).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use nodepool_core::provider::{
 use nodepool_core::store::{LockTarget, NodeStore};
 use nodepool_core::{Error, Result};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::{StaticConfig, StaticNode, StaticPool};
 use super::keyscan::{HostScanner, SshKeyscan};
@@ -134,7 +135,7 @@ impl StaticProvider {
     /// How many more nodes of each label the provider can hand out now:
     /// the free ready records per label, 0 for its other labels (upstream's
     /// per-label quota; the scheduler's `label_capacity`).
-    pub fn label_capacity(&self, nodes: &[Node]) -> std::collections::BTreeMap<String, u64> {
+    pub fn label_capacity(&self, nodes: &[Node]) -> BTreeMap<String, u64> {
         label_capacity(&self.config, nodes)
     }
 
@@ -295,6 +296,38 @@ impl Provider for StaticProvider {
 
     async fn list_images(&self) -> Result<Vec<CloudImage>> {
         Err(self.unsupported("list_images"))
+    }
+
+    /// A [`SyncMode::Full`] pass when `full`, else [`sync`](Self::sync)
+    /// (periodic, or full if none ran yet). Hosts that fail are logged by
+    /// the pass and retried by the next one.
+    async fn sync_registered(&self, store: &dyn NodeStore, full: bool) -> Result<()> {
+        let report = if full {
+            self.sync_with(store, SyncMode::Full).await?
+        } else {
+            self.sync(store).await?
+        };
+        debug!(
+            registered = report.registered.len(),
+            updated = report.updated.len(),
+            recycled = report.recycled.len(),
+            deregistered = report.deregistered.len(),
+            deferred = report.deferred.len(),
+            failures = report.failures.len(),
+            "static provider synchronised"
+        );
+        Ok(())
+    }
+
+    /// [`check_node_liveness`](Self::check_node_liveness).
+    async fn node_alive(&self, store: &dyn NodeStore, node: &Node) -> Result<bool> {
+        self.check_node_liveness(store, node).await
+    }
+
+    /// [`StaticProvider::label_capacity`]: every label of the provider's
+    /// pools, with its free ready records.
+    fn label_capacity(&self, nodes: &[Node]) -> Option<BTreeMap<String, u64>> {
+        Some(label_capacity(&self.config, nodes))
     }
 }
 
