@@ -103,6 +103,84 @@ pub(crate) enum Command {
     /// Stops cleanly on SIGINT or SIGTERM, re-reads the configuration when
     /// the file changes, and logs what every pool is doing on SIGUSR2.
     Launcher,
+    /// Run the builder daemon in the foreground (upstream's
+    /// `nodepool-builder`): build diskimages, upload them, clean up.
+    ///
+    /// Needs `images-dir` in the config. Stops cleanly on SIGINT or SIGTERM
+    /// (a running build is stopped and its files removed) and re-reads the
+    /// configuration when the file changes.
+    Builder {
+        /// Number of build workers (accepted for upstream compatibility;
+        /// a builder runs one build at a time).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        build_workers: usize,
+        /// Number of upload workers.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        upload_workers: usize,
+    },
+    /// Build an image using diskimage-builder (ask the builders for a build).
+    ImageBuild {
+        /// Image name.
+        image: String,
+    },
+    /// List images built with diskimage-builder.
+    DibImageList {
+        /// Print upstream's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List images uploaded to providers.
+    ImageList {
+        /// Print upstream's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the paused and manual build status of images.
+    ImageStatus {
+        /// Print upstream's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a dib built image from disk along with all cloud uploads of
+    /// this image.
+    DibImageDelete {
+        /// Dib image id (`<image>-<build id>`, as `dib-image-list` shows).
+        id: String,
+    },
+    /// Delete an image upload.
+    ImageDelete {
+        /// Provider name.
+        #[arg(long, required = true)]
+        provider: String,
+        /// Image name.
+        #[arg(long, required = true)]
+        image: String,
+        /// Image build id.
+        #[arg(long, required = true)]
+        build_id: String,
+        /// Image upload id.
+        #[arg(long, required = true)]
+        upload_id: String,
+    },
+    /// Pause an image: no builds until it is unpaused.
+    ImagePause {
+        /// Image name.
+        image: String,
+    },
+    /// Unpause an image.
+    ImageUnpause {
+        /// Image name.
+        image: String,
+    },
+    /// List images not accounted for by nodepool: images in the cloud with
+    /// nodepool's metadata that no ready upload in the store knows.
+    AlienImageList {
+        /// Provider name (default: every provider).
+        provider: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]
@@ -130,6 +208,79 @@ mod tests {
         let cli = Cli::try_parse_from(["nodepool", "config-validate"]).expect("parses");
         assert_eq!(cli.config, PathBuf::from(DEFAULT_CONFIG));
         assert_eq!(cli.secure, None);
+    }
+
+    #[test]
+    fn image_delete_requires_all_four_ids() {
+        let partial = Cli::try_parse_from([
+            "nodepool",
+            "image-delete",
+            "--provider",
+            "p",
+            "--image",
+            "i",
+            "--build-id",
+            "0000000001",
+        ]);
+        assert!(partial.is_err());
+        let cli = Cli::try_parse_from([
+            "nodepool",
+            "image-delete",
+            "--provider",
+            "p",
+            "--image",
+            "i",
+            "--build-id",
+            "0000000001",
+            "--upload-id",
+            "0000000002",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::ImageDelete { ref upload_id, .. } if upload_id == "0000000002"
+        ));
+    }
+
+    #[test]
+    fn alien_image_list_provider_is_optional() {
+        let all = Cli::try_parse_from(["nodepool", "alien-image-list"]).expect("parses");
+        assert!(matches!(
+            all.command,
+            Command::AlienImageList {
+                provider: None,
+                json: false
+            }
+        ));
+        let one = Cli::try_parse_from(["nodepool", "alien-image-list", "cloud1", "--json"])
+            .expect("parses");
+        assert!(matches!(
+            one.command,
+            Command::AlienImageList { provider: Some(ref p), json: true } if p == "cloud1"
+        ));
+    }
+
+    #[test]
+    fn builder_takes_global_options_and_upload_workers() {
+        let cli = Cli::try_parse_from([
+            "nodepool",
+            "-c",
+            "/tmp/n.yaml",
+            "--state-dir",
+            "/tmp/state",
+            "builder",
+            "--upload-workers",
+            "2",
+        ])
+        .expect("parses");
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/tmp/state")));
+        assert!(matches!(
+            cli.command,
+            Command::Builder {
+                upload_workers: 2,
+                build_workers: 1
+            }
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     // Daemons log their work; one-shot commands only warnings and errors.
     let level = match (&cli.command, cli.debug) {
         (_, true) => "debug",
-        (cli::Command::Launcher, false) => "info",
+        (cli::Command::Launcher | cli::Command::Builder { .. }, false) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     commands::run(&cli)
 }

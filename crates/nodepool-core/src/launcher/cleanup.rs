@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -355,7 +356,13 @@ async fn reset_lost_request(shared: &Shared, id: &str) -> Result<()> {
             continue;
         }
         let target = LockTarget::Node(node.id.clone());
-        let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+        // Wait, as upstream does: right after a crash the deleter may hold
+        // this node's lock briefly while it removes the dead launcher's work.
+        let Ok(handle) = shared
+            .store
+            .lock(&target, &LockOptions::wait(Duration::from_secs(10)))
+            .await
+        else {
             warn!(node_id = %node.id, "cannot lock node to deallocate it from a lost request");
             return Ok(());
         };

@@ -49,7 +49,10 @@ impl FakeCloudSettings {
             flavors: d.flavors.iter().map(flavor).collect(),
             faults: super::cloud::FaultSettings {
                 error_rate: settings.error_rate,
-                ..d.faults.clone()
+                timeout_rate: settings.timeout_rate,
+                quota_error_rate: settings.quota_error_rate,
+                boot_failure_rate: settings.boot_failure_rate,
+                seed: settings.seed.unwrap_or(d.faults.seed),
             },
             ..d
         }

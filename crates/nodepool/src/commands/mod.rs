@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub(crate) mod config;
+pub(crate) mod images;
 pub(crate) mod nodes;
 pub(crate) mod session;
 
@@ -49,6 +50,45 @@ pub(crate) fn run(cli: &Cli) -> ExitCode {
                 state_dir: crate::daemon::launcher::state_dir(cli.state_dir.as_deref()),
                 reload_interval: std::time::Duration::from_secs(2),
             })
+        }
+        Command::Builder {
+            upload_workers,
+            build_workers,
+        } => crate::daemon::builder::run(crate::daemon::builder::BuilderOptions {
+            config: cli.config.clone(),
+            secure: cli.secure.clone(),
+            state_dir: crate::daemon::launcher::state_dir(cli.state_dir.as_deref()),
+            reload_interval: std::time::Duration::from_secs(2),
+            upload_workers: *upload_workers,
+            build_workers: *build_workers,
+        }),
+        Command::ImageBuild { image } => images::image_build(&session(cli), image.clone()),
+        Command::DibImageList { json } => {
+            images::dib_image_list(&session(cli), Format::from_flag(*json))
+        }
+        Command::ImageList { json } => images::image_list(&session(cli), Format::from_flag(*json)),
+        Command::ImageStatus { json } => {
+            images::image_status(&session(cli), Format::from_flag(*json))
+        }
+        Command::DibImageDelete { id } => images::dib_image_delete(&session(cli), id.clone()),
+        Command::ImageDelete {
+            provider,
+            image,
+            build_id,
+            upload_id,
+        } => images::image_delete(
+            &session(cli),
+            images::UploadRef {
+                provider: provider.clone(),
+                image: image.clone(),
+                build_id: build_id.clone(),
+                upload_id: upload_id.clone(),
+            },
+        ),
+        Command::ImagePause { image } => images::set_paused(&session(cli), image.clone(), true),
+        Command::ImageUnpause { image } => images::set_paused(&session(cli), image.clone(), false),
+        Command::AlienImageList { provider, json } => {
+            images::alien_image_list(&session(cli), provider.clone(), Format::from_flag(*json))
         }
     }
 }

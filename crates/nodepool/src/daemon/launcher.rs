@@ -108,6 +108,17 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         }
     });
 
+    if let Some(settings) = super::statsd::StatsdSettings::from_env() {
+        let (counters_of, config_of) = (Arc::clone(&launcher), Arc::clone(&web));
+        let sources = super::statsd::StatsSources {
+            store: Arc::clone(&store),
+            counters: Arc::new(move || counters_of.counters()),
+            config: Arc::new(move || config_of.config()),
+            hostname: hostname(),
+        };
+        super::statsd::spawn(settings, sources, cancel.clone());
+    }
+
     let run_launcher = Arc::clone(&launcher);
     let run_cancel = cancel.clone();
     let mut run_task = tokio::spawn(async move { run_launcher.run(run_cancel).await });

@@ -1,7 +1,9 @@
 //! The daemons (`launcher`, `builder`) and what they share: loading the
 //! configuration, opening the store, building providers, signals.
 
+pub(crate) mod builder;
 pub(crate) mod launcher;
+pub(crate) mod statsd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

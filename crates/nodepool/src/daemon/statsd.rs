@@ -1,0 +1,567 @@
+//! statsd reporting with upstream nodepool's metric names.
+//!
+//! Enabled as upstream enables it: when `STATSD_HOST` is set (and
+//! optionally `STATSD_PORT`, default 8125, and `STATSD_PREFIX`, prepended
+//! with a dot as the Python `statsd` client does). Metrics go over UDP in
+//! the plain statsd line format, several lines to a datagram of at most
+//! 512 bytes, as the Python client's pipelines send them.
+//!
+//! What is sent, like upstream's `StatsWorker` (after a change in the
+//! store, at most once a second) and at least every ten seconds:
+//!
+//! - gauges `nodepool.nodes.<state>`, `nodepool.provider.<p>.nodes.<state>`
+//!   and `nodepool.label.<l>.nodes.<state>`, zeros included for every
+//!   state of every provider and label a running pool registered;
+//! - gauges `nodepool.provider.<p>.pool.<pool>.addressable_requests` and
+//!   `nodepool.provider.<p>.max_servers`;
+//! - counters of this launcher's launches since the last report:
+//!   `nodepool.launch.ready` (with a `|ms` timing of their mean duration,
+//!   sampled at `1/n` so a statsd server counts `n` launches),
+//!   `nodepool.launch.error.unknown` (launches that failed after their
+//!   retries) and `nodepool.launch.error.quota` (aborted for quota);
+//! - counters without an upstream name under upstream's per-launcher root
+//!   `nodepool.launcher.<hostname>.`: `requests.fulfilled`,
+//!   `requests.failed`, `requests.declined`, `nodes.deleted`,
+//!   `leaked.instances`, `min_ready.requests`.
+//!
+//! Upstream elects one launcher to send the node gauges; here every
+//! launcher sends them, which is harmless: gauges are absolute values and
+//! every launcher reads the same store.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nodepool_core::config::Config;
+use nodepool_core::launcher::CounterSnapshot;
+use nodepool_core::model::{Component, Node, NodeRequest, NodeState};
+use nodepool_core::store::NodeStore;
+use tokio::net::UdpSocket;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// The largest datagram sent (the Python client's `maxudpsize`).
+const MAX_DATAGRAM: usize = 512;
+
+/// Where and how often to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StatsdSettings {
+    /// `host:port` of the statsd server.
+    pub(crate) target: String,
+    /// Prepended to every name, with a dot.
+    pub(crate) prefix: Option<String>,
+    /// The longest time between two reports.
+    pub(crate) interval: Duration,
+    /// The shortest time between two reports (change-driven ones).
+    pub(crate) min_interval: Duration,
+}
+
+impl StatsdSettings {
+    /// The settings upstream's environment variables give, `None` when
+    /// `STATSD_HOST` is unset or empty.
+    pub(crate) fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self::from_vars(var("STATSD_HOST"), var("STATSD_PORT"), var("STATSD_PREFIX"))
+    }
+
+    /// The settings for these variable values.
+    pub(crate) fn from_vars(
+        host: Option<String>,
+        port: Option<String>,
+        prefix: Option<String>,
+    ) -> Option<Self> {
+        let host = host?;
+        let port = port.unwrap_or_else(|| "8125".to_owned());
+        // An IPv6 literal needs brackets to be joined with a port.
+        let target = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Some(Self {
+            target,
+            prefix,
+            interval: Duration::from_secs(10),
+            min_interval: Duration::from_secs(1),
+        })
+    }
+}
+
+/// Where the reporter reads what it reports.
+pub(crate) struct StatsSources {
+    /// The store whose nodes, requests and pools are counted.
+    pub(crate) store: Arc<dyn NodeStore>,
+    /// The launcher's counters.
+    pub(crate) counters: Arc<dyn Fn() -> CounterSnapshot + Send + Sync>,
+    /// The current configuration (for `max_servers`).
+    pub(crate) config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
+    /// This launcher's host name, for `nodepool.launcher.<hostname>`.
+    pub(crate) hostname: String,
+}
+
+/// Start reporting until `cancel`; the task ends with it.
+pub(crate) fn spawn(
+    settings: StatsdSettings,
+    sources: StatsSources,
+    cancel: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = run(&settings, &sources, &cancel).await {
+            warn!(target = %settings.target, "statsd reporting stopped: {e}");
+        }
+    })
+}
+
+async fn run(
+    settings: &StatsdSettings,
+    sources: &StatsSources,
+    cancel: &CancellationToken,
+) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(if settings.target.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })
+    .await?;
+    socket.connect(&settings.target).await?;
+    info!(target = %settings.target, "reporting to statsd");
+    let mut events = sources.store.watch();
+    let mut previous = CounterSnapshot::default();
+    loop {
+        report(&socket, settings, sources, &mut previous).await;
+        // Wait for a change (or the interval), then at least `min_interval`.
+        let deadline = tokio::time::Instant::now() + settings.interval;
+        let changed = async {
+            loop {
+                match events.recv().await {
+                    Ok(_) | Err(RecvError::Lagged(_)) => return,
+                    // No more events: only the interval drives reports.
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = changed => {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(settings.min_interval) => {}
+                }
+            }
+        }
+        // Drop the events that arrived meanwhile: this report covers them.
+        events = events.resubscribe();
+    }
+    // A last report, so counters since the previous one are not lost.
+    report(&socket, settings, sources, &mut previous).await;
+    Ok(())
+}
+
+/// Read the store and counters and send one report.
+async fn report(
+    socket: &UdpSocket,
+    settings: &StatsdSettings,
+    sources: &StatsSources,
+    previous: &mut CounterSnapshot,
+) {
+    let mut lines = Vec::new();
+    let pools = sources.store.list_components("pool").await;
+    let nodes = sources.store.list_nodes().await;
+    let requests = sources.store.list_requests().await;
+    match (&pools, &nodes, &requests) {
+        (Ok(pools), Ok(nodes), Ok(requests)) => {
+            lines.extend(gauge_lines(&node_gauges(nodes, pools)));
+            lines.extend(gauge_lines(&request_gauges(requests, pools)));
+        }
+        _ => debug!("statsd: store not readable, node gauges skipped"),
+    }
+    lines.extend(gauge_lines(&limit_gauges(&(sources.config)())));
+    let now = (sources.counters)();
+    lines.extend(counter_lines(previous, &now, &sources.hostname));
+    *previous = now;
+    for datagram in datagrams(&lines, settings.prefix.as_deref()) {
+        if let Err(e) = socket.send(datagram.as_bytes()).await {
+            // statsd is fire and forget: a server that is down loses data.
+            debug!("statsd send failed: {e}");
+        }
+    }
+}
+
+/// Upstream's `updateNodeStats`: nodes by state, by provider and state, and
+/// by label and state; zeros for every state of the providers and labels
+/// the registered pools name.
+pub(crate) fn node_gauges(nodes: &[Node], pools: &[Component]) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let providers: std::collections::BTreeSet<&str> = pools
+        .iter()
+        .filter_map(|p| p.provider_name.as_deref())
+        .collect();
+    let labels: std::collections::BTreeSet<&str> = pools
+        .iter()
+        .flat_map(|p| p.supported_labels.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    for state in NodeState::ALL {
+        let state = state.as_str();
+        out.insert(format!("nodepool.nodes.{state}"), 0);
+        for provider in &providers {
+            out.insert(format!("nodepool.provider.{provider}.nodes.{state}"), 0);
+        }
+        for label in &labels {
+            out.insert(format!("nodepool.label.{label}.nodes.{state}"), 0);
+        }
+    }
+    for node in nodes {
+        let state = node.state.map_or("None", NodeState::as_str);
+        *out.entry(format!("nodepool.nodes.{state}")).or_default() += 1;
+        for label in &node.labels {
+            *out.entry(format!("nodepool.label.{label}.nodes.{state}"))
+                .or_default() += 1;
+        }
+        let provider = node.provider.as_deref().unwrap_or("None");
+        *out.entry(format!("nodepool.provider.{provider}.nodes.{state}"))
+            .or_default() += 1;
+    }
+    out
+}
+
+/// Upstream's `updateNodeRequestStats`: per registered pool, the open
+/// requests whose every label it supports.
+pub(crate) fn request_gauges(
+    requests: &[NodeRequest],
+    pools: &[Component],
+) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for pool in pools {
+        let (Some(provider), Some(name)) = (&pool.provider_name, &pool.pool_name) else {
+            continue;
+        };
+        let supported = pool.supported_labels.as_deref().unwrap_or_default();
+        let count = requests
+            .iter()
+            .filter(|r| r.node_types.iter().all(|l| supported.contains(l)))
+            .count();
+        out.insert(
+            format!("nodepool.provider.{provider}.pool.{name}.addressable_requests"),
+            i64::try_from(count).unwrap_or(i64::MAX),
+        );
+    }
+    out
+}
+
+/// Upstream's `updateProviderLimits`: the sum of the pools' `max-servers`.
+pub(crate) fn limit_gauges(config: &Config) -> BTreeMap<String, i64> {
+    config
+        .providers
+        .iter()
+        .map(|p| {
+            let max: i64 = p.pools.iter().filter_map(|pool| pool.max_servers).sum();
+            (format!("nodepool.provider.{}.max_servers", p.name), max)
+        })
+        .collect()
+}
+
+fn gauge_lines(gauges: &BTreeMap<String, i64>) -> impl Iterator<Item = String> + '_ {
+    gauges.iter().map(|(k, v)| format!("{k}:{v}|g"))
+}
+
+/// The counter lines for what happened between two snapshots. Zero deltas
+/// are left out.
+pub(crate) fn counter_lines(
+    before: &CounterSnapshot,
+    now: &CounterSnapshot,
+    hostname: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let delta = |a: u64, b: u64| b.saturating_sub(a);
+    let ready = delta(before.launches_ready, now.launches_ready);
+    if ready > 0 {
+        out.push(format!("nodepool.launch.ready:{ready}|c"));
+        let millis = delta(before.launch_millis_total, now.launch_millis_total);
+        let mean = millis / ready;
+        if ready == 1 {
+            out.push(format!("nodepool.launch.ready:{mean}|ms"));
+        } else {
+            // One sample standing for `ready` launches of the mean duration.
+            out.push(format!(
+                "nodepool.launch.ready:{mean}|ms|@{}",
+                1.0 / ready as f64
+            ));
+        }
+    }
+    let host = hostname.replace(['.', ':'], "_");
+    let counters = [
+        (
+            "nodepool.launch.error.unknown".to_owned(),
+            delta(before.launches_failed, now.launches_failed),
+        ),
+        (
+            "nodepool.launch.error.quota".to_owned(),
+            delta(before.launches_aborted, now.launches_aborted),
+        ),
+        (
+            format!("nodepool.launcher.{host}.requests.fulfilled"),
+            delta(before.requests_fulfilled, now.requests_fulfilled),
+        ),
+        (
+            format!("nodepool.launcher.{host}.requests.failed"),
+            delta(before.requests_failed, now.requests_failed),
+        ),
+        (
+            format!("nodepool.launcher.{host}.requests.declined"),
+            delta(before.requests_declined, now.requests_declined),
+        ),
+        (
+            format!("nodepool.launcher.{host}.nodes.deleted"),
+            delta(before.nodes_deleted, now.nodes_deleted),
+        ),
+        (
+            format!("nodepool.launcher.{host}.leaked.instances"),
+            delta(
+                before.leaked_instances_deleted,
+                now.leaked_instances_deleted,
+            ),
+        ),
+        (
+            format!("nodepool.launcher.{host}.min_ready.requests"),
+            delta(before.min_ready_requests, now.min_ready_requests),
+        ),
+    ];
+    for (name, n) in counters {
+        if n > 0 {
+            out.push(format!("{name}:{n}|c"));
+        }
+    }
+    out
+}
+
+/// Pack lines (with the prefix) into newline-separated datagrams of at
+/// most [`MAX_DATAGRAM`] bytes; a longer line goes alone.
+pub(crate) fn datagrams(lines: &[String], prefix: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let mut full = String::new();
+        if let Some(prefix) = prefix {
+            let _ = write!(full, "{prefix}.");
+        }
+        full.push_str(line);
+        if !current.is_empty() && current.len() + 1 + full.len() > MAX_DATAGRAM {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&full);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodepool_core::model::Node;
+    use nodepool_core::store::MemoryStore;
+
+    fn pool(provider: &str, name: &str, labels: &[&str]) -> Component {
+        let mut c = Component::new("pool", "host");
+        c.provider_name = Some(provider.to_owned());
+        c.pool_name = Some(name.to_owned());
+        c.supported_labels = Some(labels.iter().map(|l| l.to_string()).collect());
+        c
+    }
+
+    fn node(provider: &str, label: &str, state: NodeState) -> Node {
+        let mut n = Node {
+            provider: Some(provider.to_owned()),
+            labels: vec![label.to_owned()],
+            ..Node::default()
+        };
+        n.set_state(state);
+        n
+    }
+
+    const CONFIG: &str = "labels:\n  - name: small\nproviders:\n  - name: fake-a\n    cloud: fake\n    driver: fake\n    cloud-images:\n      - name: img\n        image-name: Fake Precise\n    pools:\n      - name: p1\n        max-servers: 3\n        labels:\n          - name: small\n            cloud-image: img\n            min-ram: 8192\n      - name: p2\n        max-servers: 4\n        labels:\n          - name: small\n            cloud-image: img\n            min-ram: 8192\n";
+
+    fn config() -> Config {
+        nodepool_core::config::load_str("nodepool.yaml", CONFIG, &crate::daemon::registry())
+            .unwrap_or_else(|e| panic!("test config: {e}"))
+    }
+
+    #[test]
+    fn node_gauges_count_by_state_provider_and_label_with_zeros() {
+        let pools = [pool("fake-a", "p1", &["small", "big"])];
+        let nodes = [
+            node("fake-a", "small", NodeState::Ready),
+            node("fake-a", "small", NodeState::Ready),
+            node("fake-b", "big", NodeState::InUse),
+        ];
+        let g = node_gauges(&nodes, &pools);
+        assert_eq!(g["nodepool.nodes.ready"], 2);
+        assert_eq!(g["nodepool.nodes.in-use"], 1);
+        assert_eq!(g["nodepool.nodes.building"], 0);
+        assert_eq!(g["nodepool.provider.fake-a.nodes.ready"], 2);
+        assert_eq!(g["nodepool.provider.fake-a.nodes.in-use"], 0);
+        // A provider no pool registered still counts its nodes.
+        assert_eq!(g["nodepool.provider.fake-b.nodes.in-use"], 1);
+        assert_eq!(g["nodepool.label.small.nodes.ready"], 2);
+        assert_eq!(g["nodepool.label.big.nodes.in-use"], 1);
+        assert_eq!(g["nodepool.label.big.nodes.deleting"], 0);
+    }
+
+    #[test]
+    fn addressable_requests_count_requests_whose_every_label_a_pool_serves() {
+        let pools = [
+            pool("fake-a", "p1", &["small", "big"]),
+            pool("fake-a", "p2", &["small"]),
+        ];
+        let request = |labels: &[&str]| NodeRequest {
+            node_types: labels.iter().map(|l| l.to_string()).collect(),
+            ..NodeRequest::default()
+        };
+        let requests = [request(&["small"]), request(&["small", "big"])];
+        let g = request_gauges(&requests, &pools);
+        assert_eq!(
+            g["nodepool.provider.fake-a.pool.p1.addressable_requests"],
+            2
+        );
+        assert_eq!(
+            g["nodepool.provider.fake-a.pool.p2.addressable_requests"],
+            1
+        );
+    }
+
+    #[test]
+    fn max_servers_gauge_sums_the_pools() {
+        let g = limit_gauges(&config());
+        assert_eq!(g["nodepool.provider.fake-a.max_servers"], 7);
+    }
+
+    #[test]
+    fn counters_send_deltas_under_upstream_names_and_skip_zeros() {
+        let before = CounterSnapshot {
+            launches_ready: 1,
+            launch_millis_total: 100,
+            ..CounterSnapshot::default()
+        };
+        let now = CounterSnapshot {
+            launches_ready: 5,
+            launch_millis_total: 900,
+            launches_failed: 2,
+            requests_fulfilled: 3,
+            ..CounterSnapshot::default()
+        };
+        let lines = counter_lines(&before, &now, "node1.example.org");
+        assert_eq!(
+            lines,
+            [
+                "nodepool.launch.ready:4|c",
+                "nodepool.launch.ready:200|ms|@0.25",
+                "nodepool.launch.error.unknown:2|c",
+                "nodepool.launcher.node1_example_org.requests.fulfilled:3|c",
+            ]
+        );
+        assert!(counter_lines(&now, &now, "h").is_empty());
+    }
+
+    #[test]
+    fn datagrams_hold_at_most_512_bytes_and_carry_the_prefix() {
+        let lines: Vec<String> = (0..100)
+            .map(|i| format!("nodepool.label.l{i}.nodes.ready:0|g"))
+            .collect();
+        let packets = datagrams(&lines, Some("ci"));
+        assert!(packets.len() > 1);
+        assert!(packets.iter().all(|p| p.len() <= MAX_DATAGRAM));
+        let back: Vec<&str> = packets.iter().flat_map(|p| p.split('\n')).collect();
+        assert_eq!(back.len(), 100);
+        assert!(back.iter().all(|l| l.starts_with("ci.nodepool.label.")));
+    }
+
+    #[test]
+    fn settings_come_from_upstreams_variables() {
+        assert_eq!(
+            StatsdSettings::from_vars(None, Some("1".into()), None),
+            None
+        );
+        let s = StatsdSettings::from_vars(Some("localhost".into()), None, None);
+        assert_eq!(s.map(|s| s.target), Some("localhost:8125".to_owned()));
+        let s = StatsdSettings::from_vars(Some("::1".into()), Some("9".into()), None);
+        assert_eq!(s.map(|s| s.target), Some("[::1]:9".to_owned()));
+    }
+
+    /// Receive datagrams until one line satisfies `want`, or panic.
+    async fn wait_for_line(socket: &UdpSocket, want: impl Fn(&str) -> bool) -> String {
+        let mut buf = vec![0u8; 65536];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+                .await
+                .expect("statsd line before the deadline")
+                .expect("recv");
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(line) = text.lines().find(|l| want(l)) {
+                return line.to_owned();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn reporter_sends_gauges_over_udp_and_again_after_a_store_change() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let port = receiver.local_addr().expect("addr").port();
+        let store: Arc<dyn NodeStore> = Arc::new(MemoryStore::new());
+        store
+            .register_component("pool", "p1", &pool("fake-a", "p1", &["small"]))
+            .await
+            .expect("register");
+        let counters = Arc::new(std::sync::Mutex::new(CounterSnapshot::default()));
+        let read = Arc::clone(&counters);
+        let config = Arc::new(config());
+        let mut settings =
+            StatsdSettings::from_vars(Some("127.0.0.1".into()), Some(port.to_string()), None)
+                .expect("settings");
+        settings.interval = Duration::from_secs(60);
+        settings.min_interval = Duration::from_millis(10);
+        let cancel = CancellationToken::new();
+        let task = spawn(
+            settings,
+            StatsSources {
+                store: Arc::clone(&store),
+                counters: Arc::new(move || *read.lock().expect("lock")),
+                config: Arc::new(move || Arc::clone(&config)),
+                hostname: "h".to_owned(),
+            },
+            cancel.clone(),
+        );
+        let line = wait_for_line(&receiver, |l| l.starts_with("nodepool.nodes.ready:")).await;
+        assert_eq!(line, "nodepool.nodes.ready:0|g");
+        let line = wait_for_line(&receiver, |l| l.contains("max_servers")).await;
+        assert_eq!(line, "nodepool.provider.fake-a.max_servers:7|g");
+
+        // A change in the store is reported without waiting for the interval.
+        counters.lock().expect("lock").launches_ready = 1;
+        store
+            .create_node(&node("fake-a", "small", NodeState::Ready))
+            .await
+            .expect("create");
+        let line = wait_for_line(&receiver, |l| {
+            l.starts_with("nodepool.label.small.nodes.ready:1")
+        })
+        .await;
+        assert_eq!(line, "nodepool.label.small.nodes.ready:1|g");
+        let line = wait_for_line(&receiver, |l| l.starts_with("nodepool.launch.ready:")).await;
+        assert_eq!(line, "nodepool.launch.ready:1|c");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("reporter stops when cancelled")
+            .expect("join");
+    }
+}
