@@ -30,6 +30,15 @@ if [ ! -x "$NP_VENV/bin/nodepool" ]; then
     "$NP_VENV/bin/pip" install -q nodepool==11.0.0 cachetools
 fi
 export NODEPOOL_TEST_UPSTREAM_PYTHON="$NP_VENV/bin/python"
+
+# Zuul 14, the real requestor, for the ZooKeeper compatibility tests.
+ZUUL_VENV="$CACHE/venv-zuul-14.3.0"
+if [ ! -x "$ZUUL_VENV/bin/python" ] || ! "$ZUUL_VENV/bin/python" -c 'import zuul.zk.nodepool' 2>/dev/null; then
+    log "installing zuul==14.3.0 into $ZUUL_VENV"
+    python3 -m venv "$ZUUL_VENV"
+    "$ZUUL_VENV/bin/pip" install -q zuul==14.3.0
+fi
+export NODEPOOL_TEST_ZUUL_PYTHON="$ZUUL_VENV/bin/python"
 export NODEPOOL_TEST_UPSTREAM_CLI="$NP_VENV/bin/nodepool"
 
 # Upstream's sdist, for its fixture configs (kept in the cache, never committed).

@@ -202,7 +202,7 @@ fn build_node(case: &Case, name: &str) -> Node {
             n.external_id = s("6f2c1e8a-0a4b-4a8e-9c3d-1b2a3c4d5e6f");
             n.hostname = s("np0000000042");
             n.comment = s("held for debugging");
-            n.user_data = s("#cloud-config\nruncmd: []\n");
+            n.user_data = Some(JsonValue::from("#cloud-config\nruncmd: []\n"));
             n.hold_job = s("tenant/project/job");
             n.username = s("ubuntu");
             n.host_keys = vec!["ssh-ed25519 AAAAC3Nza".into(), "ssh-rsa AAAAB3Nza".into()];

@@ -11,7 +11,7 @@ pub(crate) const REQUEST_ROOT: &str = "/nodepool/requests";
 pub(crate) const REQUEST_LOCK_ROOT: &str = "/nodepool/requests-lock";
 /// Images: `/nodepool/images/<image>/...`.
 pub(crate) const IMAGE_ROOT: &str = "/nodepool/images";
-/// Component registry: `/nodepool/components/<kind>/<name>`.
+/// Component registry: `/nodepool/components/<kind>/<name><sequence>`.
 pub(crate) const COMPONENT_ROOT: &str = "/nodepool/components";
 
 /// The roots watched (recursively) and made at connect.
@@ -72,6 +72,22 @@ pub(crate) fn components(kind: &str) -> String {
 
 pub(crate) fn component(kind: &str, name: &str) -> String {
     format!("{COMPONENT_ROOT}/{kind}/{name}")
+}
+
+/// The name a component was registered under, from its znode's name:
+/// upstream (and we) register `<name>` as an ephemeral sequential znode, so
+/// the znode is the name followed by ten sequence digits. A znode without
+/// them (written by an older nodepool-rs) is its own name.
+pub(crate) fn component_name(znode: &str) -> &str {
+    let n = znode.len();
+    if n > 10
+        && znode.is_char_boundary(n - 10)
+        && znode[n - 10..].bytes().all(|b| b.is_ascii_digit())
+    {
+        &znode[..n - 10]
+    } else {
+        znode
+    }
 }
 
 /// The last segment of a path.
@@ -175,6 +191,20 @@ pub(crate) fn event_for(path: &str, created_or_changed: bool) -> Option<StoreEve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn component_names_drop_the_sequence_upstream_appends() {
+        assert_eq!(
+            component_name("nl01.example.org0000000003"),
+            "nl01.example.org"
+        );
+        assert_eq!(
+            component_name("host-a-fake-main-ab120000000012"),
+            "host-a-fake-main-ab12"
+        );
+        assert_eq!(component_name("legacy-name"), "legacy-name");
+        assert_eq!(component_name("0000000001"), "0000000001");
+    }
 
     #[test]
     fn contender_sequence_follows_kazoo_naming() {

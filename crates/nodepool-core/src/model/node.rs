@@ -125,8 +125,9 @@ pub struct Node {
     pub hostname: Option<String>,
     /// Free-form comment (e.g. why it is held).
     pub comment: Option<String>,
-    /// User data given to the instance.
-    pub user_data: Option<String>,
+    /// Requestor's data about the node's use: a string, or the JSON object
+    /// Zuul writes when it sets a node in use (project, job, ...).
+    pub user_data: Option<JsonValue>,
     /// The job that holds it.
     pub hold_job: Option<String>,
     /// SSH host keys.
@@ -255,7 +256,7 @@ impl Node {
         w.opt_str("external_id", self.external_id.as_deref())
             .opt_str("hostname", self.hostname.as_deref())
             .opt_str("comment", self.comment.as_deref())
-            .opt_str("user_data", self.user_data.as_deref())
+            .opt_value("user_data", self.user_data.as_ref())
             .opt_str("hold_job", self.hold_job.as_deref());
         write_list(&mut w, wire, "host_keys", &self.host_keys);
         w.opt_str("username", self.username.as_deref())
@@ -336,7 +337,7 @@ impl Node {
             external_id: f.opt_str("external_id")?,
             hostname: f.opt_str("hostname")?,
             comment: f.opt_str("comment")?,
-            user_data: f.opt_str("user_data")?,
+            user_data: f.opt_value("user_data"),
             hold_job: f.opt_str("hold_job")?,
             host_keys,
             username: f.str_or("username", "zuul")?,

@@ -121,7 +121,7 @@ pub fn node_list(nodes: &[Node], locked: &HashSet<String>, now: f64) -> Listing 
             opt_str(node.allocated_to.as_deref()),
             opt_str(node.hold_job.as_deref()),
             opt_str(node.comment.as_deref()),
-            opt_str(node.user_data.as_deref()),
+            node.user_data.clone().unwrap_or(JsonValue::Null),
             node.driver_data.clone().unwrap_or(JsonValue::Null),
         ]);
     }

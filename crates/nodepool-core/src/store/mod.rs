@@ -301,9 +301,11 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
 
     // --- component registry ---
 
-    /// Register (or update) a component, ephemeral to this session, at
-    /// `/nodepool/components/<kind>/<name>`. Updating an existing
-    /// registration replaces its data; it stays with the session that made it.
+    /// Register (or update) a component, ephemeral to this session, under
+    /// `/nodepool/components/<kind>/`. The ZooKeeper backend writes it as
+    /// upstream does, an ephemeral sequential `<name><ten-digit seq>`, and
+    /// lists it under `name`. Updating an existing registration replaces its
+    /// data; it stays with the session that made it.
     async fn register_component(&self, kind: &str, name: &str, component: &Component)
         -> Result<()>;
     /// Remove a registration.

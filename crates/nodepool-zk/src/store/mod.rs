@@ -3,6 +3,7 @@
 mod images;
 mod records;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +32,14 @@ use nodepool_core::Result;
 /// | build | `/nodepool/images/<image>/builds/<uuid hex>` |
 /// | upload | `/nodepool/images/<image>/builds/<id>/providers/<provider>/images/<seq>` |
 /// | flags | `/nodepool/images/<image>/pause`, `.../request-build` |
-/// | component | `/nodepool/components/<kind>/<name>` (ephemeral) |
+/// | component | `/nodepool/components/<kind>/<name><seq>` (ephemeral sequential, as upstream) |
 ///
 /// Clones share the session.
 #[derive(Debug, Clone)]
 pub struct ZkStore {
     session: Arc<Session>,
+    /// This store's component registrations: (kind, name) → znode name.
+    components: Arc<tokio::sync::Mutex<HashMap<(String, String), String>>>,
 }
 
 impl ZkStore {
@@ -50,7 +53,10 @@ impl ZkStore {
         // chosen. An error only means one was installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let session = Session::connect(config).await?;
-        Ok(Self { session })
+        Ok(Self {
+            session,
+            components: Arc::default(),
+        })
     }
 
     /// The settings the store was opened with.
@@ -249,7 +255,7 @@ impl NodeStore for ZkStore {
     }
 
     async fn unregister_component(&self, kind: &str, name: &str) -> Result<()> {
-        crate::ops::delete(&self.client()?, &crate::paths::component(kind, name)).await
+        self.unregister_component_impl(kind, name).await
     }
 
     async fn list_components(&self, kind: &str) -> Result<Vec<Component>> {

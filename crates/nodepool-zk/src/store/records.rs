@@ -139,8 +139,12 @@ impl ZkStore {
         Ok(requests)
     }
 
-    /// Creates the registration, ephemeral to this session, or replaces
-    /// its data if this session already registered it.
+    /// Registers `name` as upstream's `ComponentRegistry` does: an
+    /// ephemeral sequential znode `<kind>/<name><sequence>`, so two
+    /// components of one name (two launchers on one host) never share or
+    /// overwrite one registration. The znode is remembered; registering
+    /// again replaces its data, or makes a new znode if it died with an
+    /// expired session.
     pub(super) async fn register_component_impl(
         &self,
         kind: &str,
@@ -148,7 +152,6 @@ impl ZkStore {
         component: &Component,
     ) -> Result<()> {
         let client = self.client()?;
-        let path = paths::component(kind, name);
         let data = if component.kind == kind {
             component.to_json()
         } else {
@@ -157,32 +160,46 @@ impl ZkStore {
             component.kind = kind.to_owned();
             component.to_json()
         };
-        match ops::create(&client, &path, &data, CreateMode::Ephemeral).await {
-            Ok(_) => Ok(()),
-            Err(zookeeper_client::Error::NodeExists) => {
-                if ops::set(&client, &path, &data).await? {
-                    Ok(())
-                } else {
-                    // Gone between our create and set: try once more.
-                    ops::create(&client, &path, &data, CreateMode::Ephemeral)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| store_error("create", &path, e))
-                }
+        let key = (kind.to_owned(), name.to_owned());
+        let mut registered = self.components.lock().await;
+        if let Some(znode) = registered.get(&key) {
+            if ops::set(&client, &paths::component(kind, znode), &data).await? {
+                return Ok(());
             }
-            Err(e) => Err(store_error("create", &path, e)),
+        }
+        let prefix = paths::component(kind, name);
+        let znode = ops::create(&client, &prefix, &data, CreateMode::EphemeralSequential)
+            .await
+            .map_err(|e| store_error("create", &prefix, e))?;
+        registered.insert(key, znode);
+        Ok(())
+    }
+
+    /// Deletes this store's registration of `name` (a name it never
+    /// registered is left alone).
+    pub(super) async fn unregister_component_impl(&self, kind: &str, name: &str) -> Result<()> {
+        let znode = self
+            .components
+            .lock()
+            .await
+            .remove(&(kind.to_owned(), name.to_owned()));
+        match znode {
+            Some(znode) => ops::delete(&self.client()?, &paths::component(kind, &znode)).await,
+            None => Ok(()),
         }
     }
 
+    /// Every registration of `kind`, upstream's and ours, named as it was
+    /// registered (the sequence dropped).
     pub(super) async fn list_components_impl(&self, kind: &str) -> Result<Vec<Component>> {
         let client = self.client()?;
         let mut components = Vec::new();
-        for name in ops::children(&client, &paths::components(kind)).await? {
-            let path = paths::component(kind, &name);
+        for znode in ops::children(&client, &paths::components(kind)).await? {
+            let path = paths::component(kind, &znode);
             let Some((data, _)) = ops::get(&client, &path).await? else {
                 continue;
             };
-            match Component::from_json_at(kind, &name, &data) {
+            match Component::from_json_at(kind, paths::component_name(&znode), &data) {
                 Ok(component) => components.push(component),
                 Err(e) => skip_corrupt(&path, &e),
             }

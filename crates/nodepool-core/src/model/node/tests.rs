@@ -80,3 +80,18 @@ fn model_error_converts_to_corrupt() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn zuul_user_data_object_is_read_and_written_back() {
+    // Zuul's useNodeSet writes user_data as an object.
+    let doc = br#"{"state": "in-use", "state_time": 1700000000.5, "type": ["small"], "user_data": {"zuul_system": "abc", "project_name": "org/repo"}}"#;
+    let node = Node::from_json("0000000009", doc).expect("Zuul's in-use node decodes");
+    match &node.user_data {
+        Some(JsonValue::Object(obj)) => assert_eq!(obj.len(), 2),
+        other => panic!("user_data should be an object, got {other:?}"),
+    }
+    let again = Node::from_json("0000000009", &node.to_json()).expect("round trip");
+    assert_eq!(again.user_data, node.user_data);
+    assert!(String::from_utf8_lossy(&node.to_json())
+        .contains(r#""user_data": {"zuul_system": "abc", "project_name": "org/repo"}"#));
+}
