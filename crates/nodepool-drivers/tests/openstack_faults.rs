@@ -189,3 +189,65 @@ async fn slow_boot_times_out_the_wait_and_stays_building() {
         .expect("get")
         .is_none());
 }
+
+#[tokio::test]
+async fn server_in_error_for_volume_quota_is_quota_exceeded() {
+    let sim = sim(SimConfig::default()).await;
+    sim.state.set_faults(Faults {
+        boot_error: Some(BootFault::volume_quota(Some(1))),
+        ..Faults::default()
+    });
+    let p = provider(&sim);
+    let inst = p.create_instance(&spec("bfv")).await.expect("create");
+    match p
+        .wait_active(&inst.external_id, Duration::from_secs(5))
+        .await
+    {
+        Err(Error::QuotaExceeded { provider, resource }) => {
+            assert_eq!(provider, "sim");
+            assert_eq!(resource, "gigabytes");
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    // The server is still there, in ERROR, for the engine to delete.
+    let got = p
+        .get_instance(&inst.external_id)
+        .await
+        .expect("get")
+        .expect("exists");
+    match got.state {
+        Some(InstanceState::Error(fault)) => {
+            assert!(fault.contains(&inst.external_id), "{fault}");
+            assert!(fault.contains("exceeds allowed gigabytes quota"), "{fault}");
+        }
+        other => panic!("expected ERROR, got {other:?}"),
+    }
+    p.delete_instance(&inst.external_id).await.expect("delete");
+    // Only one server was to fail: the next one boots.
+    let next = p.create_instance(&spec("bfv")).await.expect("create");
+    p.wait_active(&next.external_id, Duration::from_secs(5))
+        .await
+        .expect("active");
+    p.delete_instance(&next.external_id).await.expect("delete");
+}
+
+#[tokio::test]
+async fn server_in_error_after_the_quota_recheck_is_quota_exceeded() {
+    let sim = sim(SimConfig::default()).await;
+    sim.state.set_faults(Faults {
+        boot_error: Some(BootFault::recheck_quota("cores", None)),
+        ..Faults::default()
+    });
+    let p = provider(&sim);
+    let inst = p.create_instance(&spec("small")).await.expect("create");
+    let err = p
+        .wait_active(&inst.external_id, Duration::from_secs(5))
+        .await
+        .expect_err("ERROR");
+    assert!(
+        matches!(&err, Error::QuotaExceeded { resource, .. } if resource == "cores"),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    p.delete_instance(&inst.external_id).await.expect("delete");
+}

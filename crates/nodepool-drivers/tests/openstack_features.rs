@@ -1,15 +1,17 @@
 //! What the OpenStack provider asks of the cloud: server contents, flavor
 //! choice, boot-from-volume, floating IPs, port and floating-IP cleanup,
-//! `rate`, and clouds.yaml lookup.
+//! `rate`, clouds.yaml lookup, and image uploads (properties, formats).
 
 mod openstack_support;
 
 use std::time::Duration;
 
-use nodepool_core::provider::{InstanceState, Provider};
+use nodepool_core::builder::upload::upload_metadata;
+use nodepool_core::config::{load_str, DriverRegistry};
+use nodepool_core::provider::{ImageUploadSpec, InstanceState, Provider};
 use nodepool_drivers::openstack::auth::Credentials;
-use nodepool_drivers::openstack::clouds_yaml::load_cloud;
-use nodepool_drivers::openstack::OpenStackProvider;
+use nodepool_drivers::openstack::clouds_yaml::{image_format, load_cloud};
+use nodepool_drivers::openstack::{openstack_provider_view, register, OpenStackProvider};
 use nodepool_openstack_sim::SimConfig;
 use openstack_support::{
     openstack_config, password_cloud, provider, provider_with, sim, spec, NODEPOOL_YAML,
@@ -249,5 +251,207 @@ fn clouds_yaml_is_found_through_os_client_config_file_and_merged_with_secure_yam
         missing.to_string().contains("no cloud named other"),
         "{missing}"
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A provider uploading diskimage `ubuntu`, whose top-level `metadata` and
+/// provider `meta` mix strings, a bool, an int and a Glance attribute.
+const IMAGES_YAML: &str = r##"
+labels:
+  - name: small
+diskimages:
+  - name: ubuntu
+    metadata:
+      os_distro: ubuntu
+      owner_team: ci
+providers:
+  - name: sim
+    driver: openstack
+    cloud: sim
+    rate: 0
+    image-upload-timeout: 10
+    diskimages:
+      - name: ubuntu
+        meta:
+          owner_team: infra
+          hw_qemu_guest_agent: true
+          min_ram: 1024
+    pools:
+      - name: main
+        labels:
+          - name: small
+            diskimage: ubuntu
+            min-ram: 1024
+"##;
+
+/// An image file of `format` with diskimage-builder's checksum files.
+fn image_file(tag: &str, format: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("np-os-img-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join(format!("ubuntu-0000000001.{format}"));
+    std::fs::write(&path, vec![3u8; 70_000]).expect("image");
+    std::fs::write(
+        format!("{}.md5", path.display()),
+        "0123456789abcdef0123456789abcdef  ubuntu.qcow2\n",
+    )
+    .expect("md5");
+    std::fs::write(
+        format!("{}.sha256", path.display()),
+        format!("{}\n", "a".repeat(64)),
+    )
+    .expect("sha256");
+    path
+}
+
+fn upload_spec(yaml: &str, path: std::path::PathBuf, format: &str) -> ImageUploadSpec {
+    let mut reg = DriverRegistry::new();
+    register(&mut reg);
+    let config = load_str("nodepool.yaml", yaml, &reg).unwrap_or_else(|e| panic!("config: {e}"));
+    let image = &config.providers[0].diskimages[0];
+    ImageUploadSpec {
+        diskimage: "ubuntu".to_string(),
+        build_id: "b1".to_string(),
+        upload_id: "0000000001".to_string(),
+        external_name: "ubuntu-1700000000".to_string(),
+        path,
+        format: format.to_string(),
+        metadata: upload_metadata(config.diskimage("ubuntu"), image, "b1", "0000000001"),
+    }
+}
+
+#[tokio::test]
+async fn upload_sets_upstreams_image_properties() {
+    let sim = sim(SimConfig::default()).await;
+    let p = provider_with(
+        &sim,
+        IMAGES_YAML,
+        password_cloud(&sim.base, "demo-password"),
+    );
+    let file = image_file("props", "qcow2");
+    let spec = upload_spec(IMAGES_YAML, file.clone(), "qcow2");
+    let id = p.upload_image(&spec).await.expect("upload");
+    let image = sim
+        .state
+        .read(|c| c.images.get(&id).cloned())
+        .expect("image in glance");
+    assert_eq!(image.name, "ubuntu-1700000000");
+    assert_eq!(image.status, "active");
+    assert_eq!(image.disk_format.as_deref(), Some("qcow2"));
+    assert_eq!(image.container_format.as_deref(), Some("bare"));
+    assert_eq!(image.visibility, "private");
+    assert_eq!(image.size, Some(70_000));
+    // `min_ram` of the meta is the Glance attribute, as an integer.
+    assert_eq!(image.min_ram, 1024);
+    let prop = |k: &str| {
+        image
+            .properties
+            .get(k)
+            .and_then(|v| v.as_str().map(str::to_string))
+    };
+    assert_eq!(prop("nodepool_build_id").as_deref(), Some("b1"));
+    assert_eq!(prop("nodepool_upload_id").as_deref(), Some("0000000001"));
+    assert_eq!(prop("nodepool_provider_name").as_deref(), Some("sim"));
+    assert_eq!(prop("os_distro").as_deref(), Some("ubuntu"));
+    // The provider's meta wins over the diskimage's metadata.
+    assert_eq!(prop("owner_team").as_deref(), Some("infra"));
+    // Python's str(True), as upstream sends a YAML bool.
+    assert_eq!(prop("hw_qemu_guest_agent").as_deref(), Some("True"));
+    assert_eq!(
+        prop("owner_specified.openstack.md5").as_deref(),
+        Some("0123456789abcdef0123456789abcdef")
+    );
+    assert_eq!(
+        prop("owner_specified.openstack.sha256"),
+        Some("a".repeat(64))
+    );
+    assert_eq!(
+        prop("owner_specified.openstack.object").as_deref(),
+        Some("images/ubuntu-1700000000")
+    );
+    // list_images reports the nodepool properties back.
+    let listed = p.list_images().await.expect("list");
+    let mine = listed.iter().find(|i| i.external_id == id).expect("listed");
+    assert_eq!(
+        mine.metadata
+            .get("nodepool_provider_name")
+            .map(String::as_str),
+        Some("sim")
+    );
+    p.delete_image(&id).await.expect("delete");
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
+
+#[tokio::test]
+async fn upload_in_a_format_glance_does_not_accept_fails_before_creating_the_image() {
+    let sim = sim(SimConfig {
+        disk_formats: vec!["raw".to_string()],
+        ..SimConfig::default()
+    })
+    .await;
+    let mut cloud = password_cloud(&sim.base, "demo-password");
+    cloud.image_format = "raw".to_string();
+    let p = provider_with(&sim, IMAGES_YAML, cloud);
+    let file = image_file("refused", "qcow2");
+    let err = p
+        .upload_image(&upload_spec(IMAGES_YAML, file.clone(), "qcow2"))
+        .await
+        .expect_err("qcow2 refused");
+    assert!(!err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not accept disk_format qcow2") && text.contains("accepts raw"),
+        "{text}"
+    );
+    assert!(sim
+        .state
+        .read(|c| c.images.values().all(|i| i.name != "ubuntu-1700000000")));
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
+
+#[tokio::test]
+async fn upload_without_a_format_uses_the_clouds_image_format() {
+    let sim = sim(SimConfig::default()).await;
+    let mut cloud = password_cloud(&sim.base, "demo-password");
+    cloud.image_format = "raw".to_string();
+    let p = provider_with(&sim, IMAGES_YAML, cloud);
+    let file = image_file("cloudfmt", "raw");
+    let id = p
+        .upload_image(&upload_spec(IMAGES_YAML, file.clone(), ""))
+        .await
+        .expect("upload");
+    let format = sim
+        .state
+        .read(|c| c.images.get(&id).and_then(|i| i.disk_format.clone()));
+    assert_eq!(format.as_deref(), Some("raw"));
+    p.delete_image(&id).await.expect("delete");
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
+
+#[test]
+fn clouds_yaml_image_format_decides_the_build_format_of_the_view() {
+    let dir = std::env::temp_dir().join(format!("np-clouds-fmt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("clouds.yaml"),
+        "clouds:\n  vhdcloud:\n    image_format: vhd\n  plain:\n    auth: {}\n",
+    )
+    .expect("clouds.yaml");
+    let env = |_: &str| None;
+    assert_eq!(image_format("vhdcloud", &env, &dir), "vhd");
+    assert_eq!(image_format("plain", &env, &dir), "qcow2");
+    assert_eq!(image_format("missing", &env, &dir), "qcow2");
+    // The view the builder reads takes the format the config carries.
+    let mut typed = (*openstack_config(IMAGES_YAML)).clone();
+    typed.image_format = image_format("vhdcloud", &env, &dir);
+    let common = nodepool_core::config::ProviderCommon {
+        name: typed.name.clone(),
+        driver: "openstack".to_string(),
+        location: Default::default(),
+        max_concurrency: -1,
+        priority: None,
+    };
+    let typed = std::sync::Arc::new(typed);
+    let view = openstack_provider_view(common, &typed, typed.clone());
+    assert_eq!(view.diskimages[0].format, "vhd");
     let _ = std::fs::remove_dir_all(dir);
 }

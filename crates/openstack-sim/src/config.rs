@@ -111,7 +111,15 @@ pub struct SimConfig {
     pub networks: Vec<SimNetwork>,
     /// Images present from the start.
     pub cloud_images: Vec<SimCloudImage>,
+    /// The `disk_format`s Glance accepts (its `disk_formats` option),
+    /// advertised in `GET /v2/schemas/image`.
+    pub disk_formats: Vec<String>,
 }
+
+/// Glance's default `disk_formats`.
+pub const GLANCE_DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -173,6 +181,7 @@ impl Default for SimConfig {
                 id: "img-cirros".to_string(),
                 name: "cirros".to_string(),
             }],
+            disk_formats: GLANCE_DISK_FORMATS.iter().map(|f| f.to_string()).collect(),
         }
     }
 }
@@ -215,10 +224,45 @@ impl FaultRule {
 #[serde(default)]
 pub struct BootFault {
     /// The server's `fault.message`, e.g. "No valid host was found." or
-    /// "Quota exceeded for instances".
+    /// "Quota exceeded for instances"; `{id}` is replaced by the server's
+    /// id.
     pub message: String,
     /// How many new servers fail (unset: all).
     pub times: Option<u32>,
+}
+
+impl BootFault {
+    /// `times` servers fail with `message`.
+    pub fn new(message: impl Into<String>, times: Option<u32>) -> Self {
+        Self {
+            message: message.into(),
+            times,
+        }
+    }
+
+    /// `times` servers fail as Nova fails a build whose boot volume
+    /// Cinder refuses for quota (a fault with "exceeds" and "quota", what
+    /// upstream takes for a quota error).
+    pub fn volume_quota(times: Option<u32>) -> Self {
+        Self::new(
+            "Build of instance {id} aborted: VolumeSizeExceedsAvailableQuota: \
+             Requested volume or snapshot exceeds allowed gigabytes quota. \
+             Requested 50G, quota is 1000G and 980G has been consumed. (HTTP 413)",
+            times,
+        )
+    }
+
+    /// `times` servers fail as Nova's conductor fails a build when its
+    /// quota recheck finds the project over `resource` (`instances`,
+    /// `cores`, `ram`).
+    pub fn recheck_quota(resource: &str, times: Option<u32>) -> Self {
+        Self::new(
+            format!(
+                "Quota exceeded for {resource}: Requested 1, but already used 20 of 20 {resource}"
+            ),
+            times,
+        )
+    }
 }
 
 /// The faults the simulator injects now. `POST /_sim/faults` replaces them.

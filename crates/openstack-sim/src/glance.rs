@@ -1,4 +1,5 @@
-//! Glance v2 images: create, direct upload (`PUT .../file`), interoperable
+//! Glance v2 images: the image schema (accepted `disk_format`s), create,
+//! direct upload (`PUT .../file`), interoperable
 //! import (`PUT .../stage` + `POST .../import` with `glance-direct`),
 //! JSON-patch updates, list with filters and pagination, show and delete.
 
@@ -44,8 +45,16 @@ const CORE: &[&str] = &[
     "locations",
     "stores",
 ];
-const DISK_FORMATS: &[&str] = &[
-    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+/// Glance's default `container_formats`.
+const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
 ];
 
 pub(crate) fn routes() -> Router<SimState> {
@@ -53,6 +62,7 @@ pub(crate) fn routes() -> Router<SimState> {
         .route("/", get(versions))
         .route("/versions", get(versions))
         .route("/v2/info/import", get(import_info))
+        .route("/v2/schemas/image", get(image_schema))
         .route("/v2/images", get(list_images).post(create_image))
         .route(
             "/v2/images/{id}",
@@ -91,6 +101,46 @@ async fn import_info() -> Response {
     )
 }
 
+/// The part of Glance's image schema clients read: the enums of
+/// `disk_format` and `container_format` (with `null`, as Glance lists
+/// them), and that additional properties are strings.
+async fn image_schema(State(state): State<SimState>) -> Response {
+    let disk: Vec<Value> = std::iter::once(Value::Null)
+        .chain(
+            state
+                .read(|c| c.config.disk_formats.clone())
+                .into_iter()
+                .map(Value::String),
+        )
+        .collect();
+    let container: Vec<Value> = std::iter::once(Value::Null)
+        .chain(CONTAINER_FORMATS.iter().map(|f| json!(f)))
+        .collect();
+    crate::json(
+        StatusCode::OK,
+        json!({
+            "name": "image",
+            "additionalProperties": {"type": "string"},
+            "properties": {
+                "id": {"type": "string", "description": "An identifier for the image"},
+                "name": {"type": ["null", "string"], "maxLength": 255},
+                "disk_format": {"type": ["null", "string"], "enum": disk,
+                    "description": "Format of the disk"},
+                "container_format": {"type": ["null", "string"], "enum": container,
+                    "description": "Format of the container"},
+                "visibility": {"type": "string",
+                    "enum": ["community", "public", "private", "shared"]},
+                "min_disk": {"type": "integer"},
+                "min_ram": {"type": "integer"},
+                "protected": {"type": "boolean"},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}},
+            },
+            "links": [{"rel": "self", "href": "{self}"}, {"rel": "enclosure", "href": "{file}"},
+                {"rel": "describedby", "href": "{schema}"}],
+        }),
+    )
+}
+
 fn view(i: &Image) -> Value {
     let mut v = json!({
         "id": i.id, "name": i.name, "status": i.status, "disk_format": i.disk_format,
@@ -98,7 +148,7 @@ fn view(i: &Image) -> Value {
         "virtual_size": null, "checksum": null, "os_hash_algo": null, "os_hash_value": null,
         "created_at": iso8601(i.created, false), "updated_at": iso8601(i.updated, false),
         "self": format!("/v2/images/{}", i.id), "file": format!("/v2/images/{}/file", i.id),
-        "schema": "/v2/schemas/image", "tags": [], "min_disk": 0, "min_ram": 0,
+        "schema": "/v2/schemas/image", "tags": [], "min_disk": i.min_disk, "min_ram": i.min_ram,
         "protected": false, "owner": "p-demo", "os_hidden": false,
     });
     if let Value::Object(map) = &mut v {
@@ -138,12 +188,36 @@ async fn create_image(State(state): State<SimState>, body: axum::body::Bytes) ->
         Err(resp) => return resp,
     };
     let field = |k: &str| req.get(k).and_then(Value::as_str).map(str::to_string);
+    let disk_formats = state.read(|c| c.config.disk_formats.clone());
     if let Some(f) = field("disk_format") {
-        if !DISK_FORMATS.contains(&f.as_str()) {
+        if !disk_formats.contains(&f) {
             return err(
                 StatusCode::BAD_REQUEST,
                 &format!("Invalid disk format '{f}' for image."),
             );
+        }
+    }
+    if let Some(f) = field("container_format") {
+        if !CONTAINER_FORMATS.contains(&f.as_str()) {
+            return err(
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid container format '{f}' for image."),
+            );
+        }
+    }
+    let mut sizes = [0u64; 2];
+    for (slot, key) in sizes.iter_mut().zip(["min_disk", "min_ram"]) {
+        match req.get(key) {
+            None => {}
+            Some(v) => match v.as_u64() {
+                Some(n) => *slot = n,
+                None => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        &format!("Provided object does not match schema 'image': {v} is not of type 'integer' (property {key})"),
+                    )
+                }
+            },
         }
     }
     let t = now();
@@ -159,6 +233,8 @@ async fn create_image(State(state): State<SimState>, body: axum::body::Bytes) ->
         created: t,
         updated: t,
         staged: None,
+        min_disk: sizes[0],
+        min_ram: sizes[1],
     };
     let v = view(&image);
     state.update(|c| c.images.insert(image.id.clone(), image));

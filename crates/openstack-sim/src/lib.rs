@@ -52,7 +52,7 @@ pub mod state;
 
 pub use config::{
     BootFault, FaultRule, Faults, SimAppCredential, SimCloudImage, SimConfig, SimFlavor, SimLimits,
-    SimNetwork, SimUser,
+    SimNetwork, SimUser, GLANCE_DISK_FORMATS,
 };
 pub use state::{Cloud, SimState};
 

@@ -458,7 +458,7 @@ fn build_server(cloud: &mut Cloud, req: &Value) -> Result<Server, Response> {
             if let Some(t) = &mut f.times {
                 *t -= 1;
             }
-            Some(f.message.clone())
+            Some(f.message.replace("{id}", &id))
         }
         _ => None,
     };

@@ -163,6 +163,12 @@ pub struct Image {
     pub updated: f64,
     /// Bytes staged by an interoperable import, awaiting `import`.
     pub staged: Option<u64>,
+    /// `min_disk` in GiB.
+    #[serde(default)]
+    pub min_disk: u64,
+    /// `min_ram` in MiB.
+    #[serde(default)]
+    pub min_ram: u64,
 }
 
 /// Everything the simulated cloud holds. Serialized as the state file.
@@ -223,6 +229,8 @@ impl Cloud {
                     created: t,
                     updated: t,
                     staged: None,
+                    min_disk: 0,
+                    min_ram: 0,
                 };
                 (i.id.clone(), image)
             })

@@ -176,3 +176,49 @@ fn iso8601_formats_utc() {
         "2024-03-01T00:00:00.500000Z"
     );
 }
+
+#[tokio::test]
+async fn image_schema_lists_the_accepted_disk_formats_and_create_enforces_them() {
+    let state = SimState::new(SimConfig {
+        disk_formats: vec!["raw".to_string(), "vhd".to_string()],
+        ..SimConfig::default()
+    });
+    let (base, _task) = start(state.clone()).await.expect("simulator starts");
+    let client = reqwest::Client::new();
+    let (tok, _) = token(&client, &base).await;
+    let schema: Value = client
+        .get(format!("{base}/image/v2/schemas/image"))
+        .header("X-Auth-Token", &tok)
+        .send()
+        .await
+        .expect("schema")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        schema["properties"]["disk_format"]["enum"],
+        json!([null, "raw", "vhd"])
+    );
+    let create = |body: Value| {
+        client
+            .post(format!("{base}/image/v2/images"))
+            .header("X-Auth-Token", &tok)
+            .json(&body)
+            .send()
+    };
+    let refused = create(json!({"name": "a", "disk_format": "qcow2"}))
+        .await
+        .expect("create");
+    assert_eq!(refused.status(), 400);
+    let bad_ram = create(json!({"name": "b", "disk_format": "raw", "min_ram": "1024"}))
+        .await
+        .expect("create");
+    assert_eq!(bad_ram.status(), 400);
+    let ok: Value = create(json!({"name": "c", "disk_format": "raw", "min_ram": 512}))
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ok["min_ram"], 512);
+}

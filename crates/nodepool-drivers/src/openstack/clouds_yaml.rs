@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::auth::{Credentials, Secret};
+use super::config::DEFAULT_IMAGE_FORMAT;
 use super::error::OpenStackError;
 
 /// The settings of one cloud of `clouds.yaml`.
@@ -110,14 +111,13 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
-/// Find cloud `cloud` in the configuration files the environment points
-/// at. `region` is the provider's `region-name`.
-pub fn load_cloud(
+/// The `clouds:` entry of cloud `cloud` (secure file merged), and the file
+/// it was read from.
+fn load_entry(
     cloud: &str,
-    region: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
-) -> Result<CloudConfig, OpenStackError> {
+) -> Result<(PathBuf, Map<String, Value>), OpenStackError> {
     let clouds = search_paths(env, cwd, "clouds");
     let Some((path, mut config)) = load_first(&clouds)? else {
         return Err(OpenStackError::Config(format!(
@@ -133,17 +133,47 @@ pub fn load_cloud(
         merge(&mut config, secure);
     }
     let entry = config
-        .get("clouds")
-        .and_then(|c| c.get(cloud))
-        .and_then(Value::as_object)
+        .get_mut("clouds")
+        .and_then(|c| c.get_mut(cloud))
+        .and_then(|e| match e.take() {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
         .ok_or_else(|| {
             OpenStackError::Config(format!(
                 "{}: no cloud named {cloud} under `clouds`",
                 path.display()
             ))
         })?;
-    cloud_from_entry(cloud, region, entry)
+    Ok((path, entry))
+}
+
+/// Find cloud `cloud` in the configuration files the environment points
+/// at. `region` is the provider's `region-name`.
+pub fn load_cloud(
+    cloud: &str,
+    region: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<CloudConfig, OpenStackError> {
+    let (path, entry) = load_entry(cloud, env, cwd)?;
+    cloud_from_entry(cloud, region, &entry)
         .map_err(|e| OpenStackError::Config(format!("{}: cloud {cloud}: {e}", path.display())))
+}
+
+/// The `image_format` of cloud `cloud` (default `qcow2`), as upstream reads
+/// it when it loads the provider: the format its diskimages are built in
+/// and uploaded as. A cloud that cannot be found reads as the default; the
+/// error shows when the provider is created.
+pub fn image_format(cloud: &str, env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> String {
+    match load_entry(cloud, env, cwd) {
+        Ok((_, entry)) => text(&entry, "image_format"),
+        Err(e) => {
+            tracing::debug!(%cloud, error = %e, "image_format unknown; using qcow2");
+            None
+        }
+    }
+    .unwrap_or_else(|| DEFAULT_IMAGE_FORMAT.to_string())
 }
 
 fn text(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -233,7 +263,8 @@ pub fn cloud_from_entry(
         interface: text(entry, "interface")
             .or_else(|| text(entry, "endpoint_type"))
             .unwrap_or_else(|| "public".to_string()),
-        image_format: text(entry, "image_format").unwrap_or_else(|| "qcow2".to_string()),
+        image_format: text(entry, "image_format")
+            .unwrap_or_else(|| DEFAULT_IMAGE_FORMAT.to_string()),
         private: flag(entry, "private", false),
         floating_ips: text(entry, "floating_ip_source")
             .map_or(true, |s| s.to_lowercase() != "none"),

@@ -54,11 +54,11 @@ pub struct OpenStackConfig {
     pub max_concurrency: i64,
     /// `priority`: default priority of the provider's pools.
     pub priority: Option<i64>,
-    /// `boot-timeout` in seconds (default 60): how long to wait for a
-    /// server to become ACTIVE.
+    /// `boot-timeout` in seconds (default 60): how long an ACTIVE server
+    /// may take to answer (host-key scan).
     pub boot_timeout: i64,
-    /// `launch-timeout` in seconds (default 3600): how long to wait for a
-    /// booted server to answer (host-key scan).
+    /// `launch-timeout` in seconds (default 3600): how long a server may
+    /// take from the create call to ACTIVE.
     pub launch_timeout: i64,
     /// `launch-retries` (default 3): attempts per node before the request
     /// is declined.
@@ -80,8 +80,9 @@ pub struct OpenStackConfig {
     pub port_cleanup_interval: i64,
     /// `post-upload-hook`: executable run after each image upload.
     pub post_upload_hook: Option<String>,
-    /// The image format uploaded to this cloud: `qcow2` unless the cloud's
-    /// `clouds.yaml` entry says otherwise (not read at parse time).
+    /// The image format its diskimages are built in and uploaded as: the
+    /// cloud's `image_format` in `clouds.yaml` (default `qcow2`), read
+    /// when the `openstack` driver loads the provider, as upstream does.
     pub image_format: String,
     /// `diskimages`: the diskimages uploaded to this provider.
     pub diskimages: Vec<OpenStackDiskImage>,
@@ -265,7 +266,8 @@ pub struct OpenStackLabel {
     /// `instance-properties`: server metadata.
     pub instance_properties: BTreeMap<String, serde_json::Value>,
     /// `dynamic-instance-properties`: server metadata whose values are
-    /// format strings over the request (`{request.id}`, ...).
+    /// format strings over the request (`{request.id}`, ...); see
+    /// [`format_request`](super::template::format_request).
     pub dynamic_instance_properties: BTreeMap<String, serde_json::Value>,
     /// `userdata`: passed to the server as user data.
     pub userdata: Option<String>,

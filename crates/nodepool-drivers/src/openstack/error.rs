@@ -120,10 +120,11 @@ impl OpenStackError {
     }
 }
 
-/// The resource a quota message names ("Quota exceeded for cores: ...").
+/// The resource a quota message names ("Quota exceeded for cores: ...",
+/// "... exceeds allowed gigabytes quota"): the first whole word that is a
+/// quota resource, else "unknown".
 pub(crate) fn quota_resource(message: &str) -> String {
-    let lower = message.to_lowercase();
-    for what in [
+    const RESOURCES: &[&str] = &[
         "instances",
         "cores",
         "ram",
@@ -131,12 +132,13 @@ pub(crate) fn quota_resource(message: &str) -> String {
         "volumes",
         "gigabytes",
         "floatingip",
-    ] {
-        if lower.contains(what) {
-            return what.to_string();
-        }
-    }
-    "unknown".to_string()
+    ];
+    message
+        .to_lowercase()
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|word| RESOURCES.contains(word))
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 /// Whether an error message from the cloud is about quota (upstream's
@@ -148,4 +150,49 @@ pub(crate) fn is_quota_message(message: &str) -> bool {
         || lower.contains("number of ports exceeded")
         || (lower.contains("exceeds") && lower.contains("quota"))
         || lower.contains("overquota")
+}
+
+/// Whether the fault message of a server in ERROR means the cloud ran out
+/// of quota while building it. Upstream checks the fault it sees right
+/// after the create call for "quota exceeded" or "number of ports
+/// exceeded", and the fault of a server that went to ERROR later for both
+/// "exceeds" and "quota"; when Nova's fault appears is timing, so both
+/// tests apply to every fault here.
+pub(crate) fn is_quota_fault(message: &str) -> bool {
+    let lower = message.to_lowercase();
+    lower.contains("quota exceeded")
+        || lower.contains("number of ports exceeded")
+        || (lower.contains("exceeds") && lower.contains("quota"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_faults_are_recognised_as_upstream_does() {
+        assert!(is_quota_fault(
+            "Build of instance x aborted: VolumeSizeExceedsAvailableQuota: \
+             Requested volume or snapshot exceeds allowed gigabytes quota."
+        ));
+        assert!(is_quota_fault(
+            "Quota exceeded for cores: Requested 2, but already used 40 of 40 cores"
+        ));
+        assert!(is_quota_fault("Maximum number of ports exceeded"));
+        assert!(!is_quota_fault("No valid host was found."));
+        assert!(!is_quota_fault("Exceeded maximum number of retries."));
+        assert_eq!(
+            quota_resource(
+                "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot \
+                 exceeds allowed gigabytes quota."
+            ),
+            "gigabytes"
+        );
+        assert_eq!(
+            quota_resource("Quota exceeded for resources: ['floatingip']."),
+            "floatingip"
+        );
+        assert_eq!(quota_resource("Quota exceeded for ram: ..."), "ram");
+        assert_eq!(quota_resource("Over quota"), "unknown");
+    }
 }

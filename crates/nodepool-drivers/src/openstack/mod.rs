@@ -23,6 +23,7 @@ mod network;
 mod parse;
 pub mod provider;
 pub mod server;
+pub mod template;
 
 pub use config::{
     LabelImage, OpenStackCloudImage, OpenStackConfig, OpenStackDiskImage, OpenStackLabel,
@@ -49,7 +50,14 @@ impl Driver for OpenStackDriver {
         provider: &mut MapReader<'_>,
         common: ProviderCommon,
     ) -> Option<ProviderConfig> {
-        let config = Arc::new(parse_openstack_provider(provider, &common));
+        let mut config = parse_openstack_provider(provider, &common);
+        // Upstream reads clouds.yaml when it loads a provider: its
+        // `image_format` is the format the provider's diskimages are built
+        // in and uploaded as.
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let env = |k: &str| std::env::var(k).ok();
+        config.image_format = clouds_yaml::image_format(&config.cloud, &env, &cwd);
+        let config = Arc::new(config);
         Some(openstack_provider_view(common, &config, config.clone()))
     }
 

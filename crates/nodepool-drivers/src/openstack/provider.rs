@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nodepool_core::provider::{
     CloudImage, ImageRef, ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider,
-    ProviderCapabilities, Resources, META_POOL,
+    ProviderCapabilities, Resources, DEFAULT_POLL_INTERVAL, META_POOL,
 };
 use nodepool_core::{Error, Result};
 use reqwest::Method;
@@ -26,7 +26,7 @@ use tokio::sync::Mutex;
 
 use super::client::{OpenStackClient, Payload, ServiceType};
 use super::config::{OpenStackConfig, OpenStackLabel, OpenStackPool};
-use super::error::OpenStackError;
+use super::error::{is_quota_fault, quota_resource, OpenStackError};
 use super::network::PortCleanup;
 use super::server::{self, Flavor, Place};
 
@@ -45,7 +45,7 @@ pub struct OpenStackProvider {
 /// Nova's timeout for one API call when nothing else is configured.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn json_text(v: &Value) -> String {
+pub(crate) fn json_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -452,6 +452,50 @@ impl Provider for OpenStackProvider {
             return self.ensure_floating_ip(&server, inst).await.map(Some);
         }
         Ok(Some(inst))
+    }
+
+    /// Polls `get_instance` as
+    /// [`poll_until_active`](nodepool_core::provider::poll_until_active)
+    /// does, but a server that goes to ERROR with a quota fault (Nova's
+    /// `fault.message` with "quota exceeded", "number of ports exceeded",
+    /// or both "exceeds" and "quota") is [`Error::QuotaExceeded`], so the
+    /// engine aborts the node and pauses the pool instead of retrying the
+    /// launch, as upstream does.
+    async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut delay = DEFAULT_POLL_INTERVAL;
+        loop {
+            let Some(inst) = self.get_instance(external_id).await? else {
+                return Err(self.err(OpenStackError::Failed(format!(
+                    "instance {external_id} disappeared while booting"
+                ))));
+            };
+            match &inst.state {
+                Some(InstanceState::Active) => return Ok(inst),
+                Some(InstanceState::Error(fault)) if is_quota_fault(fault) => {
+                    tracing::warn!(%external_id, %fault, "server failed for quota");
+                    return Err(Error::QuotaExceeded {
+                        provider: self.config.name.clone(),
+                        resource: quota_resource(fault),
+                    });
+                }
+                Some(InstanceState::Error(fault)) => {
+                    return Err(self.err(OpenStackError::Failed(format!(
+                        "instance {external_id} failed: {fault}"
+                    ))));
+                }
+                _ => {}
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("instance {external_id} to become active"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
     }
 
     async fn delete_instance(&self, external_id: &str) -> Result<()> {
