@@ -63,6 +63,10 @@ else
     log "diskimage-builder unavailable: the real disk-image-create test will skip"
 fi
 
+# Binaries that tests start as processes (the reliability suite runs the
+# daemon and the OpenStack simulator).
+cargo build -p nodepool -p nodepool-openstack-sim
+
 log "running cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -1,0 +1,366 @@
+//! One run: start the cloud and the launchers, drive the workload while
+//! the chaos (kills, ZooKeeper restarts, cloud faults) goes on, wait for
+//! cleanup to converge, and check both sides.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nodepool_core::client::Client;
+use nodepool_core::store::NodeStore;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::check::{CloudCheck, RequestCheck};
+use crate::faults::{FaultInjector, FaultStats};
+use crate::procs::{LauncherProcess, PrivateZk, SimProcess};
+use crate::rng::Rng;
+use crate::setup::{self, LauncherKind, StoreSpec};
+use crate::workload::{self, Progress};
+use crate::ChaosError;
+
+/// Which chaos a run applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Chaos {
+    /// SIGKILL launcher 0 at random points.
+    Crash,
+    /// Restart ZooKeeper (a private server) at random points.
+    ZkRestart,
+    /// Inject cloud API errors, slow calls, dropped connections and quota
+    /// errors.
+    Faults,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The chaos.
+    pub chaos: Chaos,
+    /// `embedded` or `zookeeper` (ZkRestart implies zookeeper).
+    pub zookeeper: bool,
+    /// Requests in all.
+    pub requests: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// SIGKILLs of launcher 0 (Crash; also allowed with the others).
+    pub kills: usize,
+    /// ZooKeeper restarts (ZkRestart).
+    pub zk_restarts: usize,
+    /// Launcher processes.
+    pub launchers: usize,
+    /// Probability that a cloud call is failed (Faults).
+    pub fault_rate: f64,
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Which launcher runs.
+    pub kind: LauncherKind,
+    /// The pool's max-servers (the cloud allows a few more).
+    pub max_servers: u64,
+    /// How long the workload may take.
+    pub deadline: Duration,
+    /// Where logs and state go (a temporary directory when unset).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The chaos applied.
+    pub chaos: Chaos,
+    /// The store.
+    pub store: String,
+    /// The launcher program.
+    pub launcher: String,
+    /// Launcher processes.
+    pub launchers: usize,
+    /// The seed.
+    pub seed: u64,
+    /// SIGKILLs done.
+    pub kills: usize,
+    /// ZooKeeper restarts done.
+    pub zk_restarts: usize,
+    /// Launcher exits nobody asked for (then restarted).
+    pub unexpected_exits: Vec<String>,
+    /// Wall time of the workload, seconds.
+    pub workload_secs: f64,
+    /// Requests written again after a session loss.
+    pub resubmitted: usize,
+    /// Requestor waits that saw no event for 5 s and read the request again.
+    pub rereads: usize,
+    /// Node releases that failed.
+    pub release_errors: Vec<String>,
+    /// The requestor's side.
+    pub requests: RequestCheck,
+    /// Distinct servers seen in the cloud during the run (sampled every
+    /// 200 ms: a lower bound of the instances launched).
+    pub servers_seen: usize,
+    /// Servers without a node record when the workload ended.
+    pub leaked_at_end_of_load: usize,
+    /// "deleting leaked instance" lines in the launchers' logs.
+    pub leaked_deleted_by_launchers: usize,
+    /// Seconds from the end of the workload until both sides agreed
+    /// (`None`: they did not within the budget).
+    pub converge_secs: Option<f64>,
+    /// The final comparison.
+    pub cloud: CloudCheck,
+    /// Faults injected (Faults).
+    pub faults: Option<FaultStats>,
+    /// Where the logs are.
+    pub work_dir: String,
+    /// Whether every invariant held.
+    pub held: bool,
+}
+
+/// Run once.
+pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
+    let temp = tempfile::Builder::new()
+        .prefix("nodepool-chaos-")
+        .tempdir()
+        .map_err(|e| ChaosError::Setup(format!("temporary directory: {e}")))?;
+    let dir = match &opts.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| ChaosError::Setup(format!("{}: {e}", d.display())))?;
+            d.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let mut rng = Rng::new(opts.seed);
+
+    // The cloud, in its own process with its state on disk.
+    let sim_bin = crate::procs::sibling_binary("openstack-sim", "OPENSTACK_SIM_BIN")?;
+    let sim_config = setup::sim_config(
+        opts.max_servers as i64 + 5,
+        0.1,
+        "demo-password",
+        "app-secret",
+    );
+    let sim = SimProcess::start(&sim_bin, &dir, &sim_config)?;
+    let clouds = dir.join("clouds.yaml");
+    write(&clouds, &setup::clouds_yaml(&sim.base, "demo-password"))?;
+
+    // The store.
+    let private_zk = if opts.chaos == Chaos::ZkRestart {
+        Some(PrivateZk::start(&dir.join("zk"))?)
+    } else {
+        None
+    };
+    let store_spec = if let Some(zk) = &private_zk {
+        StoreSpec::Zookeeper {
+            hosts: zk.tls_hosts.clone(),
+            chroot: format!("/chaos-{run_id}"),
+            tls: zk.tls.clone(),
+            session_timeout: 30.0,
+        }
+    } else if opts.zookeeper {
+        let var = |n: &str| {
+            std::env::var(n).map_err(|_| {
+                ChaosError::Setup(format!(
+                    "{n} is not set: source the env of scripts/zookeeper.sh start DIR"
+                ))
+            })
+        };
+        StoreSpec::Zookeeper {
+            hosts: var("NODEPOOL_TEST_ZK_TLS")?,
+            chroot: format!("/chaos-{run_id}"),
+            tls: (
+                var("NODEPOOL_TEST_ZK_CA")?.into(),
+                var("NODEPOOL_TEST_ZK_CERT")?.into(),
+                var("NODEPOOL_TEST_ZK_KEY")?.into(),
+            ),
+            session_timeout: 10.0,
+        }
+    } else {
+        StoreSpec::Embedded {
+            state_dir: dir.join("state"),
+        }
+    };
+    let state_dir = dir.join("state");
+    let mut launchers = Vec::new();
+    for i in 0..opts.launchers.max(1) {
+        let config = dir.join(format!("nodepool-{i}.yaml"));
+        write(
+            &config,
+            &setup::nodepool_yaml(&store_spec, opts.max_servers, 0),
+        )?;
+        let cmd = opts.kind.command(i, &config, &state_dir, &clouds, &run_id);
+        let mut l = LauncherProcess::new(&format!("launcher{i}"), cmd, &dir);
+        l.start()?;
+        launchers.push(l);
+    }
+    let store = store_spec.open().await?;
+    let client = Client::new(Arc::clone(&store), "nodepool-chaos");
+
+    // Sample the cloud's servers while the run goes on.
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let sim = Arc::new(sim);
+    let sampler = {
+        let seen = Arc::clone(&seen);
+        let sim = Arc::clone(&sim);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(servers) = sim.servers().await {
+                    crate::lock(&seen).extend(servers.into_iter().map(|s| s.id));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let injector = (opts.chaos == Chaos::Faults)
+        .then(|| FaultInjector::start(Arc::clone(&sim), opts.fault_rate, rng.next_u64()));
+
+    // The workload.
+    let progress = Arc::new(Progress::default());
+    let started = Instant::now();
+    let deadline = started + opts.deadline;
+    let mut work = tokio::spawn(workload::run(
+        client,
+        opts.requests,
+        opts.concurrency,
+        deadline,
+        Arc::clone(&progress),
+    ));
+
+    // The chaos schedule: at random points of progress.
+    let events = match opts.chaos {
+        Chaos::ZkRestart => opts.zk_restarts,
+        _ => opts.kills,
+    };
+    let mut points: Vec<usize> = (0..events)
+        .map(|_| (opts.requests / 20) + rng.below((opts.requests * 9 / 10) as u64) as usize)
+        .collect();
+    points.sort_unstable();
+    let mut kills = 0;
+    let mut zk_restarts = 0;
+    let mut unexpected = Vec::new();
+    let result = loop {
+        tokio::select! {
+            done = &mut work => break done.map_err(|e| ChaosError::Setup(format!("workload task: {e}")))?,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        for l in launchers.iter_mut() {
+            if let Some(status) = l.exited() {
+                unexpected.push(format!("{} start {} exited: {status}", l.name, l.starts));
+                l.start()?;
+            }
+        }
+        if points
+            .first()
+            .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p)
+        {
+            points.remove(0);
+            tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+            match opts.chaos {
+                Chaos::ZkRestart => {
+                    let zk = private_zk
+                        .as_ref()
+                        .ok_or_else(|| ChaosError::Setup("no private ZooKeeper".into()))?;
+                    let zk_script = zk.restart();
+                    zk_script?;
+                    zk_restarts += 1;
+                }
+                _ => {
+                    launchers[0].kill9();
+                    kills += 1;
+                    launchers[0].start()?;
+                }
+            }
+        }
+    };
+    let workload_secs = started.elapsed().as_secs_f64();
+    let faults = match injector {
+        Some(i) => Some(i.stop().await),
+        None => None,
+    };
+    sampler.abort();
+
+    // Cleanup must converge: both sides agree.
+    let servers = sim.servers().await?;
+    let nodes = store
+        .list_nodes()
+        .await
+        .map_err(|e| ChaosError::Store(e.to_string()))?;
+    let leaked_at_end_of_load = CloudCheck::of(&nodes, &servers, 0)
+        .servers_without_node
+        .len();
+    let end = Instant::now();
+    let budget = opts.kind.converge_budget();
+    let (cloud, converge_secs) = loop {
+        for l in launchers.iter_mut() {
+            if let Some(status) = l.exited() {
+                unexpected.push(format!("{} start {} exited: {status}", l.name, l.starts));
+                l.start()?;
+            }
+        }
+        let check = compare(&*store, &sim).await;
+        match check {
+            Ok(c) if c.holds() => break (c, Some(end.elapsed().as_secs_f64())),
+            Ok(c) if end.elapsed() >= budget => break (c, None),
+            Err(e) if end.elapsed() >= budget => return Err(e),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    let leaked_deleted_by_launchers = launchers
+        .iter()
+        .map(|l| l.count_in_logs("deleting leaked instance"))
+        .sum();
+    for l in launchers.iter_mut() {
+        l.kill9();
+    }
+    let _ = store.close().await;
+    let requests = RequestCheck::of(&result);
+    let held = requests.holds()
+        && cloud.holds()
+        && result.release_errors.is_empty()
+        && unexpected.is_empty();
+    let report = RunReport {
+        chaos: opts.chaos,
+        store: store_spec.name().to_string(),
+        launcher: opts.kind.name().to_string(),
+        launchers: launchers.len(),
+        seed: opts.seed,
+        kills,
+        zk_restarts,
+        unexpected_exits: unexpected,
+        workload_secs,
+        resubmitted: result.resubmitted,
+        rereads: result.rereads,
+        release_errors: result.release_errors.clone(),
+        requests,
+        servers_seen: crate::lock(&seen).len(),
+        leaked_at_end_of_load,
+        leaked_deleted_by_launchers,
+        converge_secs,
+        cloud,
+        faults,
+        work_dir: dir.display().to_string(),
+        held,
+    };
+    drop(private_zk);
+    if opts.work_dir.is_none() && !held {
+        // Keep the logs of a failed run.
+        let kept = temp.keep();
+        let _ = kept;
+    }
+    Ok(report)
+}
+
+async fn compare(store: &dyn NodeStore, sim: &SimProcess) -> Result<CloudCheck, ChaosError> {
+    let nodes = store
+        .list_nodes()
+        .await
+        .map_err(|e| ChaosError::Store(e.to_string()))?;
+    let requests = store
+        .list_requests()
+        .await
+        .map_err(|e| ChaosError::Store(e.to_string()))?;
+    let servers = sim.servers().await?;
+    Ok(CloudCheck::of(&nodes, &servers, requests.len()))
+}
+
+fn write(path: &std::path::Path, text: &str) -> Result<(), ChaosError> {
+    std::fs::write(path, text).map_err(|e| ChaosError::Setup(format!("{}: {e}", path.display())))
+}
