@@ -2,12 +2,16 @@
 //! the session when it expires.
 //!
 //! A supervisor task owns the recursive watches and the session state. It
-//! turns watched changes into [`StoreEvent`]s; after a disconnection (when
-//! ZooKeeper may have dropped events, ZOOKEEPER-4698) it announces
-//! [`StoreEvent::Resync`]; when the session expires it connects a new one,
-//! sets the watches again, and announces [`StoreEvent::Resync`]. Locks and
-//! ephemeral records of the old session are gone by then, as the store's
-//! contract says.
+//! turns watched changes into [`StoreEvent`]s. After a disconnection the
+//! session may survive, but the server's watches do not (they belong to
+//! the connection) and `zookeeper-client` 0.11 does not set persistent
+//! watches again when it reconnects (its `resend_watches` sends only the
+//! one-shot kinds), so the supervisor adds them again itself, then
+//! announces [`StoreEvent::Resync`] (ZooKeeper may have dropped events
+//! meanwhile, ZOOKEEPER-4698). When the session expires it connects a new
+//! one, sets the watches again, and announces [`StoreEvent::Resync`]. Locks
+//! and ephemeral records of the old session are gone by then, as the
+//! store's contract says.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +33,9 @@ use crate::paths::{self, WATCHED_ROOTS};
 const EVENT_BUFFER: usize = 4096;
 /// Longest pause between two reconnection attempts.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(10);
+/// First pause before adding the watches again after a failed attempt on
+/// a connection that came back; doubled up to [`MAX_RECONNECT_PAUSE`].
+const REWATCH_PAUSE: Duration = Duration::from_millis(200);
 
 /// The current client and what every handle of the store shares.
 #[derive(Debug)]
@@ -180,20 +187,32 @@ async fn open(config: &ZkConfig, tls: Option<TlsOptions>) -> Result<(Client, Eve
                 chroot: chroot.to_owned(),
             })?;
     }
-    let mut watches: EventStream = SelectAll::new();
     for root in WATCHED_ROOTS {
         make_dir(&client, root).await?;
-        let watcher = client
+    }
+    let watches = add_watches(&client).await?;
+    Ok((client, watches))
+}
+
+/// Sets a persistent recursive watch on each watched root (which need not
+/// exist), all requests sent at once, and merges their events.
+async fn add_watches(client: &Client) -> Result<EventStream> {
+    let watchers = futures::future::try_join_all(WATCHED_ROOTS.iter().map(|root| async move {
+        client
             .watch(root, AddWatchMode::PersistentRecursive)
             .await
             .map_err(|source| Error::ZooKeeper {
                 operation: "add watch",
-                path: root.to_owned(),
+                path: (*root).to_owned(),
                 source,
-            })?;
+            })
+    }))
+    .await?;
+    let mut watches: EventStream = SelectAll::new();
+    for watcher in watchers {
         watches.push(Box::pin(watched_events(watcher)));
     }
-    Ok((client, watches))
+    Ok(watches)
 }
 
 async fn make_dir(client: &Client, path: &str) -> Result<()> {
@@ -249,49 +268,119 @@ async fn supervise(session: Weak<Session>, mut state: StateWatcher, mut watches:
     }
 }
 
-/// Forwards the events of one session until it ends.
+/// Forwards the events of one session until it ends; after each
+/// reconnection of the session, sets the watches again and announces
+/// [`StoreEvent::Resync`](nodepool_core::store::StoreEvent::Resync).
 async fn serve(
     session: &Weak<Session>,
     state: &mut StateWatcher,
     watches: &mut EventStream,
 ) -> End {
+    // The state the session was opened in is no news; every later
+    // `SyncConnected` is a reconnection (the client reports changes only),
+    // even when the `Disconnected` before it was coalesced away.
+    let mut pending = Some(state.state());
     let mut disconnected = false;
+    // When to add the watches again after a failed attempt.
+    let mut rewatch_at: Option<tokio::time::Instant> = None;
+    let mut rewatch_pause = REWATCH_PAUSE;
     loop {
-        tokio::select! {
-            event = watches.next(), if !watches.is_empty() => {
-                let Some(event) = event else { continue };
-                let Some(session) = session.upgrade() else { return End::Stop };
-                let put = event.event_type != EventType::NodeDeleted;
-                if let Some(event) = paths::event_for(&event.path, put) {
-                    session.publish(event);
+        let changed = match pending.take() {
+            Some(SessionState::SyncConnected | SessionState::ConnectedReadOnly) => None,
+            Some(initial) => Some(initial),
+            None => {
+                let retry = rewatch_at.unwrap_or_else(far_future);
+                tokio::select! {
+                    event = watches.next(), if !watches.is_empty() => {
+                        let Some(event) = event else { continue };
+                        let Some(session) = session.upgrade() else { return End::Stop };
+                        let put = event.event_type != EventType::NodeDeleted;
+                        if let Some(event) = paths::event_for(&event.path, put) {
+                            session.publish(event);
+                        }
+                        None
+                    }
+                    changed = state.changed() => Some(changed),
+                    () = tokio::time::sleep_until(retry), if rewatch_at.is_some() => {
+                        rewatch_at = None;
+                        // A connection that is down again retries when it is back.
+                        if matches!(
+                            state.peek_state(),
+                            SessionState::SyncConnected | SessionState::ConnectedReadOnly
+                        ) {
+                            Some(SessionState::SyncConnected)
+                        } else {
+                            None
+                        }
+                    }
                 }
             }
-            changed = state.changed() => {
-                let Some(session) = session.upgrade() else { return End::Stop };
-                match changed {
-                    SessionState::Disconnected => {
-                        tracing::warn!("ZooKeeper connection lost; reconnecting");
-                        disconnected = true;
+        };
+        let Some(changed) = changed else { continue };
+        let Some(session) = session.upgrade() else {
+            return End::Stop;
+        };
+        match changed {
+            SessionState::Disconnected => {
+                if !disconnected {
+                    tracing::warn!("ZooKeeper connection lost; reconnecting");
+                }
+                disconnected = true;
+                rewatch_at = None;
+            }
+            SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                if disconnected {
+                    tracing::info!("ZooKeeper connection back; setting the watches again");
+                    disconnected = false;
+                }
+                match rewatch(&session).await {
+                    Ok(new_watches) => {
+                        // The old watchers go with the old stream; the
+                        // client keeps the server's watch for the new ones.
+                        *watches = new_watches;
+                        rewatch_at = None;
+                        rewatch_pause = REWATCH_PAUSE;
+                        tracing::info!("ZooKeeper watches set again; asking watchers to resync");
+                        session.publish(nodepool_core::store::StoreEvent::Resync);
                     }
-                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                        if disconnected {
-                            tracing::info!("ZooKeeper connection back; asking watchers to resync");
-                            disconnected = false;
-                            session.publish(nodepool_core::store::StoreEvent::Resync);
-                        }
-                    }
-                    SessionState::Closed if session.is_closed() => return End::Stop,
-                    terminal => {
-                        if session.is_closed() {
-                            return End::Stop;
-                        }
-                        tracing::warn!(state = %terminal, "ZooKeeper session ended; opening a new one");
-                        return End::Lost;
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            pause = ?rewatch_pause,
+                            "cannot set the ZooKeeper watches again; retrying"
+                        );
+                        rewatch_at = Some(tokio::time::Instant::now() + rewatch_pause);
+                        rewatch_pause = (rewatch_pause * 2).min(MAX_RECONNECT_PAUSE);
                     }
                 }
+            }
+            SessionState::Closed if session.is_closed() => return End::Stop,
+            terminal => {
+                if session.is_closed() {
+                    return End::Stop;
+                }
+                tracing::warn!(state = %terminal, "ZooKeeper session ended; opening a new one");
+                return End::Lost;
             }
         }
     }
+}
+
+/// Adds the watches again on the current client, within the session
+/// timeout (a connection lost meanwhile fails the attempt).
+async fn rewatch(session: &Session) -> std::result::Result<EventStream, String> {
+    let client = session.client().map_err(|e| e.to_string())?;
+    let timeout = session.config().session_timeout.max(Duration::from_secs(1));
+    match tokio::time::timeout(timeout, add_watches(&client)).await {
+        Ok(Ok(watches)) => Ok(watches),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// An instant that never comes, for a disabled timer branch.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
 }
 
 /// Opens a new session after the old one expired, with growing pauses;

@@ -130,3 +130,98 @@ async fn server_restart_keeps_the_session_and_announces_resync() {
     store.delete_node(&node).await.expect("delete_node");
     store.close().await.expect("close");
 }
+
+/// Waits up to `within` for an event `wanted` accepts; panics naming
+/// `what` otherwise.
+async fn wait_for(
+    events: &mut tokio::sync::broadcast::Receiver<StoreEvent>,
+    within: Duration,
+    what: &str,
+    wanted: impl Fn(&StoreEvent) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => panic!("no {what} within {within:?}"),
+            Ok(Ok(event)) if wanted(&event) => return,
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+            Ok(Err(RecvError::Closed)) => panic!("watch closed while waiting for {what}"),
+        }
+    }
+}
+
+/// The server forgets a connection's watches and `zookeeper-client` 0.11
+/// does not set persistent ones again when the session reconnects: the
+/// store must, or its watch goes deaf while reads still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_delivers_another_clients_changes_after_a_server_restart() {
+    if server_or_skip("watch_delivers_another_clients_changes_after_a_server_restart").is_none() {
+        return;
+    }
+    let private = PrivateServer::start();
+    let server = private.server();
+    let chroot = unique_chroot("outage-watch");
+    let config = || {
+        server
+            .config(&chroot)
+            .with_session_timeout(Duration::from_secs(40))
+    };
+    let watcher = ZkStore::connect(config()).await.expect("connect watcher");
+    let writer = ZkStore::connect(config()).await.expect("connect writer");
+    let session = watcher.session_id().expect("session id");
+    let mut events = watcher.watch();
+
+    let before = writer
+        .create_node(&Default::default())
+        .await
+        .expect("create_node before the restart");
+    wait_for(
+        &mut events,
+        Duration::from_secs(10),
+        "event before the restart",
+        |e| matches!(e, StoreEvent::Node { id, .. } if *id == before),
+    )
+    .await;
+
+    let dir = private.dir.clone();
+    tokio::task::spawn_blocking(move || run_script("restart", &dir))
+        .await
+        .expect("restart task");
+    // Changes made before the watches are back are what Resync covers;
+    // changes made after it must arrive as events.
+    wait_for(
+        &mut events,
+        Duration::from_secs(60),
+        "Resync after the restart",
+        |e| matches!(e, StoreEvent::Resync),
+    )
+    .await;
+    assert_eq!(
+        watcher.session_id().expect("session id"),
+        session,
+        "the watcher's session survived the restart"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        match writer.create_node(&Default::default()).await {
+            Ok(id) => break id,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("the writer cannot write 60 s after the restart: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    wait_for(
+        &mut events,
+        Duration::from_secs(20),
+        "event for a node created after the restart",
+        |e| matches!(e, StoreEvent::Node { id, .. } if *id == after),
+    )
+    .await;
+
+    writer.delete_node(&before).await.expect("delete_node");
+    writer.delete_node(&after).await.expect("delete_node");
+    writer.close().await.expect("close writer");
+    watcher.close().await.expect("close watcher");
+}
