@@ -20,10 +20,13 @@
 //! request, delete the request, set the nodes `in-use`, and when done set
 //! them `used` and unlock them, after which the launcher deletes them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::Notify;
 use tracing::{debug, instrument};
 
 use crate::model::{now, Node, NodeRequest, NodeState, RequestState};
@@ -81,10 +84,134 @@ impl LockedNodes {
 }
 
 /// The requestor's side: submit, wait, lock, release.
+///
+/// Clones share one subscription to the store's events while any of them
+/// waits, routing each request's events to its waiters only, so that a
+/// thousand waiters cost one event stream, not a thousand.
 #[derive(Debug, Clone)]
 pub struct Client {
     store: Arc<dyn NodeStore>,
     requestor: String,
+    waiters: Arc<Waiters>,
+}
+
+/// One waiter's wake-ups.
+#[derive(Debug, Default)]
+struct Waiter {
+    /// Woken when its request may have changed.
+    notify: Notify,
+    /// The store's event stream ended.
+    closed: AtomicBool,
+}
+
+/// The waiters of a client and its clones, by request id.
+#[derive(Debug, Default)]
+struct Waiters {
+    inner: Mutex<WaitersInner>,
+}
+
+#[derive(Debug, Default)]
+struct WaitersInner {
+    by_request: HashMap<String, Vec<Arc<Waiter>>>,
+    /// A routing task holds a subscription.
+    routing: bool,
+}
+
+impl Waiters {
+    fn inner(&self) -> MutexGuard<'_, WaitersInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a waiter for `id`; subscribes (before returning, so no later
+    /// change is missed) and starts routing if nobody was waiting.
+    fn register(self: &Arc<Self>, store: &dyn NodeStore, id: &str) -> Registration {
+        let waiter = Arc::new(Waiter::default());
+        let mut inner = self.inner();
+        inner
+            .by_request
+            .entry(id.to_owned())
+            .or_default()
+            .push(waiter.clone());
+        if !inner.routing {
+            inner.routing = true;
+            tokio::spawn(route(Arc::downgrade(self), store.watch()));
+        }
+        Registration {
+            waiters: self.clone(),
+            id: id.to_owned(),
+            waiter,
+        }
+    }
+
+    fn wake(&self, id: &str) {
+        if let Some(list) = self.inner().by_request.get(id) {
+            for waiter in list {
+                waiter.notify.notify_one();
+            }
+        }
+    }
+
+    fn wake_all(&self, closed: bool) {
+        for waiter in self.inner().by_request.values().flatten() {
+            if closed {
+                waiter.closed.store(true, Ordering::Relaxed);
+            }
+            waiter.notify.notify_one();
+        }
+    }
+
+    /// Ends routing when nobody waits; `true` if it ended.
+    fn stop_if_idle(&self) -> bool {
+        let mut inner = self.inner();
+        if inner.by_request.is_empty() {
+            inner.routing = false;
+        }
+        !inner.routing
+    }
+}
+
+/// Routes store events to the waiters of their request; a missed stretch
+/// of events (resync, lag) wakes every waiter to read again.
+async fn route(waiters: Weak<Waiters>, mut events: broadcast::Receiver<StoreEvent>) {
+    loop {
+        let event = events.recv().await;
+        let Some(waiters) = waiters.upgrade() else {
+            return;
+        };
+        match event {
+            Ok(StoreEvent::Request { id, .. }) => waiters.wake(&id),
+            Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => waiters.wake_all(false),
+            Ok(_) => {}
+            Err(RecvError::Closed) => {
+                waiters.wake_all(true);
+                waiters.inner().routing = false;
+                return;
+            }
+        }
+        if waiters.stop_if_idle() {
+            return;
+        }
+    }
+}
+
+/// A waiter's place in [`Waiters`]; leaves it when dropped.
+#[derive(Debug)]
+struct Registration {
+    waiters: Arc<Waiters>,
+    id: String,
+    waiter: Arc<Waiter>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut inner = self.waiters.inner();
+        if let Some(list) = inner.by_request.get_mut(&self.id) {
+            list.retain(|w| !Arc::ptr_eq(w, &self.waiter));
+            if list.is_empty() {
+                inner.by_request.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl Client {
@@ -93,6 +220,7 @@ impl Client {
         Self {
             store,
             requestor: requestor.into(),
+            waiters: Arc::default(),
         }
     }
 
@@ -136,7 +264,7 @@ impl Client {
         request: &PendingRequest,
         timeout: Duration,
     ) -> Result<LockedNodes> {
-        let mut events = self.store.watch();
+        let registration = self.waiters.register(&*self.store, &request.id);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let current = self.store.get_request(&request.id).await?.ok_or_else(|| {
@@ -145,7 +273,10 @@ impl Client {
                 }
             })?;
             match current.state {
-                Some(RequestState::Fulfilled) => return self.accept(current).await,
+                Some(RequestState::Fulfilled) => {
+                    drop(registration);
+                    return self.accept(current).await;
+                }
                 Some(RequestState::Failed) => {
                     return Err(Error::Other(format!(
                         "node request {} failed (declined by {})",
@@ -156,22 +287,16 @@ impl Client {
                 _ => {}
             }
             // Wait for the next change to this request (or a resync).
-            loop {
-                let next = tokio::time::timeout_at(deadline, events.recv()).await;
-                match next {
-                    Err(_) => {
-                        return Err(Error::Timeout {
-                            what: format!("node request {} to be fulfilled", request.id),
-                            after: timeout,
-                        })
-                    }
-                    Ok(Ok(StoreEvent::Request { id, .. })) if id == request.id => break,
-                    Ok(Ok(StoreEvent::Resync)) | Ok(Err(RecvError::Lagged(_))) => break,
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(RecvError::Closed)) => {
-                        return Err(Error::StoreUnavailable("watch closed".into()))
-                    }
-                }
+            let woken =
+                tokio::time::timeout_at(deadline, registration.waiter.notify.notified()).await;
+            if woken.is_err() {
+                return Err(Error::Timeout {
+                    what: format!("node request {} to be fulfilled", request.id),
+                    after: timeout,
+                });
+            }
+            if registration.waiter.closed.load(Ordering::Relaxed) {
+                return Err(Error::StoreUnavailable("watch closed".into()));
             }
         }
     }

@@ -6,6 +6,8 @@
 //! lowest sequence holds the lock; every other contender watches the one
 //! just before it and looks again when it goes.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,18 +19,68 @@ use crate::paths::{contender_sequence, LOCK_NAME};
 use nodepool_core::store::{LockHandle, LockOptions, LockTarget};
 use nodepool_core::{Error, Result};
 
+/// The contenders this store holds, by path, each marked when a recursive
+/// delete of its record (which holders do while locked: upstream's
+/// `deleteNode`) took it away already, so that releasing it then needs no
+/// delete that would fail.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// Contender path → deleted with its record.
+    contenders: Mutex<HashMap<String, bool>>,
+}
+
+impl Held {
+    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.contenders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks those of `deleted` (paths a recursive delete removed) that are
+    /// our contenders as gone.
+    pub(crate) fn forget_deleted(&self, deleted: &[String]) {
+        let mut book = self.book();
+        for path in deleted {
+            if let Some(gone) = book.get_mut(path) {
+                *gone = true;
+            }
+        }
+    }
+}
+
 /// Takes the lock on `target` for the session of `client`.
+///
+/// Writes only what kazoo's recipe writes: the lock path when it is missing
+/// (found by a read first, as kazoo's `ensure_path` does, not by a create
+/// that fails), and our contender. A non-blocking attempt first lists the
+/// contenders and fails without writing if there are any: ours would queue
+/// behind them and be withdrawn at once (kazoo writes and deletes it).
 pub(crate) async fn acquire(
     client: &Client,
+    held: &Held,
     target: &LockTarget,
     options: &LockOptions,
 ) -> Result<LockHandle> {
     let lock_path = target.path();
     let deadline = options.timeout.map(|t| Instant::now() + t);
-    ops::ensure_path(client, &lock_path).await?;
+    if !options.blocking {
+        match ops::children_if_exists(client, &lock_path).await? {
+            None => ops::ensure_path(client, &lock_path).await?,
+            Some(children) if children.iter().any(|c| contender_sequence(c).is_some()) => {
+                return Err(Error::LockHeld {
+                    target: target.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    // A blocking attempt creates its contender at once: the lock path
+    // nearly always exists (the requestor locks what a launcher locked),
+    // and `create_contender` makes it when it does not.
     let prefix = format!("{}{LOCK_NAME}", uuid::Uuid::new_v4().simple());
     let data = options.identifier.clone().unwrap_or_default();
     let node = create_contender(client, &lock_path, &prefix, data.as_bytes()).await?;
+    let contender_path = format!("{lock_path}/{node}");
     match wait_for_turn(
         client,
         target,
@@ -39,13 +91,16 @@ pub(crate) async fn acquire(
     )
     .await
     {
-        Ok(()) => Ok(LockHandle {
-            target: target.clone(),
-            contender: node,
-        }),
+        Ok(()) => {
+            held.book().insert(contender_path, false);
+            Ok(LockHandle {
+                target: target.clone(),
+                contender: node,
+            })
+        }
         Err(e) => {
             // Leave the queue, as kazoo's best-effort clean-up does.
-            if let Err(cleanup) = ops::delete(client, &format!("{lock_path}/{node}")).await {
+            if let Err(cleanup) = ops::delete(client, &contender_path).await {
                 tracing::warn!(lock = %lock_path, %node, error = %cleanup, "cannot withdraw a lock contender");
             }
             Err(e)
@@ -143,9 +198,15 @@ async fn wait_for_turn(
     }
 }
 
-/// Gives a lock back; [`Error::LockLost`] if its contender is gone.
-pub(crate) async fn release(client: &Client, handle: &LockHandle) -> Result<()> {
+/// Gives a lock back; [`Error::LockLost`] if its contender is gone
+/// (without asking the server when our own delete of the record took it).
+pub(crate) async fn release(client: &Client, held: &Held, handle: &LockHandle) -> Result<()> {
     let path = format!("{}/{}", handle.target.path(), handle.contender);
+    if held.book().remove(&path) == Some(true) {
+        return Err(Error::LockLost {
+            target: handle.target.to_string(),
+        });
+    }
     match client.delete(&path, None).await {
         Ok(()) => Ok(()),
         Err(Zk::NoNode) => Err(Error::LockLost {

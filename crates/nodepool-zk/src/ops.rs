@@ -57,12 +57,17 @@ pub(crate) async fn exists(client: &Client, path: &str) -> Result<bool> {
 
 /// The children of `path`, sorted; empty if it does not exist.
 pub(crate) async fn children(client: &Client, path: &str) -> Result<Vec<String>> {
+    Ok(children_if_exists(client, path).await?.unwrap_or_default())
+}
+
+/// The children of `path`, sorted; `None` if it does not exist.
+pub(crate) async fn children_if_exists(client: &Client, path: &str) -> Result<Option<Vec<String>>> {
     match retry_read("list", path, || client.list_children(path)).await {
         Ok(mut children) => {
             children.sort_unstable();
-            Ok(children)
+            Ok(Some(children))
         }
-        Err(Zk::NoNode) => Ok(Vec::new()),
+        Err(Zk::NoNode) => Ok(None),
         Err(e) => Err(store_error("list", path, e)),
     }
 }
@@ -134,29 +139,39 @@ pub(crate) async fn set(client: &Client, path: &str, data: &[u8]) -> Result<bool
 }
 
 /// Deletes `path` and everything under it; a missing path is fine.
-pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<()> {
+/// Returns the paths it deleted, children before their parents.
+///
+/// Only znodes a listing has just shown are deleted, so a missing path
+/// costs a read, not a failed write.
+pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<Vec<String>> {
     // Children first, depth first; a child created meanwhile makes the
     // parent's delete fail with NotEmpty, and we go round again.
+    let mut deleted = Vec::new();
     let mut attempts = 0;
     loop {
         let mut stack = vec![path.to_owned()];
         let mut order = Vec::new();
         while let Some(current) = stack.pop() {
-            for child in children(client, &current).await? {
+            // A znode gone since its parent was listed is not ours to delete.
+            let Some(children) = children_if_exists(client, &current).await? else {
+                continue;
+            };
+            for child in children {
                 stack.push(format!("{current}/{child}"));
             }
             order.push(current);
         }
         let mut not_empty = false;
-        for node in order.iter().rev() {
-            match client.delete(node, None).await {
-                Ok(()) | Err(Zk::NoNode) => {}
+        for node in order.into_iter().rev() {
+            match client.delete(&node, None).await {
+                Ok(()) => deleted.push(node),
+                Err(Zk::NoNode) => {}
                 Err(Zk::NotEmpty) => not_empty = true,
-                Err(e) => return Err(store_error("delete", node, e)),
+                Err(e) => return Err(store_error("delete", &node, e)),
             }
         }
         if !not_empty {
-            return Ok(());
+            return Ok(deleted);
         }
         attempts += 1;
         if attempts >= 10 {

@@ -110,18 +110,29 @@ async fn handle(
         pool_cfg: pool_cfg.clone(),
     };
 
+    // A read first, as upstream checks its cache before locking: the plan
+    // may come from a listing older than the request's handling by another
+    // pass, and a lock taken only to see that costs three writes.
+    let still_requested = |r: &NodeRequest| {
+        r.state == Some(RequestState::Requested) && !r.declined_by.contains(&state.launcher_id)
+    };
+    match shared.store.get_request(&plan.request_id).await {
+        Ok(Some(r)) if still_requested(&r) => {}
+        other => {
+            debug!(
+                found = other.is_ok(),
+                "request is gone or no longer requested"
+            );
+            return Ok(());
+        }
+    }
     let target = LockTarget::Request(plan.request_id.clone());
     let Ok(request_lock) = shared.store.lock(&target, &LockOptions::try_once()).await else {
         debug!("request is locked by someone else");
         return Ok(());
     };
     let request = match shared.store.get_request(&plan.request_id).await {
-        Ok(Some(r))
-            if r.state == Some(RequestState::Requested)
-                && !r.declined_by.contains(&state.launcher_id) =>
-        {
-            r
-        }
+        Ok(Some(r)) if still_requested(&r) => r,
         other => {
             debug!(
                 found = other.is_ok(),

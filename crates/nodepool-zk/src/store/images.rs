@@ -58,7 +58,10 @@ impl ZkStore {
     }
 
     pub(super) async fn delete_build_impl(&self, image: &str, build_id: &str) -> Result<()> {
-        ops::delete_recursive(&self.client()?, &paths::build(image, build_id)).await
+        let deleted =
+            ops::delete_recursive(&self.client()?, &paths::build(image, build_id)).await?;
+        self.held.forget_deleted(&deleted);
+        Ok(())
     }
 
     pub(super) async fn list_builds_impl(&self, image: &str) -> Result<Vec<ImageBuild>> {
@@ -133,7 +136,9 @@ impl ZkStore {
         upload_id: &str,
     ) -> Result<()> {
         let path = paths::upload(image, build_id, provider, upload_id);
-        ops::delete_recursive(&self.client()?, &path).await
+        let deleted = ops::delete_recursive(&self.client()?, &path).await?;
+        self.held.forget_deleted(&deleted);
+        Ok(())
     }
 
     /// Uploads of a build, by provider, then id.

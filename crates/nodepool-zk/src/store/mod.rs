@@ -40,6 +40,8 @@ pub struct ZkStore {
     session: Arc<Session>,
     /// This store's component registrations: (kind, name) → znode name.
     components: Arc<tokio::sync::Mutex<HashMap<(String, String), String>>>,
+    /// The lock contenders this store holds.
+    held: Arc<lock::Held>,
 }
 
 impl ZkStore {
@@ -56,6 +58,7 @@ impl ZkStore {
         Ok(Self {
             session,
             components: Arc::default(),
+            held: Arc::default(),
         })
     }
 
@@ -264,13 +267,13 @@ impl NodeStore for ZkStore {
 
     async fn lock(&self, target: &LockTarget, options: &LockOptions) -> Result<LockHandle> {
         let client = self.client()?;
-        lock::acquire(&client, target, options)
+        lock::acquire(&client, &self.held, target, options)
             .instrument(tracing::debug_span!("lock", %target))
             .await
     }
 
     async fn unlock(&self, handle: &LockHandle) -> Result<()> {
-        lock::release(&self.client()?, handle).await
+        lock::release(&self.client()?, &self.held, handle).await
     }
 
     async fn lock_contenders(&self, target: &LockTarget) -> Result<Vec<String>> {

@@ -58,7 +58,9 @@ impl ZkStore {
             }
             Err(e) => tracing::debug!(path, error = %e, "deleting an undecodable node"),
         }
-        ops::delete_recursive(&client, &path).await
+        let deleted = ops::delete_recursive(&client, &path).await?;
+        self.held.forget_deleted(&deleted);
+        Ok(())
     }
 
     pub(super) async fn list_nodes_impl(&self) -> Result<Vec<Node>> {
@@ -118,7 +120,9 @@ impl ZkStore {
     pub(super) async fn delete_request_impl(&self, id: &str) -> Result<()> {
         let client = self.client()?;
         ops::delete(&client, &paths::request(id)).await?;
-        ops::delete_recursive(&client, &paths::request_lock(id)).await
+        let deleted = ops::delete_recursive(&client, &paths::request_lock(id)).await?;
+        self.held.forget_deleted(&deleted);
+        Ok(())
     }
 
     /// Requests sorted by id: by priority, then sequence (upstream's
