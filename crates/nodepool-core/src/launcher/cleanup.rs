@@ -20,12 +20,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::leaks::LeakTracker;
+use super::nodes::NodeSummary;
 use super::pool::POOL_KIND;
 use super::registered;
 use super::shared::{self, lock, now, Shared};
 use super::stats::Counter;
+use crate::config::Config;
 use crate::model::{Node, NodeState, RequestState};
-use crate::store::{LockHandle, LockOptions, LockTarget, NodeStore};
+use crate::store::{LockHandle, LockOptions, LockTarget};
 use crate::Result;
 
 /// States in which an unlocked node is deleted (upstream's cleanup states).
@@ -42,6 +44,9 @@ const CLEANUP_STATES: &[NodeState] = &[
 /// A node being deleted within this many seconds keeps the pool from
 /// deleting another unused node to make room (upstream: 5 minutes).
 const MAX_DELETE_AGE: f64 = 300.0;
+
+/// The oldest unused nodes tried, in order, to make room.
+const MAX_CANDIDATES: usize = 64;
 
 fn in_cleanup_state(node: &Node) -> bool {
     node.state.is_some_and(|s| CLEANUP_STATES.contains(&s))
@@ -60,13 +65,20 @@ struct QueueInner {
     pending: VecDeque<String>,
     queued: HashSet<String>,
     busy: HashSet<String>,
+    /// Offered while busy: looked at again when the current look ends, so a
+    /// wake-up that arrives mid-look (e.g. the holder unlocking) is not lost.
+    again: HashSet<String>,
 }
 
 impl DeleteQueue {
     /// Look at node `id` soon.
     pub(crate) fn offer(&self, id: &str) {
         let mut q = lock(&self.inner);
-        if q.busy.contains(id) || !q.queued.insert(id.to_string()) {
+        if q.busy.contains(id) {
+            q.again.insert(id.to_string());
+            return;
+        }
+        if !q.queued.insert(id.to_string()) {
             return;
         }
         q.pending.push_back(id.to_string());
@@ -94,7 +106,13 @@ impl DeleteQueue {
     }
 
     fn done(&self, id: &str) {
-        lock(&self.inner).busy.remove(id);
+        let mut q = lock(&self.inner);
+        q.busy.remove(id);
+        if q.again.remove(id) && q.queued.insert(id.to_string()) {
+            q.pending.push_back(id.to_string());
+            drop(q);
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -229,7 +247,7 @@ pub(crate) async fn delete_locked(
 /// The sweep: offer every unlocked node in a cleanup state, release ready
 /// nodes whose request vanished, delete orphaned `init` nodes.
 async fn sweep(shared: &Shared) -> Result<()> {
-    let nodes = shared.store.list_nodes().await?;
+    shared.nodes.sync(&*shared.store).await?;
     let requests: BTreeSet<String> = shared
         .store
         .list_requests()
@@ -244,36 +262,52 @@ async fn sweep(shared: &Shared) -> Result<()> {
         .into_iter()
         .filter_map(|c| c.id)
         .collect();
-    for node in nodes {
-        let known = node
-            .provider
-            .as_deref()
-            .is_some_and(|p| shared.provider_for_cleanup(p).is_some());
-        if !known {
-            continue;
+    let mut orphans = Vec::new();
+    let mut init = Vec::new();
+    shared.nodes.with(|nodes| {
+        for (id, node) in nodes {
+            let known = node
+                .provider
+                .as_deref()
+                .is_some_and(|p| shared.provider_for_cleanup(p).is_some());
+            if !known {
+                continue;
+            }
+            if node.state.is_some_and(|s| CLEANUP_STATES.contains(&s)) {
+                shared.deletes.offer(id);
+            } else if node.state == Some(NodeState::Ready)
+                && node
+                    .allocated_to
+                    .as_deref()
+                    .is_some_and(|r| !requests.contains(r))
+            {
+                orphans.push(id.clone());
+            } else if node.state == Some(NodeState::Init)
+                && node
+                    .launcher
+                    .as_deref()
+                    .map_or(true, |l| !pools.contains(l))
+            {
+                init.push(id.clone());
+            }
         }
-        if in_cleanup_state(&node) {
-            shared.deletes.offer(&node.id);
-        } else if node.state == Some(NodeState::Ready)
-            && node
-                .allocated_to
-                .as_ref()
-                .is_some_and(|r| !requests.contains(r))
-        {
-            deallocate_orphan(shared, &node.id, &requests).await;
-        } else if node.state == Some(NodeState::Init)
-            && node.launcher.as_ref().map_or(true, |l| !pools.contains(l))
-        {
-            let target = LockTarget::Node(node.id.clone());
-            if let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await {
-                match shared.store.get_node(&node.id).await {
-                    Ok(Some(n)) if n.state == Some(NodeState::Init) => {
-                        info!(node_id = %n.id, "deleting init node of a gone launcher");
-                        let _ = delete_locked(shared, n, handle).await;
-                    }
-                    _ => {
-                        let _ = shared.store.unlock(&handle).await;
-                    }
+    });
+    for id in orphans {
+        deallocate_orphan(shared, &id, &requests).await;
+    }
+    for id in init {
+        let target = LockTarget::Node(id.clone());
+        if let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await {
+            match shared.store.get_node(&id).await {
+                Ok(Some(n))
+                    if n.state == Some(NodeState::Init)
+                        && n.launcher.as_ref().map_or(true, |l| !pools.contains(l)) =>
+                {
+                    info!(node_id = %n.id, "deleting init node of a gone launcher");
+                    let _ = delete_locked(shared, n, handle).await;
+                }
+                _ => {
+                    let _ = shared.store.unlock(&handle).await;
                 }
             }
         }
@@ -351,11 +385,16 @@ async fn reset_lost_request(shared: &Shared, id: &str) -> Result<()> {
     if request.state != Some(RequestState::Pending) {
         return Ok(());
     }
-    for node in shared.store.list_nodes().await? {
-        if node.allocated_to.as_deref() != Some(id) {
-            continue;
-        }
-        let target = LockTarget::Node(node.id.clone());
+    shared.nodes.sync(&*shared.store).await?;
+    let allocated: Vec<String> = shared.nodes.with(|nodes| {
+        nodes
+            .iter()
+            .filter(|(_, n)| n.allocated_to.as_deref() == Some(id))
+            .map(|(node_id, _)| node_id.clone())
+            .collect()
+    });
+    for node_id in allocated {
+        let target = LockTarget::Node(node_id.clone());
         // Wait, as upstream does: right after a crash the deleter may hold
         // this node's lock briefly while it removes the dead launcher's work.
         let Ok(handle) = shared
@@ -363,10 +402,10 @@ async fn reset_lost_request(shared: &Shared, id: &str) -> Result<()> {
             .lock(&target, &LockOptions::wait(Duration::from_secs(10)))
             .await
         else {
-            warn!(node_id = %node.id, "cannot lock node to deallocate it from a lost request");
+            warn!(node_id = %node_id, "cannot lock node to deallocate it from a lost request");
             return Ok(());
         };
-        if let Some(mut node) = shared.store.get_node(&node.id).await? {
+        if let Some(mut node) = shared.store.get_node(&node_id).await? {
             if node.allocated_to.as_deref() == Some(id) {
                 if node.state == Some(NodeState::Init) {
                     node.set_state(NodeState::Deleting);
@@ -391,43 +430,31 @@ async fn expire_nodes(shared: &Shared) -> Result<()> {
     let snapshot = shared.snapshot();
     let config = &snapshot.config;
     let t = now();
-    for node in shared.store.list_nodes().await? {
-        let configured = node
-            .provider
-            .as_deref()
-            .is_some_and(|p| snapshot.providers.contains_key(p));
-        if !configured {
-            continue;
-        }
-        let age = t - node.state_time.unwrap_or(t);
-        let expired = match node.state {
-            Some(NodeState::Ready) if node.allocated_to.is_none() => node
-                .labels
-                .iter()
-                .filter_map(|l| config.label(l))
-                .any(|l| l.max_ready_age > 0 && age >= l.max_ready_age as f64),
-            Some(NodeState::Hold) => {
-                let by_node = node.hold_expiration.filter(|e| *e > 0);
-                let limit = match (by_node, config.max_hold_age.filter(|a| *a > 0)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                limit.is_some_and(|l| age >= l as f64)
-            }
-            _ => false,
-        };
-        if !expired {
-            continue;
-        }
-        let target = LockTarget::Node(node.id.clone());
+    shared.nodes.sync(&*shared.store).await?;
+    let expired: Vec<(String, Option<NodeState>)> = shared.nodes.with(|nodes| {
+        nodes
+            .iter()
+            .filter(|(_, node)| {
+                let configured = node
+                    .provider
+                    .as_deref()
+                    .is_some_and(|p| snapshot.providers.contains_key(p));
+                configured && is_expired(node, config, t)
+            })
+            .map(|(id, node)| (id.clone(), node.state))
+            .collect()
+    });
+    for (id, state) in expired {
+        let target = LockTarget::Node(id.clone());
         let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
             continue;
         };
-        match shared.store.get_node(&node.id).await? {
+        match shared.store.get_node(&id).await? {
             Some(n)
-                if n.state == node.state
+                if n.state == state
                     && (n.state == Some(NodeState::Hold) || n.allocated_to.is_none()) =>
             {
+                let age = t - n.state_time.unwrap_or(t);
                 info!(node_id = %n.id, state = ?n.state, age, "node expired");
                 let _ = delete_locked(shared, n, handle).await;
             }
@@ -439,39 +466,69 @@ async fn expire_nodes(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// Whether `node` is past `max-ready-age` (ready, unallocated) or its hold
+/// time (held) at time `t`.
+fn is_expired(node: &NodeSummary, config: &Config, t: f64) -> bool {
+    let age = t - node.state_time.unwrap_or(t);
+    match node.state {
+        Some(NodeState::Ready) if node.allocated_to.is_none() => node
+            .labels
+            .iter()
+            .filter_map(|l| config.label(l))
+            .any(|l| l.max_ready_age > 0 && age >= l.max_ready_age as f64),
+        Some(NodeState::Hold) => {
+            let by_node = node.hold_expiration.filter(|e| *e > 0);
+            let limit = match (by_node, config.max_hold_age.filter(|a| *a > 0)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            limit.is_some_and(|l| age >= l as f64)
+        }
+        _ => false,
+    }
+}
+
 /// At a limit, upstream deletes the pool's oldest unused ready node to make
 /// room, unless one of its nodes is already being deleted (recently).
 pub(crate) async fn delete_oldest_unused(
-    store: &dyn NodeStore,
+    shared: &Shared,
     provider: &str,
     pool: &str,
-    nodes: &[Node],
 ) -> Result<()> {
     let t = now();
-    let mut candidates: Vec<&Node> = Vec::new();
-    for node in nodes {
-        if node.provider.as_deref() != Some(provider) || node.pool.as_deref() != Some(pool) {
-            continue;
-        }
-        match node.state {
-            Some(NodeState::Ready) if node.allocated_to.is_none() => candidates.push(node),
-            Some(NodeState::Deleting) if t - node.state_time.unwrap_or(0.0) < MAX_DELETE_AGE => {
-                return Ok(())
+    let candidates = shared.nodes.with(|nodes| {
+        let mut candidates: Vec<(f64, &String)> = Vec::new();
+        for (id, node) in nodes {
+            if !node.provider_is(provider) || !node.pool_is(pool) {
+                continue;
             }
-            _ => {}
+            match node.state {
+                Some(NodeState::Ready) if node.allocated_to.is_none() => {
+                    candidates.push((node.state_time.unwrap_or(0.0), id))
+                }
+                Some(NodeState::Deleting)
+                    if t - node.state_time.unwrap_or(0.0) < MAX_DELETE_AGE =>
+                {
+                    return Vec::new()
+                }
+                _ => {}
+            }
         }
-    }
-    candidates.sort_by(|a, b| {
-        a.state_time
-            .unwrap_or(0.0)
-            .total_cmp(&b.state_time.unwrap_or(0.0))
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // The first one nobody holds is taken; a later pass tries again.
+        candidates
+            .into_iter()
+            .take(MAX_CANDIDATES)
+            .map(|(_, id)| id.clone())
+            .collect()
     });
+    let store = &*shared.store;
     for candidate in candidates {
-        let target = LockTarget::Node(candidate.id.clone());
+        let target = LockTarget::Node(candidate.clone());
         let Ok(handle) = store.lock(&target, &LockOptions::try_once()).await else {
             continue;
         };
-        match store.get_node(&candidate.id).await? {
+        match store.get_node(&candidate).await? {
             Some(mut node)
                 if node.state == Some(NodeState::Ready) && node.allocated_to.is_none() =>
             {

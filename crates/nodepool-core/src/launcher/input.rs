@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::launch;
+use super::nodes::NodeSummary;
 use super::pool::{Book, PoolState};
 use super::shared::{lock, ProviderRuntime, Shared};
 use crate::config::{Config, PoolConfig, ProviderConfig};
@@ -27,7 +28,6 @@ pub(crate) struct PassData<'a> {
     pub(crate) pool_cfg: &'a PoolConfig,
     pub(crate) provider: &'a Arc<dyn Provider>,
     pub(crate) runtime: &'a ProviderRuntime,
-    pub(crate) nodes: &'a [Node],
     pub(crate) components: &'a [Component],
     pub(crate) open: &'a [NodeRequest],
     pub(crate) book: &'a Book,
@@ -101,15 +101,18 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
     }
     let mut quota = data.provider.quota().await?;
     if data.provider.capabilities().instance_listing {
-        let known: BTreeSet<&str> = data.nodes.iter().map(|n| n.id.as_str()).collect();
         let mut unmanaged = Resources::default();
-        for instance in data.provider.list_instances().await? {
+        let instances = data.provider.list_instances().await?;
+        // Node records are written before their instances: after this sync
+        // every listed instance of ours has its node in the cache.
+        shared.nodes.sync(&*shared.store).await?;
+        for instance in instances {
             let ours = instance.metadata.get(crate::provider::META_PROVIDER)
                 == Some(&data.provider_cfg.name)
                 && instance
                     .metadata
                     .get(crate::provider::META_NODE_ID)
-                    .is_some_and(|id| known.contains(id.as_str()));
+                    .is_some_and(|id| shared.nodes.contains(id));
             if !ours {
                 add(&mut unmanaged, &instance.resources);
             }
@@ -161,51 +164,61 @@ pub(crate) async fn build(
         }
     }
 
-    let size_of = |node: &Node| -> Resources {
-        node_resources(node)
-            .or_else(|| node.labels.first().and_then(|l| labels.get(l).copied()))
+    // Only ready nodes with a label some open request asks for can be
+    // handed out; the others need not be copied into the input.
+    let wanted: BTreeSet<&str> = data
+        .open
+        .iter()
+        .flat_map(|r| r.node_types.iter().map(String::as_str))
+        .collect();
+    let size_of = |node: &NodeSummary| -> Resources {
+        node.resources
+            .or_else(|| node.labels.first().and_then(|l| labels.get(&**l).copied()))
             .unwrap_or(Resources {
                 instances: Some(1),
                 ..Resources::default()
             })
     };
     // Nodes our handlers created are counted through their plans instead.
-    let created: BTreeSet<&String> = data
+    let created: BTreeSet<&str> = data
         .book
         .active
         .values()
-        .flat_map(|a| a.created.iter())
+        .flat_map(|a| a.created.iter().map(String::as_str))
         .collect();
-    let reserved: BTreeSet<&String> = data
+    let reserved: BTreeSet<&str> = data
         .book
         .active
         .values()
-        .flat_map(|a| a.reused.iter())
+        .flat_map(|a| a.reused.iter().map(String::as_str))
         .collect();
     let mut pool_used = Resources::default();
     let mut provider_used = Resources::default();
     let mut ready_nodes = Vec::new();
-    for node in data.nodes {
-        if node.provider.as_deref() != Some(provider_name) {
-            continue;
+    shared.nodes.with(|nodes| {
+        for (id, node) in nodes {
+            if !node.provider_is(provider_name) {
+                continue;
+            }
+            let size = size_of(node);
+            add(&mut provider_used, &size);
+            if !node.pool_is(pool_name) || created.contains(id.as_str()) {
+                continue;
+            }
+            add(&mut pool_used, &size);
+            if node.state == Some(NodeState::Ready)
+                && node.allocated_to.is_none()
+                && !reserved.contains(id.as_str())
+                && node.labels.iter().any(|l| wanted.contains(&**l))
+            {
+                ready_nodes.push(ReadyNode {
+                    id: id.clone(),
+                    labels: node.labels.iter().map(|l| l.to_string()).collect(),
+                    az: node.az.as_deref().map(str::to_string),
+                });
+            }
         }
-        let size = size_of(node);
-        add(&mut provider_used, &size);
-        if node.pool.as_deref() != Some(pool_name) || created.contains(&node.id) {
-            continue;
-        }
-        add(&mut pool_used, &size);
-        if node.state == Some(NodeState::Ready)
-            && node.allocated_to.is_none()
-            && !reserved.contains(&node.id)
-        {
-            ready_nodes.push(ReadyNode {
-                id: node.id.clone(),
-                labels: node.labels.clone(),
-                az: node.az.clone(),
-            });
-        }
-    }
+    });
     for active in data.book.active.values() {
         for label in &active.launch_labels {
             let size = labels.get(label).copied().unwrap_or_default();
@@ -214,7 +227,7 @@ pub(crate) async fn build(
         }
     }
 
-    let label_capacity = pool_label_capacity(data, &reserved);
+    let label_capacity = pool_label_capacity(shared, data, &reserved).await;
 
     let caps = data.provider.capabilities();
     let cloud = if caps.quota_query && !data.pool_cfg.ignore_provider_quota {
@@ -235,13 +248,15 @@ pub(crate) async fn build(
     let mut tenants = BTreeMap::new();
     for t in &data.config.tenant_resource_limits {
         let mut used = Resources::default();
-        for node in data.nodes {
-            if node.tenant_name.as_deref() == Some(t.tenant_name.as_str()) {
-                if let Some(r) = node_resources(node) {
-                    add(&mut used, &r);
+        shared.nodes.with(|nodes| {
+            for node in nodes.values() {
+                if node.tenant_name.as_deref() == Some(t.tenant_name.as_str()) {
+                    if let Some(r) = &node.resources {
+                        add(&mut used, r);
+                    }
                 }
             }
-        }
+        });
         tenants.insert(
             t.tenant_name.clone(),
             TenantUsage {
@@ -299,19 +314,33 @@ pub(crate) async fn build(
 /// The provider's per-label capacity for this pool: counted on the pool's
 /// records that no handler has been promised, limited to the pool's labels
 /// (a label of another pool is this pool's to decline, not to defer).
-fn pool_label_capacity(data: &PassData<'_>, reserved: &BTreeSet<&String>) -> BTreeMap<String, u64> {
+///
+/// Only providers with a per-label limit (static hosts: few records) get
+/// the full records, read for the purpose.
+async fn pool_label_capacity(
+    shared: &Shared,
+    data: &PassData<'_>,
+    reserved: &BTreeSet<&str>,
+) -> BTreeMap<String, u64> {
+    if data.provider.label_capacity(&[]).is_none() {
+        return BTreeMap::new();
+    }
     let provider = data.provider_cfg.name.as_str();
     let pool = data.pool_cfg.name.as_str();
-    let nodes: Vec<Node> = data
-        .nodes
-        .iter()
-        .filter(|n| {
-            n.provider.as_deref() == Some(provider)
-                && n.pool.as_deref() == Some(pool)
-                && !reserved.contains(&n.id)
-        })
-        .cloned()
-        .collect();
+    let nodes: Vec<Node> = match shared.store.list_nodes().await {
+        Ok(nodes) => nodes
+            .into_iter()
+            .filter(|n| {
+                n.provider.as_deref() == Some(provider)
+                    && n.pool.as_deref() == Some(pool)
+                    && !reserved.contains(n.id.as_str())
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list nodes for the label capacity");
+            Vec::new()
+        }
+    };
     let mut capacity = data.provider.label_capacity(&nodes).unwrap_or_default();
     capacity.retain(|label, _| data.pool_cfg.labels.iter().any(|l| &l.name == label));
     capacity

@@ -25,17 +25,19 @@ impl LeakTracker {
         // Nodes first: an instance is created after its node record, so an
         // instance newer than this listing is at worst "seen" once and spared
         // by the grace period.
-        let nodes = shared.store.list_nodes().await?;
+        shared.nodes.sync(&*shared.store).await?;
         let mut still_leaked = HashMap::new();
         for (name, provider) in shared.all_providers() {
             if !provider.capabilities().instance_listing {
                 continue;
             }
-            let known: BTreeSet<&str> = nodes
-                .iter()
-                .filter(|n| n.provider.as_deref() == Some(name.as_str()))
-                .map(|n| n.id.as_str())
-                .collect();
+            let known: BTreeSet<String> = shared.nodes.with(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|(_, n)| n.provider_is(&name))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            });
             let instances = match provider.list_instances().await {
                 Ok(i) => i,
                 Err(e) => {

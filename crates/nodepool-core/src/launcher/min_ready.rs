@@ -156,19 +156,21 @@ async fn pass(shared: &Shared) -> Result<()> {
         return Ok(());
     }
     let requested: BTreeSet<String> = lock(&shared.min_ready.submitted).keys().cloned().collect();
-    let nodes = shared.store.list_nodes().await?;
+    shared.nodes.sync(&*shared.store).await?;
     for (label, min_ready) in wanted {
         if requested.contains(&label) {
             continue;
         }
-        let ready = nodes
-            .iter()
-            .filter(|n| {
-                n.state == Some(NodeState::Ready)
-                    && n.allocated_to.is_none()
-                    && n.labels.contains(&label)
-            })
-            .count();
+        let ready = shared.nodes.with(|nodes| {
+            nodes
+                .values()
+                .filter(|n| {
+                    n.state == Some(NodeState::Ready)
+                        && n.allocated_to.is_none()
+                        && n.has_label(&label)
+                })
+                .count()
+        });
         let need = usize::try_from(min_ready)
             .unwrap_or(0)
             .saturating_sub(ready);

@@ -32,6 +32,7 @@ mod input;
 mod launch;
 mod leaks;
 mod min_ready;
+mod nodes;
 mod pool;
 mod registered;
 mod shared;
@@ -94,6 +95,12 @@ pub struct LauncherSettings {
     pub quota_cache_ttl: Duration,
     /// Most node deletions running at once.
     pub delete_concurrency: usize,
+    /// Most requests one pool worker handles at once (upstream has no such
+    /// bound; `max-concurrency` still applies below it). Accepted requests
+    /// beyond it stay `requested` for a later pass, which a handler that
+    /// finishes triggers. Bounds the memory of a burst, e.g. `min-ready`
+    /// asking for thousands of nodes at once.
+    pub max_handlers_per_pool: usize,
     /// Optional post-boot check.
     pub ready_hook: Option<Arc<dyn ReadyHook>>,
 }
@@ -110,6 +117,7 @@ impl LauncherSettings {
             leak_grace: Duration::from_secs(60),
             quota_cache_ttl: Duration::from_secs(300),
             delete_concurrency: 32,
+            max_handlers_per_pool: 256,
             ready_hook: None,
         }
     }

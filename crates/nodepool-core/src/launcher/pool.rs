@@ -159,11 +159,7 @@ pub(crate) async fn run(shared: Arc<Shared>, state: Arc<PoolState>, cancel: Canc
             if let Err(e) = pass(&shared, &state, &mut handlers, &cancel).await {
                 warn!(error = %e, "pool pass failed");
             }
-            while let Some(done) = handlers.try_join_next() {
-                if let Err(e) = done {
-                    warn!(error = %e, "request handler ended abnormally");
-                }
-            }
+            reap(&mut handlers);
             if !shared::wait_or_tick(&state.wake, interval, &cancel).await {
                 break;
             }
@@ -231,7 +227,7 @@ async fn pass(
         return Ok(());
     }
     open.sort_by_key(priority_key);
-    let nodes = shared.store.list_nodes().await?;
+    shared.nodes.sync(&*shared.store).await?;
     let components = shared.store.list_components(POOL_KIND).await?;
     let rt = shared.runtime(&state.provider);
     let data = input::PassData {
@@ -240,7 +236,6 @@ async fn pass(
         pool_cfg,
         provider,
         runtime: &rt,
-        nodes: &nodes,
         components: &components,
         open: &open,
         book: &book,
@@ -262,7 +257,12 @@ async fn pass(
                 reuse,
                 launch,
             } => {
-                if paused || concurrency_full || cancel.is_cancelled() {
+                reap(handlers);
+                if paused
+                    || concurrency_full
+                    || handlers.len() >= shared.settings.max_handlers_per_pool.max(1)
+                    || cancel.is_cancelled()
+                {
                     continue;
                 }
                 let Some(request) = open.iter().find(|r| r.id == request_id) else {
@@ -323,15 +323,24 @@ async fn pass(
     state.set_paused(shared, paused).await;
     // Deleting a pre-registered node makes no room: it is registered again.
     if wait_for_room && !preregistered {
-        let store = shared.store.clone();
+        let shared = shared.clone();
         let (provider, pool) = (state.provider.clone(), state.pool.clone());
         tokio::spawn(async move {
-            if let Err(e) = cleanup::delete_oldest_unused(&*store, &provider, &pool, &nodes).await {
+            if let Err(e) = cleanup::delete_oldest_unused(&shared, &provider, &pool).await {
                 debug!(error = %e, "could not free an unused node");
             }
         });
     }
     Ok(())
+}
+
+/// Collect the handlers that finished.
+fn reap(handlers: &mut JoinSet<()>) {
+    while let Some(done) = handlers.try_join_next() {
+        if let Err(e) = done {
+            warn!(error = %e, "request handler ended abnormally");
+        }
+    }
 }
 
 /// A pool of pre-registered nodes has no ready node for a request (or the

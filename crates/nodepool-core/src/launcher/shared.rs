@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::cleanup::{self, DeleteQueue};
 use super::min_ready::{self, MinReady};
+use super::nodes::NodeCache;
 use super::pool::{self, PoolState};
 use super::registered::{self, Registrar};
 use super::stats::{Counters, LauncherStatus};
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) config_changed: Notify,
     pub(crate) deletes: DeleteQueue,
     pub(crate) min_ready: MinReady,
+    /// The store's nodes, as the launcher's decisions read them.
+    pub(crate) nodes: NodeCache,
     /// Passes of providers with pre-registered nodes to run.
     pub(crate) registrar: Registrar,
 }
@@ -97,6 +100,7 @@ impl Shared {
             config_changed: Notify::new(),
             deletes: DeleteQueue::default(),
             min_ready: MinReady::default(),
+            nodes: NodeCache::default(),
             registrar: Registrar::default(),
         }
     }
@@ -348,6 +352,12 @@ async fn dispatch_events(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             e = events.recv() => e,
         };
+        if matches!(
+            event,
+            Ok(StoreEvent::Node { .. } | StoreEvent::Resync) | Err(RecvError::Lagged(_))
+        ) {
+            shared.nodes.drain();
+        }
         match event {
             Ok(StoreEvent::Request { id, change }) => {
                 shared.wake_pools(None);

@@ -11,7 +11,7 @@
 //! creation, then `Active` (or `Error` for an injected boot failure); nothing
 //! runs in the background.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -171,9 +171,17 @@ enum Fate {
     Hangs,
 }
 
+/// One server, kept small: a cloud of 10,000 servers lives in the launcher
+/// process. Addresses are derived from the serial number, metadata keys are
+/// shared, and the [`Instance`] view is built when asked for.
 #[derive(Debug, Clone)]
 struct FakeInstance {
-    view: Instance,
+    /// Serial number: the id is `fake-<n as 8 hex digits>`.
+    n: u64,
+    metadata: Box<[(Arc<str>, Box<str>)]>,
+    az: Option<Arc<str>>,
+    image_id: Option<Arc<str>>,
+    resources: Resources,
     ready_at: Instant,
     fate: Fate,
 }
@@ -186,11 +194,34 @@ impl FakeInstance {
             Fate::Boots => InstanceState::Active,
             Fate::Fails(message) => InstanceState::Error(message.clone()),
         };
+        let (hi, lo) = ((self.n >> 8) & 0xff, self.n & 0xff);
         Instance {
+            external_id: external_id(self.n),
             state: Some(state),
-            ..self.view.clone()
+            metadata: self
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            interface_ip: Some(format!("203.0.{hi}.{lo}")),
+            public_ipv4: Some(format!("203.0.{hi}.{lo}")),
+            private_ipv4: Some(format!("10.0.{hi}.{lo}")),
+            public_ipv6: None,
+            az: self.az.as_deref().map(str::to_string),
+            cloud: Some("fake".to_string()),
+            region: None,
+            host_id: Some("fake".to_string()),
+            image_id: self.image_id.as_deref().map(str::to_string),
+            resources: self.resources,
+            host_keys: Vec::new(),
+            connection_port: None,
         }
     }
+}
+
+/// The cloud's id of server `n`.
+fn external_id(n: u64) -> String {
+    format!("fake-{n:08x}")
 }
 
 /// SplitMix64: small, seedable, good enough for fault injection.
@@ -220,6 +251,10 @@ impl Rng {
 struct State {
     settings: FakeCloudSettings,
     instances: BTreeMap<String, FakeInstance>,
+    /// What `instances` use: (servers, cores, RAM).
+    used: (u64, u64, u64),
+    /// Metadata keys and AZ names, shared by the instances.
+    names: HashSet<Arc<str>>,
     images: BTreeMap<String, CloudImage>,
     rng: Rng,
     next_id: u64,
@@ -232,15 +267,41 @@ impl State {
     }
 
     fn used(&self) -> (u64, u64, u64) {
-        self.instances
-            .values()
-            .fold((0, 0, 0), |(n, cores, ram), i| {
-                (
-                    n + 1,
-                    cores + i.view.resources.cores.unwrap_or(0),
-                    ram + i.view.resources.ram.unwrap_or(0),
-                )
-            })
+        self.used
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.names.get(s) {
+            return found.clone();
+        }
+        let new: Arc<str> = Arc::from(s);
+        self.names.insert(new.clone());
+        new
+    }
+
+    fn insert(&mut self, external_id: String, instance: FakeInstance) {
+        let r = &instance.resources;
+        let (n, cores, ram) = &mut self.used;
+        *n += 1;
+        *cores += r.cores.unwrap_or(0);
+        *ram += r.ram.unwrap_or(0);
+        if let Some(old) = self.instances.insert(external_id, instance) {
+            self.forget(&old);
+        }
+    }
+
+    fn remove(&mut self, external_id: &str) {
+        if let Some(old) = self.instances.remove(external_id) {
+            self.forget(&old);
+        }
+    }
+
+    fn forget(&mut self, instance: &FakeInstance) {
+        let r = &instance.resources;
+        let (n, cores, ram) = &mut self.used;
+        *n = n.saturating_sub(1);
+        *cores = cores.saturating_sub(r.cores.unwrap_or(0));
+        *ram = ram.saturating_sub(r.ram.unwrap_or(0));
     }
 
     fn injected_error(&mut self, provider: &str, operation: &str) -> Result<()> {
@@ -281,6 +342,8 @@ impl FakeCloud {
             state: Arc::new(Mutex::new(State {
                 settings,
                 instances: BTreeMap::new(),
+                used: (0, 0, 0),
+                names: HashSet::new(),
                 images: BTreeMap::from([(image.external_id.clone(), image)]),
                 rng: Rng(seed),
                 next_id: 0,
@@ -372,7 +435,6 @@ impl FakeCloud {
         } else {
             Fate::Boots
         };
-        let external_id = format!("fake-{n:08x}");
         let image_id = request.image.map(|image| match image {
             ImageRef::Cloud(name) => state
                 .images
@@ -381,35 +443,26 @@ impl FakeCloud {
                 .map_or(name, |i| i.external_id.clone()),
             ImageRef::Uploaded { external_id, .. } => external_id,
         });
-        let (hi, lo) = ((n >> 8) & 0xff, n & 0xff);
-        let view = Instance {
-            external_id: external_id.clone(),
-            state: None,
-            metadata: request.metadata,
-            interface_ip: Some(format!("203.0.{hi}.{lo}")),
-            public_ipv4: Some(format!("203.0.{hi}.{lo}")),
-            private_ipv4: Some(format!("10.0.{hi}.{lo}")),
-            public_ipv6: None,
-            az,
-            cloud: Some("fake".to_string()),
-            region: None,
-            host_id: Some("fake".to_string()),
-            image_id,
+        let metadata = request
+            .metadata
+            .iter()
+            .map(|(k, v)| (state.intern(k), Box::from(v.as_str())))
+            .collect();
+        let now = Instant::now();
+        let instance = FakeInstance {
+            n,
+            metadata,
+            az: az.map(|az| state.intern(&az)),
+            image_id: image_id.map(|id| state.intern(&id)),
             resources: Resources {
                 instances: Some(need.instances.unwrap_or(1)),
                 ..*need
             },
-            host_keys: Vec::new(),
-            connection_port: None,
-        };
-        let now = Instant::now();
-        let instance = FakeInstance {
-            view,
             ready_at: now + state.settings.boot_delay,
             fate,
         };
         let snapshot = instance.snapshot(now);
-        state.instances.insert(external_id, instance);
+        state.insert(snapshot.external_id.clone(), instance);
         tracing::debug!(provider, external_id = %snapshot.external_id, "fake cloud created server");
         Ok(snapshot)
     }
@@ -441,7 +494,7 @@ impl FakeCloud {
     pub fn delete(&self, provider: &str, external_id: &str) -> Result<()> {
         let mut state = self.state();
         state.injected_error(provider, "delete server")?;
-        state.instances.remove(external_id);
+        state.remove(external_id);
         Ok(())
     }
 
