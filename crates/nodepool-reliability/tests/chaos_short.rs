@@ -115,6 +115,10 @@ fn one_of_two_launchers_sigkilled_loses_and_leaks_nothing_on_zookeeper() {
         "2",
         "--requests",
         "100",
+        // Few in flight, so the load lasts long enough for all three kills
+        // to land while requests are still being served.
+        "--concurrency",
+        "5",
         "--kills",
         "3",
         "--seed",

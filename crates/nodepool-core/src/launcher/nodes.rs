@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast::Receiver;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::input::node_resources;
 use super::shared::lock;
 use crate::model::{Node, NodeState};
 use crate::provider::Resources;
 use crate::store::{NodeStore, StoreEvent};
-use crate::Result;
+use crate::{Error, Result};
 
 /// What the launcher's decisions read of a node.
 #[derive(Debug, Clone)]
@@ -194,6 +194,13 @@ impl NodeCache {
             match store.get_node(&id).await {
                 Ok(Some(node)) => lock(&self.view).put(&node),
                 Ok(None) => {
+                    lock(&self.view).nodes.remove(&id);
+                }
+                // Garbage or an empty znode (a lock taken on a node just
+                // deleted recreates it empty, as kazoo's does): not a node;
+                // skip it like listings do, never fail the pass on it.
+                Err(Error::Corrupt { path, message }) => {
+                    debug!(%path, %message, "skipping a node record that cannot be decoded");
                     lock(&self.view).nodes.remove(&id);
                 }
                 Err(e) => {
