@@ -17,7 +17,7 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 cleanup() {
     set +e
-    [ -f "$RUN_DIR/zk/zk.pid" ] && "$ROOT/scripts/zookeeper.sh" stop "$RUN_DIR/zk" >/dev/null 2>&1
+    [ -f "$RUN_DIR/zk/zookeeper.pid" ] && "$ROOT/scripts/zookeeper.sh" stop "$RUN_DIR/zk" >/dev/null 2>&1
     rm -rf "$RUN_DIR"
 }
 trap cleanup EXIT
