@@ -135,10 +135,23 @@ impl EmbeddedStore {
     /// Opens (or creates) the store at `path` and starts a session: sets
     /// WAL mode, brings the schema up to date, ends the sessions of dead
     /// processes, and starts this process's worker thread.
+    ///
+    /// Another process opening the same file at the same moment can hold it
+    /// briefly in a way SQLite's busy handler does not wait for (switching to
+    /// WAL, migrating): such a busy open is retried until `busy_timeout`.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let mut conn = schema::connect(&path, options.busy_timeout, options.durability)?;
-        schema::migrate(&mut conn, &path)?;
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        let conn = loop {
+            let attempt = schema::connect(&path, options.busy_timeout, options.durability)
+                .and_then(|mut conn| schema::migrate(&mut conn, &path).map(|()| conn));
+            match attempt {
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let (events, _) = broadcast::channel(options.event_capacity.max(1));
         let (seen_tx, seen) = watch::channel(0);
         let me = HostIdentity::current();
