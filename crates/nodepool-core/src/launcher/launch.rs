@@ -12,12 +12,11 @@ use super::input::{label_resources, resources_json};
 use super::shared::{ProviderRuntime, Shared};
 use super::stats::Counter;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
-use crate::model::{ImageUpload, Node, NodeState, UploadState};
+use crate::model::{Node, NodeState};
 use crate::provider::{
     ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
     META_PROVIDER,
 };
-use crate::store::NodeStore;
 use crate::{Error, Result};
 
 /// How a launch ended. The node record was updated accordingly.
@@ -48,29 +47,9 @@ impl LaunchContext {
     }
 }
 
-/// The newest ready upload of `diskimage` to `provider`.
-pub(crate) async fn newest_upload(
-    store: &dyn NodeStore,
-    diskimage: &str,
-    provider: &str,
-) -> Result<Option<ImageUpload>> {
-    let mut newest: Option<ImageUpload> = None;
-    for build in store.list_builds(diskimage).await? {
-        for upload in store.list_uploads(diskimage, &build.id).await? {
-            if upload.provider_name != provider || upload.state != Some(UploadState::Ready) {
-                continue;
-            }
-            let newer = match &newest {
-                None => true,
-                Some(n) => upload.state_time.unwrap_or(0.0) > n.state_time.unwrap_or(0.0),
-            };
-            if newer {
-                newest = Some(upload);
-            }
-        }
-    }
-    Ok(newest)
-}
+/// The newest ready upload of `diskimage` to `provider`: the builder's rule
+/// (falls back to the previous build's upload when the newest is gone).
+pub(crate) use crate::builder::newest_ready_upload_in as newest_upload;
 
 /// Fill the node's fields known before launching (image, login, resources):
 /// the caller stores them with the `building` state.
