@@ -100,6 +100,24 @@ async fn declines_unknown_label_and_fails_when_it_is_the_only_pool() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_whose_min_ram_fits_no_flavor_is_declined_not_left_waiting() {
+    // `huge` is in the pool's config (so the launcher registers it) but no
+    // flavor has that much RAM: the pool cannot size it and must decline.
+    let text = yaml("", "  - name: huge\n").replace(
+        "            min-ram: 8192\n",
+        "            min-ram: 8192\n          - name: huge\n            cloud-image: Fake Precise\n            min-ram: 999999\n",
+    );
+    let mut h = Harness::start(&text, FakeCloudSettings::default(), settings());
+    let id = h.submit(&["huge"], &RequestOptions::default()).await;
+    let request = h.wait_request_state(&id, RequestState::Failed).await;
+    assert_eq!(request.declined_by.len(), 1);
+    // The pool still serves its other label.
+    let ok = h.submit(&["small"], &RequestOptions::default()).await;
+    h.wait_request_state(&ok, RequestState::Fulfilled).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_relative_priority_is_served_first_at_quota() {
     // One server at a time: requests are served strictly in order.
     let mut h = Harness::start(

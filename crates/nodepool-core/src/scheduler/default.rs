@@ -209,10 +209,14 @@ impl<'a> Pass<'a> {
             .launchers
             .iter()
             .filter(|l| {
-                request
-                    .labels
-                    .iter()
-                    .all(|label| l.supported_labels.contains(label))
+                // This pool itself is no other pool: it may have left out a
+                // label it registered (one it cannot size, e.g. no flavor
+                // fits), and must then decline rather than wait for itself.
+                l.id != pool.launcher_id
+                    && request
+                        .labels
+                        .iter()
+                        .all(|label| l.supported_labels.contains(label))
                     && !request.declined_by.contains(&l.id)
             })
             .collect();

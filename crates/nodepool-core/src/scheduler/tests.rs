@@ -481,6 +481,23 @@ fn declines_missing_label_once_every_candidate_declined() {
 }
 
 #[test]
+fn declines_registered_label_the_pool_cannot_size_instead_of_waiting_for_itself() {
+    // The pool registered `gpu` (it is in its config) but left it out of
+    // its labels because no flavor fits: it must not yield to itself.
+    let mut i = input(pool(10), vec![request("r1", &["gpu"])]);
+    i.launchers = vec![launcher(
+        ME,
+        "fake-provider",
+        &["small", "large", "gpu"],
+        100,
+    )];
+    assert_eq!(
+        schedule(&i),
+        vec![decline("r1", DeclineReason::UnknownLabel("gpu".into()))]
+    );
+}
+
+#[test]
 fn yields_to_higher_priority_pool_unless_paused() {
     let mut i = input(pool(10), vec![request("r1", &["small"])]);
     i.launchers = vec![launcher("first", "other", &["small"], 50)];
