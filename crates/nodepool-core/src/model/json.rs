@@ -98,12 +98,40 @@ impl JsonValue {
         }
     }
 
+    /// The value as a `serde_json::Value` (integers beyond 64 bits become
+    /// floats, NaN and infinities `null`: serde_json has no room for them).
+    pub fn to_serde_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            JsonValue::Null => Value::Null,
+            JsonValue::Bool(b) => Value::Bool(*b),
+            JsonValue::Int(i) => i64::try_from(*i)
+                .map(Value::from)
+                .or_else(|_| u64::try_from(*i).map(Value::from))
+                .unwrap_or_else(|_| float_value(*i as f64)),
+            JsonValue::BigInt(s) => float_value(s.parse().unwrap_or(f64::NAN)),
+            JsonValue::Float(f) => float_value(*f),
+            JsonValue::String(s) => Value::String(s.clone()),
+            JsonValue::Array(a) => Value::Array(a.iter().map(JsonValue::to_serde_json).collect()),
+            JsonValue::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.to_serde_json()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Encode as Python's `json.dumps(value, sort_keys=sort_keys)` does.
     pub fn to_python_json(&self, sort_keys: bool) -> String {
         let mut out = String::new();
         write::write_value(&mut out, self, sort_keys);
         out
     }
+}
+
+/// A float as a `serde_json::Value`; `null` for NaN and infinities.
+fn float_value(f: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 impl From<&str> for JsonValue {

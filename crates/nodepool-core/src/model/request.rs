@@ -115,6 +115,27 @@ impl NodeRequest {
         request
     }
 
+    /// The attributes a user's template may read (upstream's
+    /// `getSafeAttributes`, what `dynamic-instance-properties` format
+    /// with): `id`, `labels`, `requestor`, `requestor_data`,
+    /// `relative_priority`, `event_id`, `created_time`, `tenant_name`.
+    pub fn safe_attributes(&self) -> serde_json::Value {
+        let opt_str = |s: &Option<String>| s.clone().map_or(serde_json::Value::Null, Into::into);
+        serde_json::json!({
+            "id": self.id,
+            "labels": self.node_types,
+            "requestor": opt_str(&self.requestor),
+            "requestor_data": self
+                .requestor_data
+                .as_ref()
+                .map_or(serde_json::Value::Null, JsonValue::to_serde_json),
+            "relative_priority": self.relative_priority,
+            "event_id": opt_str(&self.event_id),
+            "created_time": self.created_time,
+            "tenant_name": opt_str(&self.tenant_name),
+        })
+    }
+
     /// Change the state and set `state_time` to now, as upstream's state
     /// setter does.
     pub fn set_state(&mut self, state: RequestState) {
@@ -211,6 +232,30 @@ mod tests {
             ["099-0000000010", "100-0000000009", "100-0000000005"]
         );
         assert_eq!(a.priority_key(), ("100", 1, "0000000005"));
+    }
+
+    #[test]
+    fn safe_attributes_are_upstreams_eight_keys() {
+        let mut r = NodeRequest::new(["small"]);
+        r.id = "100-0000000007".into();
+        r.tenant_name = Some("acme".into());
+        r.requestor_data = Some(JsonValue::Object(
+            [("project".to_string(), JsonValue::from("infra"))]
+                .into_iter()
+                .collect(),
+        ));
+        let a = r.safe_attributes();
+        let keys: Vec<&str> = a
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(keys.len(), 8, "{keys:?}");
+        assert_eq!(a["id"], "100-0000000007");
+        assert_eq!(a["labels"][0], "small");
+        assert_eq!(a["tenant_name"], "acme");
+        assert_eq!(a["requestor_data"]["project"], "infra");
+        assert!(a["requestor"].is_null());
+        assert!(a["created_time"].is_null());
     }
 
     #[test]
