@@ -301,50 +301,75 @@ impl Client {
         }
     }
 
+    /// Lock every node of a fulfilled request, check each is allocated to
+    /// it, delete the request and mark the nodes `in-use`. On any failure
+    /// the nodes locked so far are unlocked again, so that a later attempt
+    /// (or the launcher's cleanup) can have them; the store's unlock keeps
+    /// trying across a lost connection.
     async fn accept(&self, request: NodeRequest) -> Result<LockedNodes> {
         let mut locked: Vec<(Node, LockHandle)> = Vec::with_capacity(request.nodes.len());
-        let options = LockOptions {
-            identifier: Some(self.requestor.clone()),
-            ..LockOptions::wait(Duration::from_secs(10))
+        let result = self.lock_allocated(&request, &mut locked).await;
+        let result = match result {
+            Ok(()) => self.take_locked(&request, &mut locked).await,
+            Err(e) => Err(e),
         };
-        for id in &request.nodes {
-            let result = async {
-                let lock = self
-                    .store
-                    .lock(&LockTarget::Node(id.clone()), &options)
-                    .await?;
-                let node = match self.store.get_node(id).await? {
-                    Some(node) if node.allocated_to.as_deref() == Some(request.id.as_str()) => node,
-                    _ => {
-                        let _ = self.store.unlock(&lock).await;
-                        return Err(Error::Other(format!(
-                            "node {id} is no longer allocated to request {}",
-                            request.id
-                        )));
-                    }
-                };
-                Ok((node, lock))
+        if let Err(e) = result {
+            debug!(request_id = %request.id, error = %e, "cannot accept the fulfilled request; unlocking its nodes");
+            for (_, lock) in &locked {
+                let _ = self.store.unlock(lock).await;
             }
-            .await;
-            match result {
-                Ok(pair) => locked.push(pair),
-                Err(e) => {
-                    for (_, lock) in &locked {
-                        let _ = self.store.unlock(lock).await;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        self.store.delete_request(&request.id).await?;
-        for (node, _) in locked.iter_mut() {
-            node.set_state(NodeState::InUse);
-            self.store.update_node(node).await?;
+            return Err(e);
         }
         Ok(LockedNodes {
             request_id: request.id,
             nodes: locked,
         })
+    }
+
+    /// Lock the request's nodes one by one into `locked`, checking each is
+    /// allocated to the request.
+    async fn lock_allocated(
+        &self,
+        request: &NodeRequest,
+        locked: &mut Vec<(Node, LockHandle)>,
+    ) -> Result<()> {
+        let options = LockOptions {
+            identifier: Some(self.requestor.clone()),
+            ..LockOptions::wait(Duration::from_secs(10))
+        };
+        for id in &request.nodes {
+            let lock = self
+                .store
+                .lock(&LockTarget::Node(id.clone()), &options)
+                .await?;
+            let node = match self.store.get_node(id).await {
+                Ok(Some(node)) if node.allocated_to.as_deref() == Some(request.id.as_str()) => node,
+                other => {
+                    let _ = self.store.unlock(&lock).await;
+                    other?;
+                    return Err(Error::Other(format!(
+                        "node {id} is no longer allocated to request {}",
+                        request.id
+                    )));
+                }
+            };
+            locked.push((node, lock));
+        }
+        Ok(())
+    }
+
+    /// With every node locked: delete the request, mark the nodes `in-use`.
+    async fn take_locked(
+        &self,
+        request: &NodeRequest,
+        locked: &mut [(Node, LockHandle)],
+    ) -> Result<()> {
+        self.store.delete_request(&request.id).await?;
+        for (node, _) in locked.iter_mut() {
+            node.set_state(NodeState::InUse);
+            self.store.update_node(node).await?;
+        }
+        Ok(())
     }
 
     /// Return the nodes: mark them `used` and unlock them; the launcher

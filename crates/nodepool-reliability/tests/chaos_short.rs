@@ -148,7 +148,6 @@ fn cloud_errors_stalls_and_quota_faults_lose_and_leak_nothing() {
 }
 
 #[test]
-#[ignore = "fails today: after a ZooKeeper restart a fulfilled request is never accepted and abandoned init nodes are never cleaned (doc/reliability.md)"]
 fn zookeeper_restart_mid_load_loses_and_leaks_nothing() {
     if !zk_available() {
         eprintln!("NODEPOOL_TEST_ZK_TLS is not set (no ZooKeeper install): skipped");

@@ -52,21 +52,38 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Whether `e` means the session or connection is gone for now: a retry
-/// after reconnecting can help.
-pub(crate) fn is_unavailable(e: &zookeeper_client::Error) -> bool {
+/// Whether the connection broke while the call was in flight, so that the
+/// server may or may not have applied it. `zookeeper-client` 0.11 fails the
+/// calls in flight with the transport's error, not only with
+/// `ConnectionLoss`: an I/O error such as "Connection reset by peer" or "no
+/// response from connection in ..." (`Custom`), or a garbled reply
+/// (`UnexpectedError`). The session usually survives (the client
+/// reconnects), so an idempotent call can simply be made again.
+pub(crate) fn is_connection_broken(e: &zookeeper_client::Error) -> bool {
     use zookeeper_client::Error as Zk;
     matches!(
         e,
-        Zk::ConnectionLoss
-            | Zk::SessionExpired
-            | Zk::ClientClosed
-            | Zk::Timeout
-            | Zk::NoHosts
-            | Zk::Throttled
-            | Zk::SessionMoved
-            | Zk::NotReadOnly
+        Zk::ConnectionLoss | Zk::Custom(_) | Zk::UnexpectedError(_) | Zk::Timeout
     )
+}
+
+/// Whether the session is over for good: its ephemeral nodes (locks,
+/// requests, registrations) are gone with it.
+pub(crate) fn is_session_ended(e: &zookeeper_client::Error) -> bool {
+    use zookeeper_client::Error as Zk;
+    matches!(e, Zk::SessionExpired | Zk::ClientClosed)
+}
+
+/// Whether `e` means the session or connection is gone for now: a retry
+/// after reconnecting (or on the store's next session) can help.
+pub(crate) fn is_unavailable(e: &zookeeper_client::Error) -> bool {
+    use zookeeper_client::Error as Zk;
+    is_connection_broken(e)
+        || is_session_ended(e)
+        || matches!(
+            e,
+            Zk::NoHosts | Zk::Throttled | Zk::SessionMoved | Zk::NotReadOnly
+        )
 }
 
 /// A failed ZooKeeper call as a store error: `StoreUnavailable` when a

@@ -11,10 +11,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use zookeeper_client::{Client, CreateMode, Error as Zk};
+use zookeeper_client::{Acls, Client, CreateMode, Error as Zk};
 
-use crate::error::store_error;
-use crate::ops;
+use crate::error::{is_connection_broken, is_session_ended, store_error};
+use crate::ops::{self, Removed};
 use crate::paths::{contender_sequence, LOCK_NAME};
 use nodepool_core::store::{LockHandle, LockOptions, LockTarget};
 use nodepool_core::{Error, Result};
@@ -55,6 +55,10 @@ impl Held {
 /// that fails), and our contender. A non-blocking attempt first lists the
 /// contenders and fails without writing if there are any: ours would queue
 /// behind them and be withdrawn at once (kazoo writes and deletes it).
+///
+/// A node's lock lives in the node's znode, which is never made here:
+/// locking a node that is gone fails with [`Error::NodeNotFound`] and
+/// writes nothing (kazoo's `makepath` would leave an empty node znode).
 pub(crate) async fn acquire(
     client: &Client,
     held: &Held,
@@ -65,7 +69,7 @@ pub(crate) async fn acquire(
     let deadline = options.timeout.map(|t| Instant::now() + t);
     if !options.blocking {
         match ops::children_if_exists(client, &lock_path).await? {
-            None => ops::ensure_path(client, &lock_path).await?,
+            None => ensure_lock_path(client, target, &lock_path).await?,
             Some(children) if children.iter().any(|c| contender_sequence(c).is_some()) => {
                 return Err(Error::LockHeld {
                     target: target.to_string(),
@@ -79,7 +83,7 @@ pub(crate) async fn acquire(
     // and `create_contender` makes it when it does not.
     let prefix = format!("{}{LOCK_NAME}", uuid::Uuid::new_v4().simple());
     let data = options.identifier.clone().unwrap_or_default();
-    let node = create_contender(client, &lock_path, &prefix, data.as_bytes()).await?;
+    let node = create_contender(client, target, &lock_path, &prefix, data.as_bytes()).await?;
     let contender_path = format!("{lock_path}/{node}");
     match wait_for_turn(
         client,
@@ -99,30 +103,69 @@ pub(crate) async fn acquire(
             })
         }
         Err(e) => {
-            // Leave the queue, as kazoo's best-effort clean-up does.
-            if let Err(cleanup) = ops::delete(client, &contender_path).await {
-                tracing::warn!(lock = %lock_path, %node, error = %cleanup, "cannot withdraw a lock contender");
+            // Leave the queue, as kazoo's clean-up does; a delete that the
+            // connection breaks under is made again (a contender left
+            // behind would hold the lock for as long as our session lives).
+            if let Err(cleanup) = ops::remove(client, &contender_path).await {
+                if !is_session_ended(&cleanup) {
+                    tracing::warn!(lock = %lock_path, %node, error = %cleanup, "cannot withdraw a lock contender");
+                }
             }
             Err(e)
         }
     }
 }
 
-/// Creates our contender; after a connection loss, finds it by its unique
-/// prefix before trying again (Curator's trick, which kazoo uses too).
+/// Makes the lock path of `target` if it is missing. For a node, only the
+/// last segment (`lock`) is made, under the node's existing znode.
+async fn ensure_lock_path(client: &Client, target: &LockTarget, lock_path: &str) -> Result<()> {
+    let LockTarget::Node(id) = target else {
+        return ops::ensure_path(client, lock_path).await;
+    };
+    let made = ops::retry_broken("create", lock_path, || {
+        client.create(lock_path, b"", &ops::DIRECTORY)
+    })
+    .await;
+    match made {
+        Ok(_) | Err(Zk::NodeExists) => Ok(()),
+        Err(Zk::NoNode) => Err(Error::NodeNotFound { id: id.clone() }),
+        Err(e) => Err(store_error("create", lock_path, e)),
+    }
+}
+
+/// Creates our contender; after the connection broke under the create,
+/// finds it by its unique prefix before trying again (Curator's trick,
+/// which kazoo uses too).
 async fn create_contender(
     client: &Client,
+    target: &LockTarget,
     lock_path: &str,
     prefix: &str,
     data: &[u8],
 ) -> Result<String> {
     let create_path = format!("{lock_path}/{prefix}");
-    let mut tries = 0;
+    let options = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+    let mut broken = 0;
+    let mut made_path = false;
     loop {
-        match ops::create(client, &create_path, data, CreateMode::EphemeralSequential).await {
-            Ok(node) => return Ok(node),
-            Err(Zk::ConnectionLoss) if tries < 5 => {
-                tries += 1;
+        match client.create(&create_path, data, &options).await {
+            Ok((_, sequence)) => return Ok(format!("{prefix}{sequence}")),
+            Err(Zk::NoNode) if !made_path => {
+                made_path = true;
+                ensure_lock_path(client, target, lock_path).await?;
+            }
+            Err(Zk::NoNode) => {
+                // The lock path went again (its record was deleted).
+                return Err(match target {
+                    LockTarget::Node(id) => Error::NodeNotFound { id: id.clone() },
+                    _ => Error::LockLost {
+                        target: target.to_string(),
+                    },
+                });
+            }
+            Err(e) if is_connection_broken(&e) && broken < 5 => {
+                broken += 1;
+                tracing::debug!(lock = %lock_path, error = %e, "connection broke under a contender create; looking for it");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let children = ops::children(client, lock_path).await?;
                 if let Some(node) = children.into_iter().find(|c| c.starts_with(prefix)) {
@@ -199,19 +242,21 @@ async fn wait_for_turn(
 }
 
 /// Gives a lock back; [`Error::LockLost`] if its contender is gone
-/// (without asking the server when our own delete of the record took it).
+/// (without asking the server when our own delete of the record took it,
+/// or when our session ended, which took it too). The delete is made again
+/// while the connection breaks under it: see [`ops::remove`].
 pub(crate) async fn release(client: &Client, held: &Held, handle: &LockHandle) -> Result<()> {
     let path = format!("{}/{}", handle.target.path(), handle.contender);
+    let lost = || Error::LockLost {
+        target: handle.target.to_string(),
+    };
     if held.book().remove(&path) == Some(true) {
-        return Err(Error::LockLost {
-            target: handle.target.to_string(),
-        });
+        return Err(lost());
     }
-    match client.delete(&path, None).await {
-        Ok(()) => Ok(()),
-        Err(Zk::NoNode) => Err(Error::LockLost {
-            target: handle.target.to_string(),
-        }),
+    match ops::remove(client, &path).await {
+        Ok(Removed::Deleted) => Ok(()),
+        Ok(Removed::Missing) => Err(lost()),
+        Err(e) if is_session_ended(&e) => Err(lost()),
         Err(e) => Err(store_error("delete", &path, e)),
     }
 }

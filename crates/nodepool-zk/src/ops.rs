@@ -1,37 +1,48 @@
 //! ZooKeeper calls with the habits of kazoo that upstream relies on:
-//! `makepath` on create, recursive delete, reads retried across a
-//! connection loss.
+//! `makepath` on create, recursive delete, and idempotent calls (reads,
+//! directory creates, deletes) made again when the connection breaks under
+//! them.
 
 use std::time::Duration;
 
+use tokio::time::Instant;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as Zk, Stat};
 
-use crate::error::store_error;
+use crate::error::{is_connection_broken, store_error};
 use nodepool_core::Result;
 
-/// How many times a read is retried after a connection loss; the client
-/// reconnects in the meantime.
-const READ_RETRIES: u32 = 20;
-/// The pause between those retries.
-const READ_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// How many times an idempotent call is made again after the connection
+/// broke under it. A call made while the client is disconnected waits for
+/// the reconnection (or the session's end), so this counts connection
+/// breaks, not time.
+const RETRIES: u32 = 20;
+/// The pause between those attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// What a delete that must happen waits beyond twice the session timeout
+/// (the client gives up reconnecting after 1.4 times it).
+const DELETE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Directories: persistent, open to all, as kazoo makes them.
 pub(crate) const DIRECTORY: CreateOptions<'static> =
     CreateMode::Persistent.with_acls(Acls::anyone_all());
 
-/// Runs a read, retrying it while the connection is lost.
-async fn retry_read<T, F, Fut>(operation: &'static str, path: &str, read: F) -> Result<T, Zk>
+/// Makes an idempotent call, again while the connection breaks under it.
+pub(crate) async fn retry_broken<T, F, Fut>(
+    operation: &'static str,
+    path: &str,
+    call: F,
+) -> Result<T, Zk>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, Zk>>,
 {
     let mut tries = 0;
     loop {
-        match read().await {
-            Err(Zk::ConnectionLoss) if tries < READ_RETRIES => {
+        match call().await {
+            Err(e) if is_connection_broken(&e) && tries < RETRIES => {
                 tries += 1;
-                tracing::debug!(operation, path, tries, "connection lost; retrying the read");
-                tokio::time::sleep(READ_RETRY_PAUSE).await;
+                tracing::debug!(operation, path, tries, error = %e, "connection broke; calling again");
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
             other => return other,
         }
@@ -40,7 +51,7 @@ where
 
 /// The data of `path`, `None` if it does not exist.
 pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
-    match retry_read("get", path, || client.get_data(path)).await {
+    match retry_broken("get", path, || client.get_data(path)).await {
         Ok(found) => Ok(Some(found)),
         Err(Zk::NoNode) => Ok(None),
         Err(e) => Err(store_error("get", path, e)),
@@ -49,7 +60,7 @@ pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<(Vec<u8>, 
 
 /// Whether `path` exists.
 pub(crate) async fn exists(client: &Client, path: &str) -> Result<bool> {
-    retry_read("exists", path, || client.check_stat(path))
+    retry_broken("exists", path, || client.check_stat(path))
         .await
         .map(|stat| stat.is_some())
         .map_err(|e| store_error("exists", path, e))
@@ -62,7 +73,7 @@ pub(crate) async fn children(client: &Client, path: &str) -> Result<Vec<String>>
 
 /// The children of `path`, sorted; `None` if it does not exist.
 pub(crate) async fn children_if_exists(client: &Client, path: &str) -> Result<Option<Vec<String>>> {
-    match retry_read("list", path, || client.list_children(path)).await {
+    match retry_broken("list", path, || client.list_children(path)).await {
         Ok(mut children) => {
             children.sort_unstable();
             Ok(Some(children))
@@ -84,7 +95,7 @@ fn parent(path: &str) -> &str {
 /// Makes `path` and its missing ancestors as empty persistent nodes
 /// (kazoo's `ensure_path`).
 pub(crate) async fn ensure_path(client: &Client, path: &str) -> Result<()> {
-    match client.mkdir(path, &DIRECTORY).await {
+    match retry_broken("ensure path", path, || client.mkdir(path, &DIRECTORY)).await {
         Ok(()) | Err(Zk::NodeExists) => Ok(()),
         Err(e) => Err(store_error("ensure path", path, e)),
     }
@@ -119,7 +130,12 @@ pub(crate) async fn create(
             }
             Err(Zk::NoNode) if !made_parent => {
                 made_parent = true;
-                match client.mkdir(parent(path), &DIRECTORY).await {
+                let parent = parent(path);
+                match retry_broken("create parents", parent, || {
+                    client.mkdir(parent, &DIRECTORY)
+                })
+                .await
+                {
                     Ok(()) | Err(Zk::NodeExists) => {}
                     Err(e) => return Err(e),
                 }
@@ -130,8 +146,13 @@ pub(crate) async fn create(
 }
 
 /// Replaces the data of an existing node; `Ok(false)` if it is missing.
+///
+/// Made again when the connection breaks under it, on the same session
+/// (an ended session fails the call): the write is unconditional, so
+/// writing the same data twice is harmless, and nodepool writes a record
+/// under its lock, which a surviving session still holds.
 pub(crate) async fn set(client: &Client, path: &str, data: &[u8]) -> Result<bool> {
-    match client.set_data(path, data, None).await {
+    match retry_broken("set", path, || client.set_data(path, data, None)).await {
         Ok(_) => Ok(true),
         Err(Zk::NoNode) => Ok(false),
         Err(e) => Err(store_error("set", path, e)),
@@ -163,9 +184,9 @@ pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<Vec<
         }
         let mut not_empty = false;
         for node in order.into_iter().rev() {
-            match client.delete(&node, None).await {
-                Ok(()) => deleted.push(node),
-                Err(Zk::NoNode) => {}
+            match remove(client, &node).await {
+                Ok(Removed::Deleted) => deleted.push(node),
+                Ok(Removed::Missing) => {}
                 Err(Zk::NotEmpty) => not_empty = true,
                 Err(e) => return Err(store_error("delete", &node, e)),
             }
@@ -184,9 +205,52 @@ pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<Vec<
 
 /// Deletes one node; a missing node is fine.
 pub(crate) async fn delete(client: &Client, path: &str) -> Result<()> {
-    match client.delete(path, None).await {
-        Ok(()) | Err(Zk::NoNode) => Ok(()),
+    match remove(client, path).await {
+        Ok(_) => Ok(()),
         Err(e) => Err(store_error("delete", path, e)),
+    }
+}
+
+/// What [`remove`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// Deleted by this call (or by an attempt of it whose reply was lost).
+    Deleted,
+    /// Missing at the first attempt: somebody else deleted it.
+    Missing,
+}
+
+/// Deletes one node, making the call again while the connection breaks
+/// under it, for up to twice the session timeout plus a margin: a delete
+/// that must happen (a lock contender, a record) is not given up on the
+/// first hiccup, which would leave an ephemeral contender of a live session
+/// in place for good. A `NoNode` after a broken attempt means that attempt
+/// went through. `NotEmpty`, an ended session and other failures are
+/// returned as they are.
+pub(crate) async fn remove(client: &Client, path: &str) -> Result<Removed, Zk> {
+    let deadline = Instant::now() + client.session_timeout() * 2 + DELETE_MARGIN;
+    let mut tries = 0u32;
+    loop {
+        match client.delete(path, None).await {
+            Ok(()) => return Ok(Removed::Deleted),
+            Err(Zk::NoNode) if tries == 0 => return Ok(Removed::Missing),
+            Err(Zk::NoNode) => return Ok(Removed::Deleted),
+            Err(e) if is_connection_broken(&e) && Instant::now() < deadline => {
+                tries += 1;
+                if tries == 1 {
+                    tracing::info!(path, error = %e, "connection broke under a delete; deleting again once reconnected");
+                } else {
+                    tracing::debug!(path, tries, error = %e, "connection broke under a delete again");
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(e) => {
+                if tries > 0 {
+                    tracing::warn!(path, tries, error = %e, "giving up a delete");
+                }
+                return Err(e);
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{server_or_skip, unique_chroot, TestServer};
-use nodepool_core::store::{NodeStore, StoreEvent};
+use nodepool_core::store::{LockOptions, LockTarget, NodeStore, StoreEvent};
 use nodepool_zk::{ZkConfig, ZkStore, ZkTls};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -224,4 +224,87 @@ async fn watch_delivers_another_clients_changes_after_a_server_restart() {
     writer.delete_node(&after).await.expect("delete_node");
     writer.close().await.expect("close writer");
     watcher.close().await.expect("close watcher");
+}
+
+/// Locks taken before a server restart and released while it happens
+/// (some releases cut off in flight, some sent while the server is down)
+/// all end: no contender of the surviving session is left to hold a lock
+/// for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_released_across_a_server_restart_leave_no_contender() {
+    if server_or_skip("locks_released_across_a_server_restart_leave_no_contender").is_none() {
+        return;
+    }
+    let private = PrivateServer::start();
+    let server = private.server();
+    let chroot = unique_chroot("outage-unlock");
+    let config = server
+        .config(&chroot)
+        .with_session_timeout(Duration::from_secs(40));
+    let store = ZkStore::connect(config).await.expect("connect");
+    let session = store.session_id().expect("session id");
+    let mut handles = Vec::new();
+    for _ in 0..30 {
+        let id = store
+            .create_node(&Default::default())
+            .await
+            .expect("create_node");
+        let target = LockTarget::Node(id);
+        let handle = store
+            .lock(&target, &LockOptions::try_once())
+            .await
+            .expect("lock");
+        handles.push(handle);
+    }
+
+    let dir = private.dir.clone();
+    let restart = tokio::task::spawn_blocking(move || run_script("restart", &dir));
+    // Spread over the restart: before the stop, during it, while down.
+    let releasing = store.clone();
+    let releases = tokio::spawn(async move {
+        let mut pending = Vec::new();
+        for handle in handles {
+            let store = releasing.clone();
+            pending.push(tokio::spawn(async move {
+                let result = store.unlock(&handle).await;
+                (handle, result)
+            }));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let mut done = Vec::new();
+        for task in pending {
+            done.push(task.await.expect("unlock task"));
+        }
+        done
+    });
+    restart.await.expect("restart task");
+    let released = tokio::time::timeout(Duration::from_secs(90), releases)
+        .await
+        .expect("every unlock ends within 90 s")
+        .expect("releases task");
+    assert_eq!(
+        store.session_id().expect("session id"),
+        session,
+        "the session survived the restart"
+    );
+
+    let other = ZkStore::connect(server.config(&chroot))
+        .await
+        .expect("connect after the restart");
+    for (handle, result) in released {
+        if let Err(e) = result {
+            panic!("unlocking {} across the restart: {e}", handle.target);
+        }
+        assert_eq!(
+            other
+                .lock_contenders(&handle.target)
+                .await
+                .expect("lock_contenders"),
+            Vec::<String>::new(),
+            "no contender left on {}",
+            handle.target
+        );
+    }
+    other.close().await.expect("close other");
+    store.close().await.expect("close");
 }

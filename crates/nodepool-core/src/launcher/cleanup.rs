@@ -227,7 +227,12 @@ pub(crate) async fn delete_locked(
                 return Err(e);
             }
         }
-        shared.store.delete_node(&node.id).await?;
+        if let Err(e) = shared.store.delete_node(&node.id).await {
+            // Left `deleting` (or `deleted`) and unlocked for the next sweep.
+            warn!(error = %e, "could not delete the node record; will retry");
+            let _ = shared.store.unlock(&handle).await;
+            return Err(e);
+        }
         // The record (and its lock) is gone; releasing may report it lost.
         let _ = shared.store.unlock(&handle).await;
         shared.counters.bump(Counter::NodesDeleted);
@@ -245,7 +250,10 @@ pub(crate) async fn delete_locked(
 }
 
 /// The sweep: offer every unlocked node in a cleanup state, release ready
-/// nodes whose request vanished, delete orphaned `init` nodes.
+/// nodes whose request vanished, delete orphaned `init` nodes: those of a
+/// launcher that is gone, and those whose request is gone (a handler that
+/// lost its store connection between creating and locking one, and could
+/// not mark it itself).
 async fn sweep(shared: &Shared) -> Result<()> {
     shared.nodes.sync(&*shared.store).await?;
     let requests: BTreeSet<String> = shared
@@ -282,11 +290,7 @@ async fn sweep(shared: &Shared) -> Result<()> {
                     .is_some_and(|r| !requests.contains(r))
             {
                 orphans.push(id.clone());
-            } else if node.state == Some(NodeState::Init)
-                && node
-                    .launcher
-                    .as_deref()
-                    .map_or(true, |l| !pools.contains(l))
+            } else if node.state == Some(NodeState::Init) && orphaned_init(node, &pools, &requests)
             {
                 init.push(id.clone());
             }
@@ -296,23 +300,59 @@ async fn sweep(shared: &Shared) -> Result<()> {
         deallocate_orphan(shared, &id, &requests).await;
     }
     for id in init {
-        let target = LockTarget::Node(id.clone());
-        if let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await {
-            match shared.store.get_node(&id).await {
-                Ok(Some(n))
-                    if n.state == Some(NodeState::Init)
-                        && n.launcher.as_ref().map_or(true, |l| !pools.contains(l)) =>
-                {
-                    info!(node_id = %n.id, "deleting init node of a gone launcher");
-                    let _ = delete_locked(shared, n, handle).await;
-                }
-                _ => {
-                    let _ = shared.store.unlock(&handle).await;
-                }
-            }
-        }
+        delete_orphaned_init(shared, &id, &pools).await;
     }
     Ok(())
+}
+
+/// Whether an `init` node is nobody's work: its launcher's pool is not
+/// registered, or its request is gone (`requests` was listed after the node
+/// cache was synced, so a node's request, created before the node, is in it
+/// unless it was deleted).
+fn orphaned_init(
+    node: &NodeSummary,
+    pools: &BTreeSet<String>,
+    requests: &BTreeSet<String>,
+) -> bool {
+    let launcher_gone = node
+        .launcher
+        .as_deref()
+        .map_or(true, |l| !pools.contains(l));
+    let request_gone = node
+        .allocated_to
+        .as_deref()
+        .map_or(true, |r| !requests.contains(r));
+    launcher_gone || request_gone
+}
+
+/// Delete an orphaned `init` node if it is unlocked and still orphaned by a
+/// direct read (its request checked again).
+async fn delete_orphaned_init(shared: &Shared, id: &str, pools: &BTreeSet<String>) {
+    let target = LockTarget::Node(id.to_string());
+    let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+        return;
+    };
+    let node = match shared.store.get_node(id).await {
+        Ok(Some(n)) if n.state == Some(NodeState::Init) => n,
+        _ => {
+            let _ = shared.store.unlock(&handle).await;
+            return;
+        }
+    };
+    let launcher_gone = node.launcher.as_ref().map_or(true, |l| !pools.contains(l));
+    let request_gone = match node.allocated_to.as_deref() {
+        None => true,
+        Some(request) => matches!(shared.store.get_request(request).await, Ok(None)),
+    };
+    if launcher_gone {
+        info!(node_id = %id, "deleting init node of a gone launcher");
+    } else if request_gone {
+        info!(node_id = %id, request_id = ?node.allocated_to, "deleting init node of a gone request");
+    } else {
+        let _ = shared.store.unlock(&handle).await;
+        return;
+    }
+    let _ = delete_locked(shared, node, handle).await;
 }
 
 async fn deallocate_orphan(shared: &Shared, id: &str, requests: &BTreeSet<String>) {
@@ -351,6 +391,11 @@ pub(crate) async fn run_periodic(shared: Arc<Shared>, cancel: CancellationToken)
         }
         if let Err(e) = leaks.pass(&shared).await {
             warn!(error = %e, "leaked instance cleanup failed");
+        }
+        match shared.store.purge_empty_nodes().await {
+            Ok(0) => {}
+            Ok(purged) => debug!(purged, "removed empty node entries"),
+            Err(e) => warn!(error = %e, "empty node cleanup failed"),
         }
         if !shared::wait_or_tick(&never, shared.settings.cleanup_interval, &cancel).await {
             return;

@@ -5,6 +5,9 @@
 //! `pending`; lock and allocate reused nodes; create each new node `init`,
 //! lock it, set it `building`, launch; when every launch is done, unlock
 //! the nodes, store the request (`fulfilled`, or declined) and unlock it.
+//!
+//! When the store fails midway (a lost connection), the handler abandons
+//! the request without leaving anything cleanup cannot take (`abandon`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,6 +63,8 @@ struct Handler {
     request: NodeRequest,
     request_lock: LockHandle,
     held: Vec<Held>,
+    /// New nodes created but not (yet) locked by us.
+    created: Vec<String>,
 }
 
 /// Handle `plan` to its end; always clears the pool's bookkeeping.
@@ -149,6 +154,7 @@ async fn handle(
         request,
         request_lock,
         held: Vec::new(),
+        created: Vec::new(),
     };
     info!("accepting node request");
     h.request.state = Some(RequestState::Pending);
@@ -174,7 +180,7 @@ async fn handle(
         Ok(Done::Requeue) => h.requeue().await,
         Err(e) => {
             warn!(error = %e, "abandoning request");
-            h.requeue().await?;
+            h.abandon().await;
             Err(e)
         }
     }
@@ -349,11 +355,14 @@ impl Handler {
         if let Some(a) = lock(&self.state.book).active.get_mut(&self.request.id) {
             a.created.insert(node.id.clone());
         }
+        // Known before it is locked, so that an abandon can find it.
+        self.created.push(node.id.clone());
         let lock = self
             .shared
             .store
             .lock(&LockTarget::Node(node.id.clone()), &LockOptions::try_once())
             .await?;
+        self.created.retain(|id| *id != node.id);
         self.held.push(Held {
             index,
             node: node.clone(),
@@ -429,6 +438,118 @@ impl Handler {
         };
         let _ = self.shared.store.unlock(&self.request_lock).await;
         result
+    }
+
+    /// The handling failed midway (the store, usually): give the request
+    /// back (`requested`) and leave nothing that cleanup cannot take. Nodes
+    /// we hold: reused and ready ones are deallocated, new ones still `init`
+    /// are marked `deleting` (`building` ones are cleanup's once unlocked);
+    /// then all are unlocked. New nodes we created but never locked, and any
+    /// `init` node of ours allocated to the request (a create whose reply
+    /// was lost), are locked and marked `deleting` too. Every step is best
+    /// effort: what fails here is left to the cleanup (an unlocked `pending`
+    /// request is reset, an unlocked `init` node of a gone request or
+    /// launcher is deleted).
+    async fn abandon(mut self) {
+        let store = self.shared.store.clone();
+        for h in &mut self.held {
+            let result = if h.reused || h.node.state == Some(NodeState::Ready) {
+                h.node.allocated_to = None;
+                store.update_node(&h.node).await
+            } else {
+                // Read again: a launch cut short by a stop may have stored
+                // an instance our copy does not know. An unlocked `building`
+                // node is cleanup's already; an `init` one is not.
+                match store.get_node(&h.node.id).await {
+                    Ok(Some(mut node)) if node.state == Some(NodeState::Init) => {
+                        node.set_state(NodeState::Deleting);
+                        node.allocated_to = None;
+                        store.update_node(&node).await
+                    }
+                    other => other.map(|_| ()),
+                }
+            };
+            if let Err(e) = result {
+                warn!(node_id = %h.node.id, error = %e, "could not release a node of an abandoned request");
+            }
+        }
+        self.unlock_nodes().await;
+        self.held.clear();
+        for id in self.strays().await {
+            self.discard_stray(&id).await;
+        }
+        self.request.state = Some(RequestState::Requested);
+        self.request.nodes.clear();
+        self.request.state_time = Some(super::shared::now());
+        match store.update_request(&self.request).await {
+            Ok(()) | Err(Error::RequestNotFound { .. }) => {}
+            Err(e) => warn!(error = %e, "could not give back an abandoned request"),
+        }
+        if let Err(e) = store.unlock(&self.request_lock).await {
+            debug!(error = %e, "request lock already gone");
+        }
+    }
+
+    /// New nodes of this handler that it does not hold: those it created
+    /// but could not lock, and `init` ones of its launcher allocated to the
+    /// request (only this handler, holding the request lock, makes them).
+    async fn strays(&mut self) -> Vec<String> {
+        let mut strays = std::mem::take(&mut self.created);
+        if let Err(e) = self.shared.nodes.sync(&*self.shared.store).await {
+            debug!(error = %e, "cannot look for init nodes of the abandoned request");
+            return strays;
+        }
+        let request = self.request.id.as_str();
+        let launcher = self.state.launcher_id.as_str();
+        self.shared.nodes.with(|nodes| {
+            for (id, n) in nodes {
+                if n.state == Some(NodeState::Init)
+                    && n.allocated_to.as_deref() == Some(request)
+                    && n.launcher.as_deref() == Some(launcher)
+                    && !strays.contains(id)
+                {
+                    strays.push(id.clone());
+                }
+            }
+        });
+        strays
+    }
+
+    /// Lock a new node we do not hold and, if it is still an `init` node of
+    /// this request, mark it `deleting` (upstream's lost-request reset does
+    /// the same to such nodes).
+    async fn discard_stray(&self, id: &str) {
+        let store = &self.shared.store;
+        let target = LockTarget::Node(id.to_string());
+        let handle = match store.lock(&target, &LockOptions::try_once()).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                debug!(node_id = %id, error = %e, "cannot lock a node of the abandoned request");
+                return;
+            }
+        };
+        match store.get_node(id).await {
+            Ok(Some(mut node))
+                if node.state == Some(NodeState::Init)
+                    && node.allocated_to.as_deref() == Some(self.request.id.as_str()) =>
+            {
+                node.set_state(NodeState::Deleting);
+                node.allocated_to = None;
+                match store.update_node(&node).await {
+                    Ok(()) => {
+                        info!(node_id = %id, "marked an init node of the abandoned request for deletion")
+                    }
+                    Err(e) => {
+                        warn!(node_id = %id, error = %e, "could not mark an init node for deletion")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(node_id = %id, error = %e, "cannot read a node of the abandoned request")
+            }
+        }
+        let _ = store.unlock(&handle).await;
     }
 
     async fn unlock_nodes(&mut self) {

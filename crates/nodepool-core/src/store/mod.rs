@@ -41,7 +41,9 @@
 //! that times out, fails with [`Error::LockHeld`] and leaves the queue; so
 //! does a blocking attempt whose future is dropped. Unlocking a lock that
 //! was released, deleted or lost with its session fails with
-//! [`Error::LockLost`].
+//! [`Error::LockLost`]. Locking a node whose record is gone may fail with
+//! [`Error::NodeNotFound`] (the ZooKeeper store does not make the node's
+//! znode again just to lock it).
 
 mod memory;
 
@@ -238,6 +240,14 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
     async fn delete_node(&self, id: &str) -> Result<()>;
     /// Every node, in id order; undecodable records are skipped.
     async fn list_nodes(&self) -> Result<Vec<Node>>;
+    /// Delete node entries that hold no record (upstream's
+    /// `_cleanupEmptyNodes`): a ZooKeeper node znode left empty by a lock
+    /// taken on a deleted node (kazoo makes the path). Returns how many were
+    /// deleted. Stores that cannot hold such entries keep this default,
+    /// which does nothing.
+    async fn purge_empty_nodes(&self) -> Result<usize> {
+        Ok(0)
+    }
 
     // --- node requests ---
 

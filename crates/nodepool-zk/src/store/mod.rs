@@ -156,6 +156,10 @@ impl NodeStore for ZkStore {
         self.list_nodes_impl().await
     }
 
+    async fn purge_empty_nodes(&self) -> Result<usize> {
+        self.purge_empty_nodes_impl().await
+    }
+
     async fn create_request(&self, request: &NodeRequest, priority: &str) -> Result<String> {
         self.create_request_impl(request, priority).await
     }

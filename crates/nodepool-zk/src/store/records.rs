@@ -1,12 +1,21 @@
 //! Nodes, node requests and component registrations.
 
+use futures::StreamExt;
 use zookeeper_client::CreateMode;
 
 use super::{corrupt, skip_corrupt, ZkStore};
-use crate::error::store_error;
-use crate::{ops, paths};
+use crate::error::{is_connection_broken, store_error};
+use crate::{lock, ops, paths};
 use nodepool_core::model::{Component, Node, NodeRequest, NodeState};
+use nodepool_core::store::{LockOptions, LockTarget};
 use nodepool_core::{Error, Result};
+
+/// How many stats of node znodes [`ZkStore::purge_empty_nodes_impl`] keeps
+/// in flight.
+const PURGE_STATS_IN_FLIGHT: usize = 32;
+/// How many times a request create is made again after the connection
+/// broke under it (and the request was not found).
+const CREATE_RETRIES: u32 = 5;
 
 impl ZkStore {
     pub(super) async fn create_node_impl(&self, node: &Node) -> Result<String> {
@@ -25,6 +34,9 @@ impl ZkStore {
     pub(super) async fn get_node_impl(&self, id: &str) -> Result<Option<Node>> {
         let path = paths::node(id);
         match ops::get(&self.client()?, &path).await? {
+            // An empty znode is no record (upstream's `getNode` agrees):
+            // a lock taken on a deleted node by a tool that makes paths.
+            Some((data, _)) if data.is_empty() => Ok(None),
             None => Ok(None),
             Some((data, _)) => Node::from_json(id, &data)
                 .map(Some)
@@ -71,6 +83,12 @@ impl ZkStore {
             let Some((data, _)) = ops::get(&client, &path).await? else {
                 continue;
             };
+            if data.is_empty() {
+                // Left by a lock on a deleted node; `purge_empty_nodes`
+                // removes it.
+                tracing::debug!(path, "skipping an empty node znode");
+                continue;
+            }
             match Node::from_json(&id, &data) {
                 Ok(node) => nodes.push(node),
                 Err(e) => skip_corrupt(&path, &e),
@@ -79,6 +97,92 @@ impl ZkStore {
         Ok(nodes)
     }
 
+    /// Deletes the node znodes that hold no data, as upstream's
+    /// `_cleanupEmptyNodes` does. Every node record is written with its data
+    /// in the create call, so an empty node znode is never a record in the
+    /// making: it is what a lock on a deleted node left (kazoo's lock makes
+    /// the path). Each is locked first, so a holder of such a lock is left
+    /// alone, and checked again under the lock.
+    pub(super) async fn purge_empty_nodes_impl(&self) -> Result<usize> {
+        let client = self.client()?;
+        let ids = ops::children(&client, paths::NODE_ROOT).await?;
+        // Stats only (no data), many in flight at once.
+        let stats = futures::stream::iter(ids)
+            .map(|id| {
+                let client = &client;
+                async move {
+                    let path = paths::node(&id);
+                    let stat = ops::retry_broken("stat", &path, || client.check_stat(&path)).await;
+                    (id, path, stat)
+                }
+            })
+            .buffer_unordered(PURGE_STATS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let mut purged = 0;
+        for (id, path, stat) in stats {
+            match stat {
+                Ok(Some(stat)) if stat.data_length == 0 => {}
+                Ok(_) => continue,
+                Err(e) => return Err(store_error("stat", &path, e)),
+            }
+            if self.purge_empty_node(&client, &id, &path).await? {
+                purged += 1;
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "removed empty node znodes");
+        }
+        Ok(purged)
+    }
+
+    /// Locks node znode `id`, and deletes it with its children if it is
+    /// still empty; `false` if it was locked by somebody or is no longer
+    /// empty.
+    async fn purge_empty_node(
+        &self,
+        client: &zookeeper_client::Client,
+        id: &str,
+        path: &str,
+    ) -> Result<bool> {
+        let target = LockTarget::Node(id.to_owned());
+        let handle =
+            match lock::acquire(client, &self.held, &target, &LockOptions::try_once()).await {
+                Ok(handle) => handle,
+                Err(Error::LockHeld { .. } | Error::NodeNotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+        let empty = match ops::get(client, path).await {
+            Ok(found) => found.is_some_and(|(data, _)| data.is_empty()),
+            Err(e) => {
+                let _ = lock::release(client, &self.held, &handle).await;
+                return Err(e);
+            }
+        };
+        if !empty {
+            let _ = lock::release(client, &self.held, &handle).await;
+            return Ok(false);
+        }
+        tracing::debug!(path, "removing an empty node znode");
+        match ops::delete_recursive(client, path).await {
+            Ok(deleted) => {
+                self.held.forget_deleted(&deleted);
+                // Our contender went with it; this only clears the book.
+                let _ = lock::release(client, &self.held, &handle).await;
+                Ok(true)
+            }
+            Err(e) => {
+                let _ = lock::release(client, &self.held, &handle).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the request as an ephemeral sequential znode. When the
+    /// connection breaks under the create, the session's own ephemeral
+    /// requests are searched for one holding exactly this data before
+    /// creating again, so that a create whose reply was lost does not leave
+    /// a second request nobody waits for.
     pub(super) async fn create_request_impl(
         &self,
         request: &NodeRequest,
@@ -86,14 +190,21 @@ impl ZkStore {
     ) -> Result<String> {
         let client = self.client()?;
         let prefix = format!("{}/{priority}-", paths::REQUEST_ROOT);
-        ops::create(
-            &client,
-            &prefix,
-            &request.to_json(),
-            CreateMode::EphemeralSequential,
-        )
-        .await
-        .map_err(|e| store_error("create", &prefix, e))
+        let data = request.to_json();
+        let mut broken = 0;
+        loop {
+            match ops::create(&client, &prefix, &data, CreateMode::EphemeralSequential).await {
+                Ok(id) => return Ok(id),
+                Err(e) if is_connection_broken(&e) && broken < CREATE_RETRIES => {
+                    broken += 1;
+                    tracing::debug!(%prefix, error = %e, "connection broke under a request create; looking for it");
+                    if let Some(id) = own_ephemeral_with(&client, &prefix, &data).await? {
+                        return Ok(id);
+                    }
+                }
+                Err(e) => return Err(store_error("create", &prefix, e)),
+            }
+        }
     }
 
     pub(super) async fn get_request_impl(&self, id: &str) -> Result<Option<NodeRequest>> {
@@ -223,4 +334,24 @@ impl ZkStore {
             ops::delete(&client, path).await
         }
     }
+}
+
+/// The name of this session's ephemeral znode under `prefix` that holds
+/// exactly `data`, if any.
+async fn own_ephemeral_with(
+    client: &zookeeper_client::Client,
+    prefix: &str,
+    data: &[u8],
+) -> Result<Option<String>> {
+    let mine = ops::retry_broken("list ephemerals", prefix, || client.list_ephemerals(prefix))
+        .await
+        .map_err(|e| store_error("list ephemerals", prefix, e))?;
+    for path in mine {
+        if let Some((found, _)) = ops::get(client, &path).await? {
+            if found == data {
+                return Ok(Some(paths::basename(&path).to_owned()));
+            }
+        }
+    }
+    Ok(None)
 }

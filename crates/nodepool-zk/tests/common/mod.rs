@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod proxy;
+
 use async_trait::async_trait;
 use nodepool_core::store::NodeStore;
 use nodepool_core::testing::store::StoreHarness;
@@ -91,6 +93,33 @@ impl TestServer {
             .with_chroot(chroot)
             .with_tls(self.tls.clone())
             .with_session_timeout(Duration::from_secs(10))
+    }
+
+    /// A plain `zookeeper-client` session in `chroot` (made if missing), to
+    /// look at or write znodes the store would not.
+    pub async fn raw(&self, chroot: &str) -> zookeeper_client::Client {
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        };
+        let tls = zookeeper_client::TlsOptions::new()
+            .with_pem_ca(&read(&self.tls.ca))
+            .expect("CA")
+            .with_pem_identity(&read(&self.tls.cert), &read(&self.tls.key))
+            .expect("identity");
+        let root = zookeeper_client::Client::connector()
+            .with_tls(tls)
+            .secure_connect(&self.hosts)
+            .await
+            .unwrap_or_else(|e| panic!("raw client to {}: {e}", self.hosts));
+        let dir = zookeeper_client::CreateMode::Persistent
+            .with_acls(zookeeper_client::Acls::anyone_all());
+        match root.mkdir(chroot, &dir).await {
+            Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(e) => panic!("making {chroot}: {e}"),
+        }
+        root.chroot(chroot.to_owned())
+            .unwrap_or_else(|_| panic!("chroot {chroot}"))
     }
 
     /// A store in `chroot`.
