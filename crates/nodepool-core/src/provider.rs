@@ -110,6 +110,11 @@ pub struct LaunchSpec {
     pub metadata: BTreeMap<String, String>,
     /// Availability zone to use, if the engine chose one.
     pub az: Option<String>,
+    /// The safe attributes of the node request the node is launched for
+    /// ([`NodeRequest::safe_attributes`](crate::model::NodeRequest::safe_attributes)),
+    /// for drivers that template instance properties from it (upstream's
+    /// `dynamic-instance-properties`); `None` when there is no request.
+    pub request: Option<serde_json::Value>,
 }
 
 /// The state of a cloud instance.

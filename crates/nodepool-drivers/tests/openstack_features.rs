@@ -44,6 +44,52 @@ async fn server_carries_flavor_metadata_userdata_key_and_security_groups() {
 }
 
 #[tokio::test]
+async fn dynamic_instance_properties_are_formatted_from_the_request() {
+    let sim = sim(SimConfig::default()).await;
+    let p = provider(&sim);
+    let mut request = nodepool_core::model::NodeRequest::new(["small"]);
+    request.id = "100-0000000042".into();
+    request.tenant_name = Some("acme".into());
+    request.requestor_data = Some(nodepool_core::model::json::JsonValue::Object(
+        [(
+            "project".to_string(),
+            nodepool_core::model::json::JsonValue::from("infra/zuul"),
+        )]
+        .into_iter()
+        .collect(),
+    ));
+    let mut s = spec("small");
+    s.request = Some(request.safe_attributes());
+    let inst = p.create_instance(&s).await.expect("create");
+    let server = sim.state.read(|c| c.servers[&inst.external_id].clone());
+    assert_eq!(
+        server.metadata.get("tenant").map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(
+        server.metadata.get("project").map(String::as_str),
+        Some("infra/zuul")
+    );
+    // A template naming no attribute is left out, as upstream does.
+    assert!(!server.metadata.contains_key("broken"));
+    // The static properties and nodepool's keys are still there.
+    assert_eq!(
+        server.metadata.get("team").map(String::as_str),
+        Some("infra")
+    );
+    for (k, v) in &s.metadata {
+        assert_eq!(server.metadata.get(k), Some(v));
+    }
+    // Without a request (min-ready nodes have one too, but a bare spec has
+    // none) nothing dynamic is set.
+    let bare = p.create_instance(&spec("small")).await.expect("create");
+    let server = sim.state.read(|c| c.servers[&bare.external_id].clone());
+    assert!(!server.metadata.contains_key("tenant"));
+    p.delete_instance(&inst.external_id).await.expect("delete");
+    p.delete_instance(&bare.external_id).await.expect("delete");
+}
+
+#[tokio::test]
 async fn boot_from_volume_sends_a_volume_block_device() {
     let sim = sim(SimConfig::default()).await;
     let p = provider(&sim);

@@ -113,6 +113,7 @@ async fn handle(
         runtime: shared.runtime(&state.provider),
         provider_cfg: provider_cfg.clone(),
         pool_cfg: pool_cfg.clone(),
+        request: None,
     };
 
     // A read first, as upstream checks its cache before locking: the plan
@@ -146,6 +147,10 @@ async fn handle(
             let _ = shared.store.unlock(&request_lock).await;
             return Ok(());
         }
+    };
+    let ctx = LaunchContext {
+        request: Some(request.safe_attributes()),
+        ..ctx
     };
     let mut h = Handler {
         shared,

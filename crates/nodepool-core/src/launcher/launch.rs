@@ -38,6 +38,9 @@ pub(crate) struct LaunchContext {
     pub(crate) runtime: Arc<ProviderRuntime>,
     pub(crate) provider_cfg: ProviderConfig,
     pub(crate) pool_cfg: PoolConfig,
+    /// The safe attributes of the request being handled (for the
+    /// provider's templates).
+    pub(crate) request: Option<serde_json::Value>,
 }
 
 impl LaunchContext {
@@ -200,6 +203,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
         image,
         metadata: metadata(&ctx.provider_cfg.name, &ctx.pool_cfg.name, &node.id, &label),
         az: node.az.clone(),
+        request: ctx.request.clone(),
     };
     let created = ctx.provider.create_instance(&spec).await?;
     // Record the id before waiting: a crash from here on leaks nothing.

@@ -87,6 +87,7 @@ pub fn launch_spec(provider: &dyn Provider, cfg: &SuiteConfig) -> LaunchSpec {
         image: None,
         metadata,
         az: None,
+        request: None,
     }
 }
 

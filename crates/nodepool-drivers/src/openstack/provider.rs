@@ -52,6 +52,29 @@ pub(crate) fn json_text(v: &Value) -> String {
     }
 }
 
+/// A label's `dynamic-instance-properties` formatted with the request's
+/// safe attributes. As upstream, a value that cannot be formatted (an
+/// unknown attribute, a value that is no string) is logged and left out.
+fn dynamic_properties(label: &OpenStackLabel, request: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (key, value) in &label.dynamic_instance_properties {
+        let formatted = match value {
+            Value::String(template) => super::template::format_request(template, request),
+            other => Err(format!("{other} is no string to format")),
+        };
+        match formatted {
+            Ok(text) => {
+                out.insert(key.clone(), text);
+            }
+            Err(e) => {
+                tracing::warn!(label = %label.name, property = %key, error = %e,
+                    "cannot format dynamic instance property; left out");
+            }
+        }
+    }
+    out
+}
+
 impl OpenStackProvider {
     /// A provider for `config` talking to `client`.
     pub fn new(config: Arc<OpenStackConfig>, client: OpenStackClient) -> Self {
@@ -255,6 +278,9 @@ impl OpenStackProvider {
             .iter()
             .map(|(k, v)| (k.clone(), json_text(v)))
             .collect();
+        if let Some(request) = &spec.request {
+            metadata.extend(dynamic_properties(label, request));
+        }
         metadata.extend(spec.metadata.clone());
         let mut networks = Vec::new();
         for net in &label.networks {

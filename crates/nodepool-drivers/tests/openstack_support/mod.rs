@@ -37,6 +37,10 @@ providers:
             userdata: "#cloud-config\n"
             instance-properties:
               team: infra
+            dynamic-instance-properties:
+              tenant: "{request.tenant_name}"
+              project: "{request.requestor_data[project]}"
+              broken: "{request.no_such_attribute}"
           - name: tiny
             cloud-image: cirros
             flavor-name: m1.tiny
@@ -130,6 +134,7 @@ pub fn spec(label: &str) -> nodepool_core::provider::LaunchSpec {
         .collect(),
         node_id,
         az: None,
+        request: None,
     }
 }
 

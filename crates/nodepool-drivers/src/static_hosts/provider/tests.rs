@@ -30,6 +30,7 @@ fn spec(label: &str) -> LaunchSpec {
         image: None,
         metadata: BTreeMap::from([("nodepool_node_id".to_string(), "0000000001".to_string())]),
         az: None,
+        request: None,
     }
 }
 
