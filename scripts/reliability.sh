@@ -7,7 +7,9 @@
 #                                  20 SIGKILLs on the embedded store and on
 #                                  ZooKeeper (two launchers, one killed),
 #                                  ZooKeeper restarts, cloud faults; the
-#                                  `nodepool launcher` daemon as shipped
+#                                  `nodepool launcher` daemon as shipped;
+#                                  20 SIGKILLs of `nodepool builder`
+#                                  mid-build and mid-upload on each store
 #
 # Needs a ZooKeeper for the zookeeper runs: NODEPOOL_TEST_ZK_TLS and friends
 # (scripts/zookeeper.sh start DIR; source DIR/env). Reports go to
@@ -41,6 +43,8 @@ long)
     run crash-zookeeper crash --store zookeeper --requests 1000 --kills 20 --launchers 2
     run zk-restart zk-restart --restarts 3 --requests 1000 --launchers 2
     run faults faults --store embedded --requests 1000 --rate 0.1
+    run builder-kill-embedded builder-kill --store embedded --kills 20
+    run builder-kill-zookeeper builder-kill --store zookeeper --kills 20
     exit $status
     ;;
 *)

@@ -37,10 +37,12 @@
 mod builder;
 pub mod command;
 mod error;
+mod orphans;
 
 pub use builder::{remove_outputs, DibImageBuilder, DibSettings};
 pub use command::{dib_command, DibCommand, DEFAULT_DIB_CMD};
 pub use error::DibError;
+pub use orphans::stop_orphaned_builds;
 
 #[cfg(test)]
 mod tests;

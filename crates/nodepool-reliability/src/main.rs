@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+mod builder_kill;
 mod check;
 mod engine;
 mod faults;
@@ -140,8 +141,41 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// SIGKILL the `nodepool builder` daemon mid-build and mid-upload.
+    BuilderKill(BuilderKillArgs),
     /// Run one launcher engine (what `--launcher engine` starts).
     RunLauncher(engine::EngineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BuilderKillArgs {
+    /// The store.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreArg,
+    /// SIGKILLs.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds each build takes (the fake diskimage-builder's sleep).
+    #[arg(long, default_value_t = 3.0)]
+    build_secs: f64,
+    /// Milliseconds the simulator holds each image upload.
+    #[arg(long, default_value_t = 2000)]
+    upload_delay_ms: u64,
+    /// Seconds a kill may wait for its build or upload to start.
+    #[arg(long, default_value_t = 90)]
+    phase_timeout: u64,
+    /// Seconds the builder may take to converge after the last kill.
+    #[arg(long, default_value_t = 150)]
+    converge_budget: u64,
+    /// Keep state and logs here.
+    #[arg(long)]
+    work_dir: Option<std::path::PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn options(chaos: Chaos, zookeeper: bool, c: &Common) -> Result<RunOptions, ChaosError> {
@@ -200,6 +234,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::BuilderKill(args) => return builder_kill(&runtime, args),
         Cmd::Crash {
             store,
             kills,
@@ -249,6 +284,40 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("nodepool-chaos: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn builder_kill(runtime: &tokio::runtime::Runtime, args: &BuilderKillArgs) -> ExitCode {
+    let opts = builder_kill::BuilderKillOptions {
+        zookeeper: matches!(args.store, StoreArg::Zookeeper),
+        kills: args.kills,
+        seed: args.seed,
+        build_secs: args.build_secs,
+        upload_delay_ms: args.upload_delay_ms,
+        phase_timeout: Duration::from_secs(args.phase_timeout),
+        converge_budget: Duration::from_secs(args.converge_budget),
+        work_dir: args.work_dir.clone(),
+    };
+    match runtime.block_on(builder_kill::run(opts)) {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", builder_kill::summary(&report));
+            }
+            if report.held {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("nodepool-chaos builder-kill: {e}");
             ExitCode::from(2)
         }
     }

@@ -13,6 +13,9 @@
 //! - a `building` record whose image build lock is free (its builder died)
 //!   is deleted the same way, so a half build never becomes ready.
 //!
+//! Then leaked images: images a provider holds for uploads that have no
+//! record, deleted when two passes in a row find them (see `leaked.rs`).
+//!
 //! Then local files: builds in `images-dir` whose record is gone or
 //! `deleting` are removed; formats of ready builds are pruned when the
 //! diskimage has `delete-after-upload`.
@@ -72,6 +75,7 @@ impl Builder {
                 tracing::error!(%image, error = %e, "cleaning up image failed");
             }
         }
+        self.cleanup_leaked_images(&config).await;
         if let Some(dir) = config.images_dir.as_deref() {
             if let Err(e) = self.cleanup_local(&config, dir).await {
                 tracing::error!(error = %e, "cleaning up local builds failed");

@@ -104,18 +104,37 @@ pub fn remove_image_file(file: &LocalImageFile) -> io::Result<()> {
 }
 
 /// Remove every local file of a build: image files in every format, their
-/// checksums, the `.d` manifest directory and any file named
-/// `<image>-<build>.<anything>` (partial outputs of a failed build). Safe
-/// to call when nothing exists.
+/// checksums, the `.d` manifest directory and any other entry named
+/// `<image>-<build>.<anything>` (partial outputs of an interrupted build,
+/// such as a checksum file whose image is gone, which [`local_builds`]
+/// does not see). Safe to call when nothing exists.
 pub fn delete_local_build(images_dir: &Path, image: &str, build_id: &str) -> io::Result<()> {
-    for file in local_image_files(images_dir, image, build_id)? {
-        remove_image_file(&file)?;
-    }
-    let manifest = images_dir.join(format!("{image}-{build_id}.d"));
-    match std::fs::remove_dir_all(&manifest) {
-        Ok(()) => tracing::info!(path = %manifest.display(), "removed DIB manifest"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+    let prefix = format!("{image}-{build_id}.");
+    let entries = match std::fs::read_dir(images_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path).map(|()| "removed DIB manifest")
+        } else {
+            std::fs::remove_file(&path).map(|()| "removed DIB file")
+        };
+        match removed {
+            Ok(what) => tracing::info!(path = %path.display(), "{what}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

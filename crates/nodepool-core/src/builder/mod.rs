@@ -16,8 +16,12 @@
 //!   uploads of providers that no longer list the image; removes the records
 //!   of builds and uploads whose builder died.
 //!
-//! [`Builder::run`] drives the three, woken by image events of the store
-//! and by timers.
+//! - [`recover`]: when a builder starts, the builds and uploads its
+//!   previous run left in progress (it died: SIGKILL, OOM) are failed and
+//!   removed at once, with their files and cloud images.
+//!
+//! [`Builder::run`] recovers, then drives the three, woken by image events
+//! of the store and by timers.
 //!
 //! ```no_run
 //! # use std::collections::BTreeMap;
@@ -39,14 +43,18 @@ pub mod admin;
 pub mod build;
 pub mod cleanup;
 pub mod files;
+mod leaked;
+pub mod recover;
 pub mod upload;
 
 #[cfg(test)]
+mod recover_tests;
+#[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -85,6 +93,10 @@ pub struct BuilderSettings {
     /// `image-name-format` per provider name; providers not listed use
     /// [`DEFAULT_IMAGE_NAME_FORMAT`].
     pub image_name_formats: BTreeMap<String, String>,
+    /// How long [`Builder::run`] waits, in all, for the locks of what a
+    /// previous run left in progress ([`Builder::recover`]); a dead
+    /// ZooKeeper session holds them until it expires.
+    pub recovery_wait: Duration,
 }
 
 impl BuilderSettings {
@@ -99,6 +111,7 @@ impl BuilderSettings {
             cleanup_interval: Duration::from_secs(60),
             debounce: Duration::from_millis(200),
             image_name_formats: BTreeMap::new(),
+            recovery_wait: Duration::from_secs(30),
         }
     }
 
@@ -124,6 +137,9 @@ pub struct Builder {
     pub(crate) image_builder: Arc<dyn ImageBuilder>,
     pub(crate) settings: BuilderSettings,
     snapshot: RwLock<Snapshot>,
+    /// Cloud images (provider, id) the last cleanup pass found without an
+    /// upload record; deleted when the next pass finds them again.
+    pub(crate) possibly_leaked: Mutex<HashSet<(String, String)>>,
 }
 
 impl fmt::Debug for Builder {
@@ -151,6 +167,7 @@ impl Builder {
             image_builder,
             settings,
             snapshot: RwLock::new(Snapshot { config, providers }),
+            possibly_leaked: Mutex::new(HashSet::new()),
         }
     }
 
@@ -176,11 +193,27 @@ impl Builder {
         }
     }
 
-    /// Run until `cancel` fires: one build worker, upload workers and the
-    /// cleanup worker, each woken by image events and by its timer. On
-    /// cancel a running build is stopped (its record marked failed), uploads
-    /// in flight are abandoned and marked failed, and locks are released.
+    /// Run until `cancel` fires: first [`recover`](Self::recover) what a
+    /// previous run left in progress, then one build worker, upload workers
+    /// and the cleanup worker, each woken by image events and by its timer.
+    /// On cancel a running build is stopped (its record marked failed),
+    /// uploads in flight are abandoned and marked failed, and locks are
+    /// released.
     pub async fn run(self: &Arc<Self>, cancel: CancellationToken) {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            done = self.recover(self.settings.recovery_wait) => {
+                if done != recover::Recovery::default() {
+                    tracing::info!(
+                        builds_failed = done.builds_failed.len(),
+                        uploads_removed = done.uploads_removed.len(),
+                        images_deleted = done.images_deleted.len(),
+                        skipped = done.skipped.len(),
+                        "recovered what the previous run left in progress"
+                    );
+                }
+            }
+        }
         let mut tasks = JoinSet::new();
         let me = Arc::clone(self);
         let c = cancel.clone();

@@ -13,6 +13,13 @@
 //! - On SIGINT or SIGTERM a running build is stopped (its process group
 //!   gets SIGTERM, then SIGKILL after 30 s), its record marked failed and
 //!   its files removed; a second signal exits at once.
+//! - After a crash (SIGKILL, OOM), the next start first stops the
+//!   diskimage-builder processes the dead run left building into
+//!   `images-dir` (they run in their own process group, so the kill did
+//!   not reach them), then fails the builds and removes the uploads that
+//!   run left in progress, with their files and cloud images
+//!   ([`Builder::recover`]), waiting up to twice `zookeeper-timeout` (at
+//!   least 30 s) for the dead session's locks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +46,10 @@ use tracing::{error, info, warn};
 use super::{
     build_providers, config_stamp, hostname, load_config, open_store, registry, DaemonError,
 };
+
+/// How long an orphaned diskimage-builder may take to exit after SIGTERM
+/// (as a stopped build: `DibSettings::kill_grace`).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 
 /// The file, in `images-dir`, that keeps this builder's id.
 pub(crate) const BUILDER_ID_FILE: &str = "builder_id.txt";
@@ -173,11 +184,20 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
         DaemonError::Other(format!("cannot create images-dir {}: {e}", dir.display()))
     })?;
     let id = builder_id(&dir)?;
+    // Before anything builds: a dib left running by a killed run of this
+    // builder would write files again after they are cleaned up.
+    let orphans = nodepool_dib::stop_orphaned_builds(&dir, ORPHAN_GRACE).await;
+    if !orphans.is_empty() {
+        warn!(pids = ?orphans, "stopped diskimage-builder processes left by a previous run");
+    }
     let store = open_store(&config, &options.state_dir).await?;
     let host = hostname();
 
     let mut settings = BuilderSettings::new(host.clone(), id.clone());
     settings.upload_workers = options.upload_workers.max(1);
+    let recovery_wait = (config.zookeeper_timeout * 2.0).clamp(30.0, 3600.0);
+    settings.recovery_wait =
+        Duration::try_from_secs_f64(recovery_wait).unwrap_or(Duration::from_secs(30));
     let started_formats = image_name_formats(&config);
     settings.image_name_formats = started_formats.clone();
     let image_builder: Arc<dyn ImageBuilder> =
