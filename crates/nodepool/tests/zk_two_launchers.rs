@@ -138,6 +138,20 @@ async fn killed_launchers_work_is_finished_or_cleaned_up_by_the_other() {
     )
     .await;
     a.kill9().await;
+    // Start b once ZooKeeper has ended a's session (its ephemeral pool
+    // registration goes with the request locks it held): b's first cleanup
+    // pass, at start, then finds a's `pending` requests unlocked and resets
+    // them. Started earlier, b would see them locked and wait for its next
+    // pass, 60 s later, which a loaded machine can push past the limit.
+    wait_for(
+        "ZooKeeper to end launcher a's session",
+        Duration::from_secs(30),
+        || async {
+            let pools = store.list_components("pool").await.ok()?;
+            pools.is_empty().then_some(())
+        },
+    )
+    .await;
 
     let mut b = world.start_launcher("b");
     let fulfilled = wait_fulfilled(&store, &ids, Duration::from_secs(90)).await;

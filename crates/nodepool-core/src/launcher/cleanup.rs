@@ -1,7 +1,7 @@
 //! Deleting nodes: at once when the store announces a node to delete, plus
 //! a sweep (upstream's `DeletedNodeWorker`) and the periodic cleanup
 //! (upstream's `CleanupWorker`): lost requests, `max-ready-age`, held nodes,
-//! leaked instances.
+//! leaked instances, empty node entries, stale request locks.
 //!
 //! Nodes of providers with pre-registered nodes (static hosts) are handed
 //! back to their provider instead: a `used` one is left to the provider's
@@ -47,6 +47,10 @@ const MAX_DELETE_AGE: f64 = 300.0;
 
 /// The oldest unused nodes tried, in order, to make room.
 const MAX_CANDIDATES: usize = 64;
+
+/// A request lock whose request is gone is deleted once it is this old
+/// (upstream's `LOCK_CLEANUP`): well past any request still being made.
+const REQUEST_LOCK_MIN_AGE: Duration = Duration::from_secs(8 * 3600);
 
 fn in_cleanup_state(node: &Node) -> bool {
     node.state.is_some_and(|s| CLEANUP_STATES.contains(&s))
@@ -397,6 +401,15 @@ pub(crate) async fn run_periodic(shared: Arc<Shared>, cancel: CancellationToken)
             Ok(purged) => debug!(purged, "removed empty node entries"),
             Err(e) => warn!(error = %e, "empty node cleanup failed"),
         }
+        match shared
+            .store
+            .purge_stale_request_locks(REQUEST_LOCK_MIN_AGE)
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => debug!(purged, "removed stale request locks"),
+            Err(e) => warn!(error = %e, "request lock cleanup failed"),
+        }
         if !shared::wait_or_tick(&never, shared.settings.cleanup_interval, &cancel).await {
             return;
         }
@@ -442,13 +455,20 @@ async fn reset_lost_request(shared: &Shared, id: &str) -> Result<()> {
         let target = LockTarget::Node(node_id.clone());
         // Wait, as upstream does: right after a crash the deleter may hold
         // this node's lock briefly while it removes the dead launcher's work.
-        let Ok(handle) = shared
+        // A node it deleted meanwhile (its lock went with it) has nothing
+        // left to deallocate; giving up on the request for it would leave
+        // the request `pending` until the next pass.
+        let handle = match shared
             .store
             .lock(&target, &LockOptions::wait(Duration::from_secs(10)))
             .await
-        else {
-            warn!(node_id = %node_id, "cannot lock node to deallocate it from a lost request");
-            return Ok(());
+        {
+            Ok(handle) => handle,
+            Err(_) if matches!(shared.store.get_node(&node_id).await, Ok(None)) => continue,
+            Err(e) => {
+                warn!(node_id = %node_id, error = %e, "cannot lock node to deallocate it from a lost request");
+                return Ok(());
+            }
         };
         if let Some(mut node) = shared.store.get_node(&node_id).await? {
             if node.allocated_to.as_deref() == Some(id) {

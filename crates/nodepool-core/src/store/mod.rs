@@ -248,6 +248,17 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
     async fn purge_empty_nodes(&self) -> Result<usize> {
         Ok(0)
     }
+    /// Delete request lock entries whose request is gone (upstream's
+    /// `_cleanupNodeRequestLocks`): on ZooKeeper a `/nodepool/requests-lock/<id>`
+    /// znode outlives its request when the requestor deletes only the
+    /// request (Zuul does) or the request vanishes with its session. Only
+    /// entries older than `min_age` and held by nobody are deleted. Returns
+    /// how many were. Stores whose locks go with their last contender keep
+    /// this default, which does nothing.
+    async fn purge_stale_request_locks(&self, min_age: Duration) -> Result<usize> {
+        let _ = min_age;
+        Ok(0)
+    }
 
     // --- node requests ---
 

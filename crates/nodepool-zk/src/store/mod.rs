@@ -2,6 +2,7 @@
 
 mod images;
 mod records;
+mod request_locks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -158,6 +159,10 @@ impl NodeStore for ZkStore {
 
     async fn purge_empty_nodes(&self) -> Result<usize> {
         self.purge_empty_nodes_impl().await
+    }
+
+    async fn purge_stale_request_locks(&self, min_age: Duration) -> Result<usize> {
+        self.purge_stale_request_locks_impl(min_age).await
     }
 
     async fn create_request(&self, request: &NodeRequest, priority: &str) -> Result<String> {

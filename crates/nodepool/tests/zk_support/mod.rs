@@ -278,49 +278,61 @@ impl World {
     /// Our own `nodepool` CLI on this world's config; returns stdout, and
     /// panics unless it exits 0.
     pub async fn our_cli(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_nodepool"))
-            .arg("-c")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .await
-            .expect("running our nodepool CLI");
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            Command::new(env!("CARGO_BIN_EXE_nodepool"))
+                .arg("-c")
+                .arg(self.config())
+                .args(args)
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("our `nodepool {}` answers within 60 s", args.join(" ")))
+        .expect("running our nodepool CLI");
         assert!(
             out.status.success(),
-            "our `nodepool {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
+            "{}",
+            describe_run(&format!("our `nodepool {}`", args.join(" ")), &out)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Upstream's `nodepool` CLI on this world's config; returns stdout, and
-    /// panics unless it exits 0.
+    /// panics unless it exits 0 (with its exit status, stdout and stderr).
     pub async fn upstream_cli(&self, args: &[&str]) -> String {
+        let out = self.upstream_cli_output(args).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            describe_run(&format!("upstream `nodepool {}`", args.join(" ")), &out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Upstream's `nodepool` CLI on this world's config, whatever its exit
+    /// status; panics only if it cannot be run or takes over 60 s.
+    pub async fn upstream_cli_output(&self, args: &[&str]) -> std::process::Output {
         let cli = self
             .env
             .upstream_cli
             .as_deref()
             .expect("the test asked for Need::UpstreamCli");
-        let out = tokio::time::timeout(
+        tokio::time::timeout(
             Duration::from_secs(60),
             Command::new(cli)
                 .arg("-c")
                 .arg(self.config())
                 .args(args)
                 .env("OS_CLIENT_CONFIG_FILE", self.path("clouds.yaml"))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
                 .output(),
         )
         .await
-        .expect("upstream's CLI answers within 60 s")
-        .expect("running upstream's nodepool CLI");
-        assert!(
-            out.status.success(),
-            "upstream `nodepool {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap_or_else(|_| panic!("upstream `nodepool {}` answers within 60 s", args.join(" ")))
+        .expect("running upstream's nodepool CLI")
     }
 
     /// Runs `python scripts/compat/<script> args...` and parses the JSON
@@ -429,17 +441,28 @@ where
     }
 }
 
-/// Waits until `daemon`'s pool components are registered in `world`'s
-/// chroot (the launcher is ready to take requests).
+/// Waits until `pools` pool components are registered in `world`'s
+/// chroot (the launchers are ready to take requests). The limit is
+/// generous: upstream's Python launcher starts slowly on a loaded machine.
 pub async fn wait_registered(world: &World, store: &ZkStore, pools: usize) {
     use nodepool_core::store::NodeStore;
     wait_for(
         &format!("{pools} pool component(s) in {}", world.chroot),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let n = store.list_components("pool").await.ok()?.len();
             (n >= pools).then_some(())
         },
     )
     .await
+}
+
+/// `what` failed: its exit status, stdout and stderr, for a panic message.
+pub fn describe_run(what: &str, out: &std::process::Output) -> String {
+    format!(
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
