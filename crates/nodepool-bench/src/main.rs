@@ -118,6 +118,12 @@ pub(crate) struct ScaleArgs {
     /// Seconds allowed to reach the ready nodes.
     #[arg(long, default_value_t = 1800)]
     pub(crate) timeout: u64,
+    /// Seconds the launcher gets with the open requests before memory is
+    /// read. The launcher's periodic cleanup (leaked instances: a listing
+    /// of every cloud instance) first runs 60 s after its start; a settle
+    /// time that reaches past it measures that too.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) settle: u64,
 }
 
 /// `nodepool-bench config`.

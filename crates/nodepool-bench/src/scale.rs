@@ -23,9 +23,6 @@ use crate::ScaleArgs;
 const FILLER: &str = "filler";
 /// The label whose requests wait.
 const WAITING: &str = "waiting";
-/// How long the launcher gets to take the open requests in before memory
-/// is read.
-const ABSORB: Duration = Duration::from_secs(10);
 
 /// Run the scale benchmark and print its report.
 pub(crate) async fn run(args: ScaleArgs) -> BenchResult<()> {
@@ -98,7 +95,7 @@ pub(crate) async fn run(args: ScaleArgs) -> BenchResult<()> {
     let submit_started = Instant::now();
     let pending = submit_all(&client, args.open_requests).await?;
     let submit_time = submit_started.elapsed();
-    tokio::time::sleep(ABSORB).await;
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let open = env
         .store
         .list_requests()
@@ -106,6 +103,7 @@ pub(crate) async fn run(args: ScaleArgs) -> BenchResult<()> {
         .map_err(|e| format!("list requests: {e}"))?
         .len();
     let memory_open = memory(pid);
+    let launcher_uptime = started.elapsed();
 
     // Phase 3: the CLI at this size.
     let list = time_cli(&args.daemon, &env, "list")?;
@@ -165,6 +163,16 @@ pub(crate) async fn run(args: ScaleArgs) -> BenchResult<()> {
         ms(request_list.median),
     );
     r.add("boot_delay_s", "fake boot delay (s)", args.boot_delay);
+    r.add(
+        "settle_s",
+        "settle time before reading memory (s)",
+        args.settle,
+    );
+    r.add(
+        "launcher_uptime_s",
+        "launcher running when memory was read (s)",
+        round1(launcher_uptime.as_secs_f64()),
+    );
     r.add("cores", "cores", cores);
     r.add("load_before", "load (1 min) before", load_before);
     r.add("load_after", "load (1 min) after", load_after);

@@ -116,9 +116,11 @@ where
     T: Send + 'static,
 {
     let small = rows.len() <= DECODE_INLINE_MAX;
+    // Each row's text is freed once decoded: the raw listing and the decoded
+    // one are not both held whole.
     let run = move || {
-        rows.iter()
-            .filter_map(|(key, data)| match decode(key, data) {
+        rows.into_iter()
+            .filter_map(|(key, data)| match decode(&key, &data) {
                 Ok(value) => Some(value),
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping a record that cannot be decoded");

@@ -1,11 +1,11 @@
 //! Connection set-up and schema migrations (`PRAGMA user_version`).
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result, SqlContext};
+use crate::EmbeddedOptions;
 
 /// Migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -102,8 +102,9 @@ pub enum Durability {
 }
 
 /// Opens one connection to the database at `path`, creating it if needed,
-/// in WAL mode, with a busy timeout.
-pub(crate) fn connect(path: &Path, busy: Duration, durability: Durability) -> Result<Connection> {
+/// in WAL mode, with the busy timeout, durability and page cache size of
+/// `options`.
+pub(crate) fn connect(path: &Path, options: &EmbeddedOptions) -> Result<Connection> {
     let open_err = |source| Error::Open {
         path: path.to_path_buf(),
         source,
@@ -113,7 +114,7 @@ pub(crate) fn connect(path: &Path, busy: Duration, durability: Durability) -> Re
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-    conn.busy_timeout(busy).map_err(open_err)?;
+    conn.busy_timeout(options.busy_timeout).map_err(open_err)?;
     // journal_mode is persistent in the file; setting it again is a no-op.
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
@@ -121,12 +122,15 @@ pub(crate) fn connect(path: &Path, busy: Duration, durability: Durability) -> Re
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), %mode, "SQLite refused WAL mode");
     }
-    let sync = match durability {
+    let sync = match options.durability {
         Durability::ProcessCrash => "NORMAL",
         Durability::PowerLoss => "FULL",
     };
+    // A negative cache_size is in KiB.
+    let cache_kib = options.page_cache_kib.max(64);
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;"
+        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY; \
+         PRAGMA cache_size=-{cache_kib};"
     ))
     .map_err(open_err)?;
     Ok(conn)

@@ -282,12 +282,11 @@ mod tests {
     fn a_session_with_a_stale_heartbeat_is_expired_with_its_locks_and_requests() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("db");
-        let mut conn = crate::schema::connect(
-            &path,
-            std::time::Duration::from_secs(1),
-            crate::schema::Durability::default(),
-        )
-        .expect("connect");
+        let options = crate::EmbeddedOptions {
+            busy_timeout: std::time::Duration::from_secs(1),
+            ..crate::EmbeddedOptions::default()
+        };
+        let mut conn = crate::schema::connect(&path, &options).expect("connect");
         crate::schema::migrate(&mut conn, &path).expect("migrate");
         let stale = foreign_session(&conn, now_ms() - 60_000);
         let fresh = foreign_session(&conn, now_ms());

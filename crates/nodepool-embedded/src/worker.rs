@@ -192,6 +192,15 @@ impl Worker {
         Ok(())
     }
 
+    /// Publishes the change rows of the writes made so far, if any. Jobs
+    /// call it before answering, so a caller that sees its write return
+    /// finds the write's events already on the watch channel.
+    pub(crate) fn publish(&mut self) {
+        if self.dirty {
+            self.tail();
+        }
+    }
+
     /// Runs jobs until every sender is gone, then closes the sessions left.
     pub(crate) fn run(mut self, jobs: Receiver<Job>) {
         let now = Instant::now();
@@ -208,9 +217,7 @@ impl Worker {
                     if catch_unwind(AssertUnwindSafe(|| job(&mut self))).is_err() {
                         tracing::error!("an embedded store job panicked; its caller gets an error");
                     }
-                    if self.dirty {
-                        self.tail();
-                    }
+                    self.publish();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,

@@ -277,3 +277,27 @@ async fn a_closed_session_refuses_work() {
         .is_empty());
     store.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn a_write_has_announced_its_events_when_it_returns() {
+    let (_dir, db) = temp_db();
+    let store = EmbeddedStore::open(&db).expect("open");
+    let mut events = store.watch();
+    for _ in 0..20 {
+        let id = store.create_node(&node("p")).await.expect("create");
+        // No await between the write returning and the look: a cache that
+        // drains its receiver right after its own write sees the write.
+        match events.try_recv() {
+            Ok(StoreEvent::Node { id: seen, .. }) => assert_eq!(seen, id),
+            other => panic!("expected the node's event at once, got {other:?}"),
+        }
+        let request = store
+            .create_request(&NodeRequest::default(), "100")
+            .await
+            .expect("create request");
+        match events.try_recv() {
+            Ok(StoreEvent::Request { id: seen, .. }) => assert_eq!(seen, request),
+            other => panic!("expected the request's event at once, got {other:?}"),
+        }
+    }
+}

@@ -260,13 +260,10 @@ pub(crate) async fn delete_locked(
 /// not mark it itself).
 async fn sweep(shared: &Shared) -> Result<()> {
     shared.nodes.sync(&*shared.store).await?;
-    let requests: BTreeSet<String> = shared
-        .store
-        .list_requests()
-        .await?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    // The request cache, not a listing: at 10,000 outstanding requests a
+    // listing every pass costs megabytes (and 10,000 reads on ZooKeeper).
+    shared.requests.sync(&*shared.store).await?;
+    let requests: BTreeSet<String> = shared.requests.with(|r| r.keys().cloned().collect());
     let pools: BTreeSet<String> = shared
         .store
         .list_components(POOL_KIND)
@@ -419,18 +416,23 @@ pub(crate) async fn run_periodic(shared: Arc<Shared>, cancel: CancellationToken)
 /// Requests left `pending` and unlocked by a launcher that died go back to
 /// `requested`, their nodes deallocated (`init` ones deleted).
 async fn reset_lost_requests(shared: &Shared) -> Result<()> {
-    for request in shared.store.list_requests().await? {
-        if request.state != Some(RequestState::Pending) {
-            continue;
-        }
-        let target = LockTarget::Request(request.id.clone());
+    shared.requests.sync(&*shared.store).await?;
+    let pending: Vec<String> = shared.requests.with(|r| {
+        r.iter()
+            .filter(|(_, r)| r.state == Some(RequestState::Pending))
+            .map(|(id, _)| id.clone())
+            .collect()
+    });
+    for id in pending {
+        let target = LockTarget::Request(id.clone());
         let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
             continue;
         };
-        let result = reset_lost_request(shared, &request.id).await;
+        // `reset_lost_request` reads the request again under the lock.
+        let result = reset_lost_request(shared, &id).await;
         let _ = shared.store.unlock(&handle).await;
         if let Err(e) = result {
-            warn!(request_id = %request.id, error = %e, "could not reset lost request");
+            warn!(request_id = %id, error = %e, "could not reset lost request");
         }
     }
     Ok(())

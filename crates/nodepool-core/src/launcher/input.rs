@@ -13,7 +13,7 @@ use super::pool::{Book, PoolState};
 use super::shared::{lock, ProviderRuntime, Shared};
 use crate::config::{Config, PoolConfig, ProviderConfig};
 use crate::model::json::{JsonObject, JsonValue};
-use crate::model::{Component, Node, NodeRequest, NodeState};
+use crate::model::{Component, Node, NodeState};
 use crate::provider::{Provider, Resources};
 use crate::scheduler::{
     CloudQuota, LauncherPool, PoolInfo, ReadyNode, RequestInfo, SchedulingInput, TenantUsage,
@@ -29,7 +29,6 @@ pub(crate) struct PassData<'a> {
     pub(crate) provider: &'a Arc<dyn Provider>,
     pub(crate) runtime: &'a ProviderRuntime,
     pub(crate) components: &'a [Component],
-    pub(crate) open: &'a [NodeRequest],
     pub(crate) book: &'a Book,
 }
 
@@ -128,12 +127,14 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
     Ok(quota)
 }
 
-/// Build the scheduler's input. Problems reading quota or label resources
-/// are logged; the affected label is left out (and so declined).
+/// Build the scheduler's input for the `open` requests (in the order they
+/// are taken). Problems reading quota or label resources are logged; the
+/// affected label is left out (and so declined).
 pub(crate) async fn build(
     shared: &Shared,
     state: &PoolState,
     data: &PassData<'_>,
+    open: Vec<RequestInfo>,
 ) -> SchedulingInput {
     let pool_name = data.pool_cfg.name.as_str();
     let provider_name = data.provider_cfg.name.as_str();
@@ -166,10 +167,9 @@ pub(crate) async fn build(
 
     // Only ready nodes with a label some open request asks for can be
     // handed out; the others need not be copied into the input.
-    let wanted: BTreeSet<&str> = data
-        .open
+    let wanted: BTreeSet<&str> = open
         .iter()
-        .flat_map(|r| r.node_types.iter().map(String::as_str))
+        .flat_map(|r| r.labels.iter().map(String::as_str))
         .collect();
     let size_of = |node: &NodeSummary| -> Resources {
         node.resources
@@ -271,20 +271,6 @@ pub(crate) async fn build(
     }
 
     let launchers = data.components.iter().filter_map(launcher_pool).collect();
-    let requests = data
-        .open
-        .iter()
-        .map(|r| RequestInfo {
-            id: r.id.clone(),
-            labels: r.node_types.clone(),
-            reuse: r.reuse,
-            tenant: r.tenant_name.clone(),
-            requestor: r.requestor.clone(),
-            declined_by: r.declined_by.clone(),
-            provider: r.provider.clone(),
-            waiting: data.book.waiting.contains(&r.id),
-        })
-        .collect();
 
     SchedulingInput {
         pool: PoolInfo {
@@ -304,7 +290,7 @@ pub(crate) async fn build(
             release_at_quota: caps.preregistered_nodes,
             priority: data.pool_cfg.priority,
         },
-        requests,
+        requests: open,
         ready_nodes,
         tenants,
         launchers,

@@ -3,7 +3,7 @@
 //! two cleanup passes; here, once it has been seen leaked for
 //! [`LauncherSettings::leak_grace`](super::LauncherSettings::leak_grace).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
@@ -31,13 +31,6 @@ impl LeakTracker {
             if !provider.capabilities().instance_listing {
                 continue;
             }
-            let known: BTreeSet<String> = shared.nodes.with(|nodes| {
-                nodes
-                    .iter()
-                    .filter(|(_, n)| n.provider_is(&name))
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            });
             let instances = match provider.list_instances().await {
                 Ok(i) => i,
                 Err(e) => {
@@ -58,7 +51,14 @@ impl LeakTracker {
                 let Some(node_id) = instance.metadata.get(META_NODE_ID) else {
                     continue;
                 };
-                if known.contains(node_id.as_str()) {
+                // The cache as synced above (a sync since only adds nodes
+                // created meanwhile, or drops nodes being deleted).
+                let known = shared.nodes.with(|nodes| {
+                    nodes
+                        .get(node_id.as_str())
+                        .is_some_and(|n| n.provider_is(&name))
+                });
+                if known {
                     continue;
                 }
                 let key = (name.clone(), instance.external_id.clone());

@@ -23,11 +23,12 @@ use crate::Result;
 /// Shortest time between two min-ready passes woken by events.
 const MIN_SPACING: Duration = Duration::from_millis(50);
 
-/// The min-ready requests this launcher submitted, by label.
+/// The min-ready requests this launcher submitted.
 #[derive(Debug, Default)]
 pub(crate) struct MinReady {
     notify: Notify,
-    submitted: Mutex<BTreeMap<String, Vec<String>>>,
+    /// Outstanding requests: id → label.
+    submitted: Mutex<BTreeMap<String, Arc<str>>>,
 }
 
 impl MinReady {
@@ -38,10 +39,7 @@ impl MinReady {
 
     /// A request changed: wake if it is one of ours.
     pub(crate) fn request_changed(&self, id: &str, _change: Change) {
-        let ours = lock(&self.submitted)
-            .values()
-            .any(|ids| ids.iter().any(|x| x == id));
-        if ours {
+        if lock(&self.submitted).contains_key(id) {
             self.wake();
         }
     }
@@ -74,11 +72,7 @@ pub(crate) async fn withdraw(shared: &Shared) {
     if let Err(e) = remove_completed(shared).await {
         debug!(error = %e, "could not settle min-ready requests");
     }
-    let outstanding: Vec<String> = lock(&shared.min_ready.submitted)
-        .values()
-        .flatten()
-        .cloned()
-        .collect();
+    let outstanding: Vec<String> = lock(&shared.min_ready.submitted).keys().cloned().collect();
     for id in outstanding {
         if let Err(e) = shared.store.delete_request(&id).await {
             debug!(request_id = %id, error = %e, "could not withdraw min-ready request");
@@ -88,34 +82,54 @@ pub(crate) async fn withdraw(shared: &Shared) {
 }
 
 /// Settle finished requests: fulfilled ones release their nodes, failed
-/// ones go; both are deleted.
+/// ones go; both are deleted. The request cache tells which may have
+/// finished; those (and any the cache does not hold yet) are read.
 async fn remove_completed(shared: &Shared) -> Result<()> {
-    let submitted = lock(&shared.min_ready.submitted).clone();
-    let mut active: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (label, ids) in submitted {
-        for id in ids {
-            let Some(request) = shared.store.get_request(&id).await? else {
-                continue;
-            };
-            match request.state {
-                Some(RequestState::Fulfilled) => {
-                    for node_id in &request.nodes {
-                        if let Some(mut node) = shared.store.get_node(node_id).await? {
-                            node.allocated_to = None;
-                            shared.store.update_node(&node).await?;
-                        }
+    if lock(&shared.min_ready.submitted).is_empty() {
+        return Ok(());
+    }
+    shared.requests.sync(&*shared.store).await?;
+    let check: Vec<String> = {
+        let submitted = lock(&shared.min_ready.submitted);
+        shared.requests.with(|requests| {
+            submitted
+                .keys()
+                .filter(|id| {
+                    requests.get(*id).map_or(true, |r| {
+                        matches!(
+                            r.state,
+                            Some(RequestState::Fulfilled | RequestState::Failed)
+                        )
+                    })
+                })
+                .cloned()
+                .collect()
+        })
+    };
+    for id in check {
+        let Some(request) = shared.store.get_request(&id).await? else {
+            lock(&shared.min_ready.submitted).remove(&id);
+            continue;
+        };
+        match request.state {
+            Some(RequestState::Fulfilled) => {
+                for node_id in &request.nodes {
+                    if let Some(mut node) = shared.store.get_node(node_id).await? {
+                        node.allocated_to = None;
+                        shared.store.update_node(&node).await?;
                     }
-                    shared.store.delete_request(&id).await?;
                 }
-                Some(RequestState::Failed) => {
-                    debug!(request_id = %id, "min-ready node request failed");
-                    shared.store.delete_request(&id).await?;
-                }
-                _ => active.entry(label.clone()).or_default().push(id),
+                shared.store.delete_request(&id).await?;
+                lock(&shared.min_ready.submitted).remove(&id);
             }
+            Some(RequestState::Failed) => {
+                debug!(request_id = %id, "min-ready node request failed");
+                shared.store.delete_request(&id).await?;
+                lock(&shared.min_ready.submitted).remove(&id);
+            }
+            _ => {}
         }
     }
-    *lock(&shared.min_ready.submitted) = active;
     Ok(())
 }
 
@@ -155,10 +169,13 @@ async fn pass(shared: &Shared) -> Result<()> {
     if wanted.is_empty() {
         return Ok(());
     }
-    let requested: BTreeSet<String> = lock(&shared.min_ready.submitted).keys().cloned().collect();
+    let requested: BTreeSet<Arc<str>> = lock(&shared.min_ready.submitted)
+        .values()
+        .cloned()
+        .collect();
     shared.nodes.sync(&*shared.store).await?;
     for (label, min_ready) in wanted {
-        if requested.contains(&label) {
+        if requested.contains(label.as_str()) {
             continue;
         }
         let ready = shared.nodes.with(|nodes| {
@@ -178,6 +195,7 @@ async fn pass(shared: &Shared) -> Result<()> {
             continue;
         }
         info!(label = %label, need, "creating min-ready requests");
+        let shared_label: Arc<str> = Arc::from(label.as_str());
         for _ in 0..need {
             let request = NodeRequest {
                 state: Some(RequestState::Requested),
@@ -190,10 +208,7 @@ async fn pass(shared: &Shared) -> Result<()> {
             };
             let id = shared.store.create_request(&request, "900").await?;
             shared.counters.bump(Counter::MinReadyRequests);
-            lock(&shared.min_ready.submitted)
-                .entry(label.clone())
-                .or_default()
-                .push(id);
+            lock(&shared.min_ready.submitted).insert(id, shared_label.clone());
         }
     }
     Ok(())

@@ -26,6 +26,7 @@
 //! as the cloud returns it, and instances carrying our metadata that no node
 //! knows are deleted after [`LauncherSettings::leak_grace`].
 
+mod cache;
 mod cleanup;
 mod handler;
 mod input;
@@ -35,6 +36,7 @@ mod min_ready;
 mod nodes;
 mod pool;
 mod registered;
+mod requests;
 mod shared;
 mod stats;
 #[cfg(test)]
@@ -99,7 +101,10 @@ pub struct LauncherSettings {
     /// bound; `max-concurrency` still applies below it). Accepted requests
     /// beyond it stay `requested` for a later pass, which a handler that
     /// finishes triggers. Bounds the memory of a burst, e.g. `min-ready`
-    /// asking for thousands of nodes at once.
+    /// asking for thousands of nodes at once: a handler with its launch in
+    /// flight holds ~30 KB (its task, its request and node records, its
+    /// store calls queued). The default, 128, still launches 128 nodes of a
+    /// pool at once (~2 a second with one-minute boots).
     pub max_handlers_per_pool: usize,
     /// Optional post-boot check.
     pub ready_hook: Option<Arc<dyn ReadyHook>>,
@@ -117,7 +122,7 @@ impl LauncherSettings {
             leak_grace: Duration::from_secs(60),
             quota_cache_ttl: Duration::from_secs(300),
             delete_concurrency: 32,
-            max_handlers_per_pool: 256,
+            max_handlers_per_pool: 128,
             ready_hook: None,
         }
     }

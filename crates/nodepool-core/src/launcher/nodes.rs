@@ -1,51 +1,73 @@
-//! The launcher's view of the store's nodes: one small summary per node,
+//! The launcher's view of the store's nodes: one small summary per node
+//! (~64 bytes plus its id; what many nodes have in common is kept once),
 //! kept current from store events instead of listing every node on every
-//! pass (kube-runtime's reflector).
-//!
-//! The cache has its own watch receiver, subscribed before the first full
-//! listing. [`NodeCache::sync`] drains it, re-reads each node named by an
-//! event since the last sync (once, however many events it had) and lists
-//! everything again only at start and after missed events. A store
-//! announces a change before it answers the next call of the same process,
-//! so a sync that starts after a write of ours has returned sees it; changes
-//! made by other processes arrive as their events do, as with a listing
-//! taken a moment earlier.
+//! pass (see [`super::cache`] for how).
 //!
 //! Readers look at the summaries under a short lock ([`NodeCache::with`]);
 //! nothing awaits while holding it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
 
-use tokio::sync::broadcast::error::TryRecvError;
-use tokio::sync::broadcast::Receiver;
-use tracing::{debug, info};
+use async_trait::async_trait;
 
+use super::cache::{Cache, Kind, Names};
 use super::input::node_resources;
-use super::shared::lock;
 use crate::model::{Node, NodeState};
 use crate::provider::Resources;
 use crate::store::{NodeStore, StoreEvent};
-use crate::{Error, Result};
+use crate::Result;
 
-/// What the launcher's decisions read of a node.
+/// What the launcher's decisions read of a node. What the nodes of one
+/// label in one pool have in common is one [`NodeShape`] behind an `Arc`,
+/// read through `Deref` (`summary.provider`).
 #[derive(Debug, Clone)]
 pub(crate) struct NodeSummary {
     pub(crate) state: Option<NodeState>,
     pub(crate) state_time: Option<f64>,
+    pub(crate) allocated_to: Option<Box<str>>,
+    pub(crate) hold_expiration: Option<i64>,
+    shape: Arc<NodeShape>,
+}
+
+impl Deref for NodeSummary {
+    type Target = NodeShape;
+
+    fn deref(&self) -> &NodeShape {
+        &self.shape
+    }
+}
+
+/// The part of a [`NodeSummary`] that many nodes share.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NodeShape {
     pub(crate) provider: Option<Arc<str>>,
     pub(crate) pool: Option<Arc<str>>,
     pub(crate) labels: Box<[Arc<str>]>,
-    pub(crate) allocated_to: Option<Box<str>>,
     pub(crate) az: Option<Arc<str>>,
     pub(crate) tenant_name: Option<Arc<str>>,
     /// Only kept for `init` nodes (the sweep deletes those of gone pools).
     pub(crate) launcher: Option<Arc<str>>,
     pub(crate) resources: Option<Resources>,
-    pub(crate) hold_expiration: Option<i64>,
 }
 
-impl NodeSummary {
+impl Hash for NodeShape {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.provider.hash(state);
+        self.pool.hash(state);
+        self.labels.hash(state);
+        self.az.hash(state);
+        self.tenant_name.hash(state);
+        self.launcher.hash(state);
+        self.resources
+            .map(|r| (r.instances, r.cores, r.ram))
+            .hash(state);
+    }
+}
+
+impl NodeShape {
     pub(crate) fn provider_is(&self, name: &str) -> bool {
         self.provider.as_deref() == Some(name)
     }
@@ -62,165 +84,158 @@ impl NodeSummary {
 /// Node id → summary.
 pub(crate) type NodeMap = BTreeMap<String, NodeSummary>;
 
+/// The node cache's records.
 #[derive(Debug, Default)]
-struct View {
+pub(crate) struct Nodes {
     nodes: NodeMap,
-    /// Provider, pool, label, AZ, tenant and launcher names: few distinct
-    /// values shared by thousands of nodes.
-    names: HashSet<Arc<str>>,
+    /// The shapes in use, each once.
+    shapes: HashSet<Arc<NodeShape>>,
 }
 
-impl View {
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(found) = self.names.get(s) {
-            return found.clone();
-        }
-        let new: Arc<str> = Arc::from(s);
-        self.names.insert(new.clone());
-        new
-    }
-
-    fn intern_opt(&mut self, s: Option<&str>) -> Option<Arc<str>> {
-        s.map(|s| self.intern(s))
-    }
-
-    fn summarize(&mut self, node: &Node) -> NodeSummary {
-        NodeSummary {
-            state: node.state,
-            state_time: node.state_time,
-            provider: self.intern_opt(node.provider.as_deref()),
-            pool: self.intern_opt(node.pool.as_deref()),
-            labels: node.labels.iter().map(|l| self.intern(l)).collect(),
-            allocated_to: node.allocated_to.as_deref().map(Box::from),
-            az: self.intern_opt(node.az.as_deref()),
-            tenant_name: self.intern_opt(node.tenant_name.as_deref()),
+impl Nodes {
+    fn summarize(&mut self, names: &mut Names, node: &Node) -> NodeSummary {
+        let shape = NodeShape {
+            provider: names.intern_opt(node.provider.as_deref()),
+            pool: names.intern_opt(node.pool.as_deref()),
+            labels: node.labels.iter().map(|l| names.intern(l)).collect(),
+            az: names.intern_opt(node.az.as_deref()),
+            tenant_name: names.intern_opt(node.tenant_name.as_deref()),
             launcher: if node.state == Some(NodeState::Init) {
-                self.intern_opt(node.launcher.as_deref())
+                names.intern_opt(node.launcher.as_deref())
             } else {
                 None
             },
             resources: node_resources(node),
-            hold_expiration: node.hold_expiration,
-        }
-    }
-
-    fn put(&mut self, node: &Node) {
-        let summary = self.summarize(node);
-        match self.nodes.get_mut(&node.id) {
-            Some(slot) => *slot = summary,
-            None => {
-                self.nodes.insert(node.id.clone(), summary);
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Refresh {
-    events: Option<Receiver<StoreEvent>>,
-    /// A full listing is due (start, missed events).
-    relist: bool,
-    /// Nodes changed since their last read.
-    dirty: BTreeSet<String>,
-}
-
-impl Refresh {
-    /// Move the waiting events into `dirty`; missed ones ask for a listing.
-    fn drain(&mut self) {
-        let Some(events) = self.events.as_mut() else {
-            self.relist = true;
-            return;
         };
-        loop {
-            match events.try_recv() {
-                Ok(StoreEvent::Node { id, .. }) => {
-                    self.dirty.insert(id);
-                }
-                Ok(StoreEvent::Resync) | Err(TryRecvError::Lagged(_)) => self.relist = true,
-                Ok(_) => {}
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Closed) => {
-                    self.events = None;
-                    self.relist = true;
-                    return;
-                }
+        let shape = match self.shapes.get(&shape) {
+            Some(found) => found.clone(),
+            None => {
+                let new = Arc::new(shape);
+                self.shapes.insert(new.clone());
+                new
             }
+        };
+        NodeSummary {
+            state: node.state,
+            state_time: node.state_time,
+            allocated_to: node.allocated_to.as_deref().map(Box::from),
+            hold_expiration: node.hold_expiration,
+            shape,
         }
+    }
+
+    /// Forget the shape of a summary that goes if no other summary has it
+    /// (the set holds one reference, `old` another).
+    fn release(&mut self, old: NodeSummary) {
+        if Arc::strong_count(&old.shape) == 2 {
+            self.shapes.remove(&old.shape);
+        }
+    }
+}
+
+#[async_trait]
+impl Kind for Nodes {
+    type Record = Node;
+    type Map = NodeMap;
+    const WHAT: &'static str = "node";
+
+    fn event_id(event: &StoreEvent) -> Option<&str> {
+        match event {
+            StoreEvent::Node { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    async fn list(store: &dyn NodeStore) -> Result<Vec<Node>> {
+        store.list_nodes().await
+    }
+
+    async fn get(store: &dyn NodeStore, id: &str) -> Result<Option<Node>> {
+        store.get_node(id).await
+    }
+
+    fn put(&mut self, names: &mut Names, node: Node) {
+        let summary = self.summarize(names, &node);
+        let old = match self.nodes.get_mut(&node.id) {
+            Some(slot) => Some(std::mem::replace(slot, summary)),
+            None => self.nodes.insert(node.id, summary),
+        };
+        if let Some(old) = old {
+            self.release(old);
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.nodes.remove(id) {
+            self.release(old);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.shapes.clear();
+    }
+
+    fn map(&self) -> &NodeMap {
+        &self.nodes
     }
 }
 
 /// The launcher's node cache; see the module doc.
-#[derive(Debug, Default)]
-pub(crate) struct NodeCache {
-    view: Mutex<View>,
-    refresh: tokio::sync::Mutex<Refresh>,
-}
+pub(crate) type NodeCache = Cache<Nodes>;
 
 impl NodeCache {
-    /// Collect the events waiting, without reading the store (keeps the
-    /// receiver from lagging between syncs). Skipped while a sync runs.
-    pub(crate) fn drain(&self) {
-        if let Ok(mut refresh) = self.refresh.try_lock() {
-            refresh.drain();
-        }
-    }
-
-    /// Bring the cache up to date with every change announced so far.
-    pub(crate) async fn sync(&self, store: &dyn NodeStore) -> Result<()> {
-        let mut refresh = self.refresh.lock().await;
-        if refresh.events.is_none() {
-            refresh.events = Some(store.watch());
-            refresh.relist = true;
-        }
-        refresh.drain();
-        if refresh.relist {
-            // Whatever the listing misses is announced after subscribing.
-            let listed = store.list_nodes().await?;
-            info!(nodes = listed.len(), "node cache: listing every node");
-            let mut view = lock(&self.view);
-            let view = &mut *view;
-            let mut fresh = NodeMap::new();
-            for node in listed {
-                let summary = view.summarize(&node);
-                fresh.insert(node.id, summary);
-            }
-            view.nodes = fresh;
-            view.names.retain(|name| Arc::strong_count(name) > 1);
-            refresh.relist = false;
-            refresh.dirty.clear();
-            refresh.drain();
-        }
-        while let Some(id) = refresh.dirty.pop_first() {
-            match store.get_node(&id).await {
-                Ok(Some(node)) => lock(&self.view).put(&node),
-                Ok(None) => {
-                    lock(&self.view).nodes.remove(&id);
-                }
-                // Garbage or an empty znode (a lock taken on a node just
-                // deleted recreates it empty, as kazoo's does): not a node;
-                // skip it like listings do, never fail the pass on it.
-                Err(Error::Corrupt { path, message }) => {
-                    debug!(%path, %message, "skipping a node record that cannot be decoded");
-                    lock(&self.view).nodes.remove(&id);
-                }
-                Err(e) => {
-                    refresh.dirty.insert(id);
-                    return Err(e);
-                }
-            }
-            // Keep the receiver from lagging behind a long sync.
-            refresh.drain();
-        }
-        Ok(())
-    }
-
-    /// Read the summaries (no await inside `f`).
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&NodeMap) -> T) -> T {
-        f(&lock(&self.view).nodes)
-    }
-
     /// Whether the store held node `id` at the last sync.
     pub(crate) fn contains(&self, id: &str) -> bool {
-        lock(&self.view).nodes.contains_key(id)
+        self.with(|nodes| nodes.contains_key(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn node(label: &str, state: NodeState) -> Node {
+        Node {
+            state: Some(state),
+            provider: Some("cloud".to_string()),
+            pool: Some("main".to_string()),
+            labels: vec![label.to_string()],
+            launcher: Some("launcher-1".to_string()),
+            ..Node::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn nodes_alike_share_one_shape_and_read_through_it() {
+        let store = MemoryStore::new();
+        let cache = NodeCache::default();
+        let a = store
+            .create_node(&node("small", NodeState::Ready))
+            .await
+            .expect("create");
+        let b = store
+            .create_node(&node("small", NodeState::Ready))
+            .await
+            .expect("create");
+        let building = store
+            .create_node(&node("small", NodeState::Init))
+            .await
+            .expect("create");
+        cache.sync(&store).await.expect("sync");
+        cache.with(|nodes| {
+            assert!(Arc::ptr_eq(&nodes[&a].shape, &nodes[&b].shape));
+            assert!(nodes[&a].provider_is("cloud") && nodes[&a].pool_is("main"));
+            assert!(nodes[&a].has_label("small"));
+            assert_eq!(nodes[&a].launcher, None, "kept for init nodes only");
+            assert_eq!(nodes[&building].launcher.as_deref(), Some("launcher-1"));
+        });
+        for id in [&a, &b, &building] {
+            store.delete_node(id).await.expect("delete");
+        }
+        cache.sync(&store).await.expect("sync");
+        assert!(!cache.contains(&a));
+        cache.records(|r| assert!(r.shapes.is_empty(), "no shape outlives its nodes"));
     }
 }

@@ -1,8 +1,9 @@
 //! The pool worker: one task per provider pool. Each pass reads the open
-//! requests, asks the scheduler, and acts on its decisions; accepted requests
-//! are handed to request handlers ([`super::handler`]) running concurrently.
+//! requests (from the request cache, [`super::requests`]), asks the
+//! scheduler, and acts on its decisions; accepted requests are handed to
+//! request handlers ([`super::handler`]) running concurrently.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,10 +15,11 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use super::cleanup;
 use super::handler::{self, Plan};
 use super::input;
+use super::requests::RequestSummary;
 use super::shared::{self, lock, now, Shared};
 use super::stats::{Counter, PoolStatus};
 use crate::model::{Component, ComponentState, NodeRequest, RequestState};
-use crate::scheduler::{Decision, Limit, MIN_READY_REQUESTOR};
+use crate::scheduler::{Decision, Limit, RequestInfo, MIN_READY_REQUESTOR};
 use crate::store::{LockOptions, LockTarget};
 use crate::Result;
 
@@ -128,16 +130,22 @@ impl PoolState {
 }
 
 /// Request ids sort by (precedence, relative priority, sequence).
+#[cfg(test)]
 pub(crate) fn priority_key(request: &NodeRequest) -> (String, i64, String) {
-    let (precedence, sequence) = request
-        .id
-        .split_once('-')
-        .unwrap_or(("", request.id.as_str()));
+    let (precedence, relative_priority, sequence) =
+        request_order(&request.id, request.relative_priority);
     (
         precedence.to_string(),
-        request.relative_priority,
+        relative_priority,
         sequence.to_string(),
     )
+}
+
+/// The order requests are taken in: (precedence, relative priority,
+/// sequence) of request `id`.
+fn request_order(id: &str, relative_priority: i64) -> (&str, i64, &str) {
+    let (precedence, sequence) = id.split_once('-').unwrap_or(("", id));
+    (precedence, relative_priority, sequence)
 }
 
 /// The pool worker task.
@@ -205,28 +213,36 @@ async fn pass(
     let Some(provider) = snapshot.providers.get(&state.provider) else {
         return Ok(());
     };
-    let requests = shared.store.list_requests().await?;
+    shared.requests.sync(&*shared.store).await?;
     // The book is read before the nodes, so a node created meanwhile is
     // counted (twice at worst), never missed.
     let book = lock(&state.book).clone();
-    let mut open: Vec<NodeRequest> = requests
-        .into_iter()
-        .filter(|r| {
-            r.state == Some(RequestState::Requested)
-                && !r.declined_by.contains(&state.launcher_id)
-                && !book.active.contains_key(&r.id)
-        })
-        .collect();
+    let open: Vec<RequestInfo> = shared.requests.with(|requests| {
+        let mut open: Vec<(&String, &RequestSummary)> = requests
+            .iter()
+            .filter(|(id, r)| {
+                r.state == Some(RequestState::Requested)
+                    && !r.declined_by(&state.launcher_id)
+                    && !book.active.contains_key(*id)
+            })
+            .collect();
+        open.sort_by(|(a, x), (b, y)| {
+            request_order(a, x.relative_priority).cmp(&request_order(b, y.relative_priority))
+        });
+        open.into_iter()
+            .map(|(id, r)| r.info(id, book.waiting.contains(id)))
+            .collect()
+    });
     {
+        let open_ids: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
         let mut live = lock(&state.book);
-        live.waiting.retain(|id| open.iter().any(|r| &r.id == id));
+        live.waiting.retain(|id| open_ids.contains(id.as_str()));
     }
     let aborted = book.active.values().any(|a| a.aborted);
     if open.is_empty() {
         state.set_paused(shared, aborted).await;
         return Ok(());
     }
-    open.sort_by_key(priority_key);
     shared.nodes.sync(&*shared.store).await?;
     let components = shared.store.list_components(POOL_KIND).await?;
     let rt = shared.runtime(&state.provider);
@@ -237,11 +253,15 @@ async fn pass(
         provider,
         runtime: &rt,
         components: &components,
-        open: &open,
         book: &book,
     };
-    let scheduling = input::build(shared, state, &data).await;
+    let scheduling = input::build(shared, state, &data, open).await;
     let decisions = shared.scheduler.schedule(&scheduling);
+    let open: HashMap<&str, &RequestInfo> = scheduling
+        .requests
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
 
     let concurrency_full = provider_cfg.max_concurrency == 0
         || (provider_cfg.max_concurrency > 0
@@ -265,7 +285,7 @@ async fn pass(
                 {
                     continue;
                 }
-                let Some(request) = open.iter().find(|r| r.id == request_id) else {
+                let Some(request) = open.get(request_id.as_str()).copied() else {
                     continue;
                 };
                 if preregistered && !launch.is_empty() {
@@ -276,7 +296,7 @@ async fn pass(
                 }
                 let launch: Vec<(usize, String)> = launch
                     .into_iter()
-                    .filter_map(|i| request.node_types.get(i).map(|l| (i, l.clone())))
+                    .filter_map(|i| request.labels.get(i).map(|l| (i, l.clone())))
                     .collect();
                 let active = Active {
                     launch_labels: launch.iter().map(|(_, l)| l.clone()).collect(),
@@ -346,7 +366,7 @@ fn reap(handlers: &mut JoinSet<()>) {
 /// A pool of pre-registered nodes has no ready node for a request (or the
 /// request does not reuse nodes): as upstream at quota, a min-ready request
 /// is declined, any other left for a later pass or another pool.
-async fn cannot_launch(shared: &Shared, state: &PoolState, request: &NodeRequest) {
+async fn cannot_launch(shared: &Shared, state: &PoolState, request: &RequestInfo) {
     if request.requestor.as_deref() == Some(MIN_READY_REQUESTOR) {
         debug!(request_id = %request.id, "declining min-ready request: no node to hand out");
         if let Err(e) = decline(shared, state, &request.id).await {

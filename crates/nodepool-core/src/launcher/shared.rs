@@ -17,6 +17,7 @@ use super::min_ready::{self, MinReady};
 use super::nodes::NodeCache;
 use super::pool::{self, PoolState};
 use super::registered::{self, Registrar};
+use super::requests::RequestCache;
 use super::stats::{Counters, LauncherStatus};
 use super::LauncherSettings;
 use crate::config::Config;
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) min_ready: MinReady,
     /// The store's nodes, as the launcher's decisions read them.
     pub(crate) nodes: NodeCache,
+    /// The store's node requests, as pool passes and min-ready read them.
+    pub(crate) requests: RequestCache,
     /// Passes of providers with pre-registered nodes to run.
     pub(crate) registrar: Registrar,
 }
@@ -101,6 +104,7 @@ impl Shared {
             deletes: DeleteQueue::default(),
             min_ready: MinReady::default(),
             nodes: NodeCache::default(),
+            requests: RequestCache::default(),
             registrar: Registrar::default(),
         }
     }
@@ -352,11 +356,14 @@ async fn dispatch_events(shared: Arc<Shared>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             e = events.recv() => e,
         };
-        if matches!(
-            event,
-            Ok(StoreEvent::Node { .. } | StoreEvent::Resync) | Err(RecvError::Lagged(_))
-        ) {
-            shared.nodes.drain();
+        match event {
+            Ok(StoreEvent::Node { .. }) => shared.nodes.drain(),
+            Ok(StoreEvent::Request { .. }) => shared.requests.drain(),
+            Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => {
+                shared.nodes.drain();
+                shared.requests.drain();
+            }
+            _ => {}
         }
         match event {
             Ok(StoreEvent::Request { id, change }) => {

@@ -12,10 +12,13 @@
 //! runs in the background.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use nodepool_core::provider::{CloudImage, ImageRef, Instance, InstanceState, Resources};
+use nodepool_core::provider::{
+    CloudImage, ImageRef, Instance, InstanceState, Resources, META_NODE_ID,
+};
 use nodepool_core::{Error, Result};
 use tokio::time::Instant;
 
@@ -164,55 +167,83 @@ pub struct CreateRequest {
 }
 
 /// How a created instance ends up.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Fate {
     Boots,
-    Fails(String),
+    /// Ends in `Error` with [`BOOT_FAILURE`].
+    Fails,
     Hangs,
 }
 
-/// One server, kept small: a cloud of 10,000 servers lives in the launcher
-/// process. Addresses are derived from the serial number, metadata keys are
-/// shared, and the [`Instance`] view is built when asked for.
-#[derive(Debug, Clone)]
-struct FakeInstance {
-    /// Serial number: the id is `fake-<n as 8 hex digits>`.
-    n: u64,
-    metadata: Box<[(Arc<str>, Box<str>)]>,
+/// The error of a server that failed to boot.
+const BOOT_FAILURE: &str = "injected fault: server failed to boot";
+
+/// What the servers of one label have in common: metadata other than the
+/// node id, AZ, image and size.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    metadata: Box<[(Arc<str>, Arc<str>)]>,
     az: Option<Arc<str>>,
     image_id: Option<Arc<str>>,
     resources: Resources,
+}
+
+impl Hash for Shape {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.metadata.hash(state);
+        self.az.hash(state);
+        self.image_id.hash(state);
+        let r = &self.resources;
+        (r.instances, r.cores, r.ram).hash(state);
+    }
+}
+
+/// One server, kept small (~90 bytes): a cloud of 10,000 servers lives in
+/// the launcher process. The id and addresses are derived from the serial
+/// number (the map key), what servers share is one [`Shape`], and the
+/// [`Instance`] view is built when asked for.
+#[derive(Debug, Clone)]
+struct FakeInstance {
+    shape: Arc<Shape>,
+    /// The [`META_NODE_ID`] value, if any.
+    node_id: Option<Box<str>>,
     ready_at: Instant,
     fate: Fate,
 }
 
 impl FakeInstance {
-    fn snapshot(&self, now: Instant) -> Instance {
-        let state = match &self.fate {
+    /// The server as the cloud shows it; `n` is its serial number.
+    fn snapshot(&self, n: u64, now: Instant) -> Instance {
+        let state = match self.fate {
             Fate::Hangs => InstanceState::Building,
             _ if now < self.ready_at => InstanceState::Building,
             Fate::Boots => InstanceState::Active,
-            Fate::Fails(message) => InstanceState::Error(message.clone()),
+            Fate::Fails => InstanceState::Error(BOOT_FAILURE.to_string()),
         };
-        let (hi, lo) = ((self.n >> 8) & 0xff, self.n & 0xff);
+        let (hi, lo) = ((n >> 8) & 0xff, n & 0xff);
+        let shape = &*self.shape;
+        let mut metadata: BTreeMap<String, String> = shape
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(node_id) = &self.node_id {
+            metadata.insert(META_NODE_ID.to_string(), node_id.to_string());
+        }
         Instance {
-            external_id: external_id(self.n),
+            external_id: external_id(n),
             state: Some(state),
-            metadata: self
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            metadata,
             interface_ip: Some(format!("203.0.{hi}.{lo}")),
             public_ipv4: Some(format!("203.0.{hi}.{lo}")),
             private_ipv4: Some(format!("10.0.{hi}.{lo}")),
             public_ipv6: None,
-            az: self.az.as_deref().map(str::to_string),
+            az: shape.az.as_deref().map(str::to_string),
             cloud: Some("fake".to_string()),
             region: None,
             host_id: Some("fake".to_string()),
-            image_id: self.image_id.as_deref().map(str::to_string),
-            resources: self.resources,
+            image_id: shape.image_id.as_deref().map(str::to_string),
+            resources: shape.resources,
             host_keys: Vec::new(),
             connection_port: None,
         }
@@ -222,6 +253,13 @@ impl FakeInstance {
 /// The cloud's id of server `n`.
 fn external_id(n: u64) -> String {
     format!("fake-{n:08x}")
+}
+
+/// The serial number of the server with id `external_id`, if it is one.
+fn serial(external_id: &str) -> Option<u64> {
+    let hex = external_id.strip_prefix("fake-")?;
+    let n = u64::from_str_radix(hex, 16).ok()?;
+    (self::external_id(n) == external_id).then_some(n)
 }
 
 /// SplitMix64: small, seedable, good enough for fault injection.
@@ -250,11 +288,14 @@ impl Rng {
 #[derive(Debug)]
 struct State {
     settings: FakeCloudSettings,
-    instances: BTreeMap<String, FakeInstance>,
+    /// By serial number.
+    instances: BTreeMap<u64, FakeInstance>,
     /// What `instances` use: (servers, cores, RAM).
     used: (u64, u64, u64),
     /// Metadata keys and AZ names, shared by the instances.
     names: HashSet<Arc<str>>,
+    /// The shapes the instances have, each once.
+    shapes: HashSet<Arc<Shape>>,
     images: BTreeMap<String, CloudImage>,
     rng: Rng,
     next_id: u64,
@@ -279,29 +320,70 @@ impl State {
         new
     }
 
-    fn insert(&mut self, external_id: String, instance: FakeInstance) {
-        let r = &instance.resources;
-        let (n, cores, ram) = &mut self.used;
-        *n += 1;
+    /// The shared shape of a server with `metadata` (less its node id,
+    /// returned apart), `az`, `image_id` and `resources`.
+    fn shape(
+        &mut self,
+        metadata: &BTreeMap<String, String>,
+        az: Option<&str>,
+        image_id: Option<&str>,
+        resources: Resources,
+    ) -> (Arc<Shape>, Option<Box<str>>) {
+        let mut node_id = None;
+        let mut shared = Vec::with_capacity(metadata.len());
+        for (k, v) in metadata {
+            if k == META_NODE_ID {
+                node_id = Some(Box::from(v.as_str()));
+            } else {
+                shared.push((self.intern(k), self.intern(v)));
+            }
+        }
+        let shape = Shape {
+            metadata: shared.into_boxed_slice(),
+            az: az.map(|az| self.intern(az)),
+            image_id: image_id.map(|id| self.intern(id)),
+            resources,
+        };
+        if let Some(found) = self.shapes.get(&shape) {
+            return (found.clone(), node_id);
+        }
+        let shape = Arc::new(shape);
+        self.shapes.insert(shape.clone());
+        (shape, node_id)
+    }
+
+    fn get(&self, external_id: &str) -> Option<(u64, &FakeInstance)> {
+        let n = serial(external_id)?;
+        self.instances.get(&n).map(|i| (n, i))
+    }
+
+    fn insert(&mut self, n: u64, instance: FakeInstance) {
+        let r = &instance.shape.resources;
+        let (count, cores, ram) = &mut self.used;
+        *count += 1;
         *cores += r.cores.unwrap_or(0);
         *ram += r.ram.unwrap_or(0);
-        if let Some(old) = self.instances.insert(external_id, instance) {
-            self.forget(&old);
+        if let Some(old) = self.instances.insert(n, instance) {
+            self.forget(old);
         }
     }
 
     fn remove(&mut self, external_id: &str) {
-        if let Some(old) = self.instances.remove(external_id) {
-            self.forget(&old);
+        if let Some(old) = serial(external_id).and_then(|n| self.instances.remove(&n)) {
+            self.forget(old);
         }
     }
 
-    fn forget(&mut self, instance: &FakeInstance) {
-        let r = &instance.resources;
+    fn forget(&mut self, instance: FakeInstance) {
+        let r = &instance.shape.resources;
         let (n, cores, ram) = &mut self.used;
         *n = n.saturating_sub(1);
         *cores = cores.saturating_sub(r.cores.unwrap_or(0));
         *ram = ram.saturating_sub(r.ram.unwrap_or(0));
+        // The set's copy and this one: no server uses it any more.
+        if Arc::strong_count(&instance.shape) == 2 {
+            self.shapes.remove(&instance.shape);
+        }
     }
 
     fn injected_error(&mut self, provider: &str, operation: &str) -> Result<()> {
@@ -344,6 +426,7 @@ impl FakeCloud {
                 instances: BTreeMap::new(),
                 used: (0, 0, 0),
                 names: HashSet::new(),
+                shapes: HashSet::new(),
                 images: BTreeMap::from([(image.external_id.clone(), image)]),
                 rng: Rng(seed),
                 next_id: 0,
@@ -431,7 +514,7 @@ impl FakeCloud {
         let fate = if state.rng.chance(state.settings.faults.timeout_rate) {
             Fate::Hangs
         } else if state.rng.chance(state.settings.faults.boot_failure_rate) {
-            Fate::Fails("injected fault: server failed to boot".to_string())
+            Fate::Fails
         } else {
             Fate::Boots
         };
@@ -443,26 +526,25 @@ impl FakeCloud {
                 .map_or(name, |i| i.external_id.clone()),
             ImageRef::Uploaded { external_id, .. } => external_id,
         });
-        let metadata = request
-            .metadata
-            .iter()
-            .map(|(k, v)| (state.intern(k), Box::from(v.as_str())))
-            .collect();
+        let resources = Resources {
+            instances: Some(need.instances.unwrap_or(1)),
+            ..*need
+        };
+        let (shape, node_id) = state.shape(
+            &request.metadata,
+            az.as_deref(),
+            image_id.as_deref(),
+            resources,
+        );
         let now = Instant::now();
         let instance = FakeInstance {
-            n,
-            metadata,
-            az: az.map(|az| state.intern(&az)),
-            image_id: image_id.map(|id| state.intern(&id)),
-            resources: Resources {
-                instances: Some(need.instances.unwrap_or(1)),
-                ..*need
-            },
+            shape,
+            node_id,
             ready_at: now + state.settings.boot_delay,
             fate,
         };
-        let snapshot = instance.snapshot(now);
-        state.insert(snapshot.external_id.clone(), instance);
+        let snapshot = instance.snapshot(n, now);
+        state.insert(n, instance);
         tracing::debug!(provider, external_id = %snapshot.external_id, "fake cloud created server");
         Ok(snapshot)
     }
@@ -471,14 +553,14 @@ impl FakeCloud {
     pub fn get(&self, external_id: &str) -> Option<Instance> {
         let state = self.state();
         let now = Instant::now();
-        state.instances.get(external_id).map(|i| i.snapshot(now))
+        state.get(external_id).map(|(n, i)| i.snapshot(n, now))
     }
 
     /// When a server becomes active: `None` for a missing server or one that
     /// never will (hanging or failing).
     pub fn active_at(&self, external_id: &str) -> Option<Instant> {
         let state = self.state();
-        let instance = state.instances.get(external_id)?;
+        let (_, instance) = state.get(external_id)?;
         (instance.fate == Fate::Boots).then_some(instance.ready_at)
     }
 
@@ -486,7 +568,7 @@ impl FakeCloud {
     /// missing or hanging server.
     pub fn settles_at(&self, external_id: &str) -> Option<Instant> {
         let state = self.state();
-        let instance = state.instances.get(external_id)?;
+        let (_, instance) = state.get(external_id)?;
         (instance.fate != Fate::Hangs).then_some(instance.ready_at)
     }
 
@@ -502,7 +584,11 @@ impl FakeCloud {
     pub fn instances(&self) -> Vec<Instance> {
         let state = self.state();
         let now = Instant::now();
-        state.instances.values().map(|i| i.snapshot(now)).collect()
+        state
+            .instances
+            .iter()
+            .map(|(n, i)| i.snapshot(*n, now))
+            .collect()
     }
 
     /// What the servers use now.

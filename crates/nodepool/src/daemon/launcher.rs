@@ -30,9 +30,23 @@ pub(crate) struct LauncherOptions {
     pub(crate) reload_interval: Duration,
 }
 
+/// Most threads of the runtime's blocking pool (decoding long store
+/// listings, file system calls, name lookups).
+const MAX_BLOCKING_THREADS: usize = 4;
+
 /// Run the launcher until SIGINT or SIGTERM; the exit code says how it ended.
+///
+/// The launcher runs on a single-threaded runtime. Its work is waiting on
+/// the store and the clouds: at ~2 ms of CPU per request one thread serves
+/// hundreds of requests a second, and the embedded store's SQLite calls run
+/// on the store's own thread anyway. Every thread that allocates gets its
+/// own glibc malloc arena, each holding its own high-water mark: one
+/// runtime thread instead of one per core (plus idle blocking threads)
+/// kept the launcher at 10,000 nodes ~9 MB smaller (see
+/// doc/benchmarks.md, scale run).
 pub(crate) fn run(options: LauncherOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {

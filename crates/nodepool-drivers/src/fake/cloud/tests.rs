@@ -290,3 +290,71 @@ fn clones_share_one_cloud() {
     assert!(other.get(&created.external_id).is_some());
     assert_eq!(other.instances().len(), 1);
 }
+
+#[test]
+fn servers_keep_their_metadata_and_share_what_is_common() {
+    let cloud = FakeCloud::new(FakeCloudSettings {
+        max_instances: 100,
+        max_cores: 1000,
+        ..FakeCloudSettings::default()
+    });
+    let mut metadata = request(1).metadata;
+    metadata.insert(
+        "nodepool_provider_name".to_string(),
+        "fake-provider".to_string(),
+    );
+    let created: Vec<Instance> = (1..=3)
+        .map(|n| {
+            let mut r = request(n);
+            r.metadata.extend(metadata.clone());
+            r.metadata
+                .insert("nodepool_node_id".to_string(), format!("{n:010}"));
+            r.az = Some("az1".to_string());
+            cloud.create(r).expect("create")
+        })
+        .collect();
+    for (n, instance) in (1..=3).zip(&created) {
+        let got = cloud.get(&instance.external_id).expect("server");
+        assert_eq!(got.metadata["nodepool_node_id"], format!("{n:010}"));
+        assert_eq!(got.metadata["nodepool_provider_name"], "fake-provider");
+        assert_eq!(got.az.as_deref(), Some("az1"));
+        assert_eq!(got.metadata, instance.metadata);
+    }
+    assert_eq!(cloud.state().shapes.len(), 1, "one shape for three servers");
+    for instance in &created {
+        cloud
+            .delete("fake-provider", &instance.external_id)
+            .expect("delete");
+    }
+    assert!(
+        cloud.state().shapes.is_empty(),
+        "the shape goes with its servers"
+    );
+}
+
+#[test]
+fn ids_that_are_not_the_clouds_find_nothing() {
+    let cloud = FakeCloud::default();
+    let created = cloud.create(request(1)).expect("create");
+    let n = created
+        .external_id
+        .strip_prefix("fake-")
+        .expect("fake- prefix")
+        .to_string();
+    for id in [
+        format!("fake-+{n}"),
+        format!("fake-0{n}"),
+        n.clone(),
+        format!("fake-{}", n.to_uppercase()),
+        "fake-".to_string(),
+        "fake-zz".to_string(),
+    ] {
+        if id != created.external_id {
+            assert!(cloud.get(&id).is_none(), "{id} is not a server");
+        }
+    }
+    cloud
+        .delete("fake-provider", "fake-+1")
+        .expect("missing is fine");
+    assert_eq!(cloud.instances().len(), 1);
+}

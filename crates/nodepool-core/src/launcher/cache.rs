@@ -1,0 +1,217 @@
+//! A cache of one kind of store record, kept current from store events
+//! instead of listing every record on every pass (kube-runtime's
+//! reflector): the machinery shared by the node cache ([`super::nodes`])
+//! and the request cache ([`super::requests`]).
+//!
+//! A cache has its own watch receiver, subscribed before the first full
+//! listing. [`Cache::sync`] drains it, re-reads each record named by an
+//! event since the last sync (once, however many events it had) and lists
+//! everything again only at start and after missed events. A store
+//! announces a change before it answers the next call of the same process,
+//! so a sync that starts after a write of ours has returned sees it; changes
+//! made by other processes arrive as their events do, as with a listing
+//! taken a moment earlier.
+//!
+//! Readers look at the view under a short lock ([`Cache::with`]); nothing
+//! awaits while holding it.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::broadcast::Receiver;
+use tracing::{debug, info};
+
+use super::shared::lock;
+use crate::store::{NodeStore, StoreEvent};
+use crate::{Error, Result};
+
+/// Provider, pool, label, AZ, tenant, requestor and pool-id names: few
+/// distinct values shared by thousands of records.
+#[derive(Debug, Default)]
+pub(crate) struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    /// The shared copy of `s`.
+    pub(crate) fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.0.get(s) {
+            return found.clone();
+        }
+        let new: Arc<str> = Arc::from(s);
+        self.0.insert(new.clone());
+        new
+    }
+
+    /// The shared copy of `s`, if any.
+    pub(crate) fn intern_opt(&mut self, s: Option<&str>) -> Option<Arc<str>> {
+        s.map(|s| self.intern(s))
+    }
+
+    /// Forget names no record uses any more.
+    fn prune(&mut self) {
+        self.0.retain(|name| Arc::strong_count(name) > 1);
+    }
+}
+
+/// One kind of record as a cache keeps it: how to read it from the store
+/// and what to keep of it.
+#[async_trait]
+pub(crate) trait Kind: Default + Debug + Send + 'static {
+    /// The record as the store returns it.
+    type Record: Send + 'static;
+    /// What readers see: id → summary.
+    type Map: Debug;
+    /// What the cache holds, for logs ("node", "request").
+    const WHAT: &'static str;
+
+    /// The record id an event is about, if it is about this kind.
+    fn event_id(event: &StoreEvent) -> Option<&str>;
+    /// Every record.
+    async fn list(store: &dyn NodeStore) -> Result<Vec<Self::Record>>;
+    /// One record.
+    async fn get(store: &dyn NodeStore, id: &str) -> Result<Option<Self::Record>>;
+    /// Store (or replace) the summary of `record`.
+    fn put(&mut self, names: &mut Names, record: Self::Record);
+    /// Forget record `id`.
+    fn remove(&mut self, id: &str);
+    /// Forget every record.
+    fn clear(&mut self);
+    /// The summaries.
+    fn map(&self) -> &Self::Map;
+}
+
+#[derive(Debug, Default)]
+struct View<K> {
+    records: K,
+    names: Names,
+}
+
+#[derive(Debug, Default)]
+struct Refresh {
+    events: Option<Receiver<StoreEvent>>,
+    /// A full listing is due (start, missed events).
+    relist: bool,
+    /// Records changed since their last read.
+    dirty: BTreeSet<String>,
+}
+
+impl Refresh {
+    /// Move the waiting events into `dirty`; missed ones ask for a listing.
+    fn drain<K: Kind>(&mut self) {
+        let Some(events) = self.events.as_mut() else {
+            self.relist = true;
+            return;
+        };
+        loop {
+            match events.try_recv() {
+                Ok(StoreEvent::Resync) | Err(TryRecvError::Lagged(_)) => self.relist = true,
+                Ok(event) => {
+                    if let Some(id) = K::event_id(&event) {
+                        if !self.relist {
+                            self.dirty.insert(id.to_string());
+                        }
+                    }
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Closed) => {
+                    self.events = None;
+                    self.relist = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A cache of the records of kind `K`; see the module doc.
+#[derive(Debug, Default)]
+pub(crate) struct Cache<K> {
+    view: Mutex<View<K>>,
+    refresh: tokio::sync::Mutex<Refresh>,
+}
+
+impl<K: Kind> Cache<K> {
+    /// Collect the events waiting, without reading the store (keeps the
+    /// receiver from lagging between syncs). Skipped while a sync runs.
+    pub(crate) fn drain(&self) {
+        if let Ok(mut refresh) = self.refresh.try_lock() {
+            refresh.drain::<K>();
+        }
+    }
+
+    /// Bring the cache up to date with every change announced so far.
+    pub(crate) async fn sync(&self, store: &dyn NodeStore) -> Result<()> {
+        let mut refresh = self.refresh.lock().await;
+        if refresh.events.is_none() {
+            refresh.events = Some(store.watch());
+            refresh.relist = true;
+        }
+        // Events missed during a sync ask for a listing; a second one in
+        // the same sync is left for the next.
+        for _ in 0..2 {
+            refresh.drain::<K>();
+            if refresh.relist {
+                // Whatever the listing misses is announced after subscribing.
+                refresh.dirty.clear();
+                let listed = K::list(store).await?;
+                info!(
+                    count = listed.len(),
+                    "{} cache: listing every record",
+                    K::WHAT
+                );
+                let mut view = lock(&self.view);
+                let view = &mut *view;
+                view.records.clear();
+                for record in listed {
+                    view.records.put(&mut view.names, record);
+                }
+                view.names.prune();
+                refresh.relist = false;
+                refresh.drain::<K>();
+            }
+            while let Some(id) = refresh.dirty.pop_first() {
+                match K::get(store, &id).await {
+                    Ok(Some(record)) => {
+                        let mut view = lock(&self.view);
+                        let view = &mut *view;
+                        view.records.put(&mut view.names, record);
+                    }
+                    Ok(None) => lock(&self.view).records.remove(&id),
+                    // Garbage or an empty znode (a lock taken on a node just
+                    // deleted recreates it empty, as kazoo's does): not a
+                    // record; skip it like listings do, never fail the pass.
+                    Err(Error::Corrupt { path, message }) => {
+                        debug!(%path, %message, "skipping a {} record that cannot be decoded", K::WHAT);
+                        lock(&self.view).records.remove(&id);
+                    }
+                    Err(e) => {
+                        refresh.dirty.insert(id);
+                        return Err(e);
+                    }
+                }
+                // Keep the receiver from lagging behind a long sync.
+                refresh.drain::<K>();
+                if refresh.relist {
+                    break;
+                }
+            }
+            if !refresh.relist {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the summaries (no await inside `f`).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&K::Map) -> T) -> T {
+        f(lock(&self.view).records.map())
+    }
+
+    /// Look at the records themselves (tests).
+    #[cfg(test)]
+    pub(crate) fn records<T>(&self, f: impl FnOnce(&K) -> T) -> T {
+        f(&lock(&self.view).records)
+    }
+}
