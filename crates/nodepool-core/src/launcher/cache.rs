@@ -55,6 +55,48 @@ impl Names {
     }
 }
 
+/// What many summaries have in common, each distinct value kept once and
+/// shared through an `Arc` (the node and request caches' shapes).
+#[derive(Debug)]
+pub(crate) struct Shapes<S>(HashSet<Arc<S>>);
+
+impl<S> Default for Shapes<S> {
+    fn default() -> Self {
+        Self(HashSet::new())
+    }
+}
+
+impl<S: Eq + std::hash::Hash> Shapes<S> {
+    /// The shared copy of `shape`.
+    pub(crate) fn intern(&mut self, shape: S) -> Arc<S> {
+        if let Some(found) = self.0.get(&shape) {
+            return found.clone();
+        }
+        let new = Arc::new(shape);
+        self.0.insert(new.clone());
+        new
+    }
+
+    /// Forget the shape of a summary that goes if no other summary has it
+    /// (the set holds one reference, `old` another).
+    pub(crate) fn release(&mut self, old: &Arc<S>) {
+        if Arc::strong_count(old) == 2 {
+            self.0.remove(old);
+        }
+    }
+
+    /// Forget every shape.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Whether no shape is kept.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One kind of record as a cache keeps it: how to read it from the store
 /// and what to keep of it.
 #[async_trait]

@@ -6,14 +6,14 @@
 //! Readers look at the summaries under a short lock ([`NodeCache::with`]);
 //! nothing awaits while holding it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::cache::{Cache, Kind, Names};
+use super::cache::{Cache, Kind, Names, Shapes};
 use super::input::node_resources;
 use crate::model::{Node, NodeState};
 use crate::provider::Resources;
@@ -89,7 +89,7 @@ pub(crate) type NodeMap = BTreeMap<String, NodeSummary>;
 pub(crate) struct Nodes {
     nodes: NodeMap,
     /// The shapes in use, each once.
-    shapes: HashSet<Arc<NodeShape>>,
+    shapes: Shapes<NodeShape>,
 }
 
 impl Nodes {
@@ -107,28 +107,13 @@ impl Nodes {
             },
             resources: node_resources(node),
         };
-        let shape = match self.shapes.get(&shape) {
-            Some(found) => found.clone(),
-            None => {
-                let new = Arc::new(shape);
-                self.shapes.insert(new.clone());
-                new
-            }
-        };
+        let shape = self.shapes.intern(shape);
         NodeSummary {
             state: node.state,
             state_time: node.state_time,
             allocated_to: node.allocated_to.as_deref().map(Box::from),
             hold_expiration: node.hold_expiration,
             shape,
-        }
-    }
-
-    /// Forget the shape of a summary that goes if no other summary has it
-    /// (the set holds one reference, `old` another).
-    fn release(&mut self, old: NodeSummary) {
-        if Arc::strong_count(&old.shape) == 2 {
-            self.shapes.remove(&old.shape);
         }
     }
 }
@@ -161,13 +146,13 @@ impl Kind for Nodes {
             None => self.nodes.insert(node.id, summary),
         };
         if let Some(old) = old {
-            self.release(old);
+            self.shapes.release(&old.shape);
         }
     }
 
     fn remove(&mut self, id: &str) {
         if let Some(old) = self.nodes.remove(id) {
-            self.release(old);
+            self.shapes.release(&old.shape);
         }
     }
 

@@ -7,13 +7,13 @@
 //! Readers look at the summaries under a short lock ([`RequestCache::with`]);
 //! nothing awaits while holding it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::cache::{Cache, Kind, Names};
+use super::cache::{Cache, Kind, Names, Shapes};
 use crate::model::{NodeRequest, RequestState};
 use crate::scheduler::RequestInfo;
 use crate::store::{NodeStore, StoreEvent};
@@ -78,7 +78,7 @@ pub(crate) type RequestMap = BTreeMap<String, RequestSummary>;
 pub(crate) struct Requests {
     requests: RequestMap,
     /// The shapes in use, each once.
-    shapes: HashSet<Arc<RequestShape>>,
+    shapes: Shapes<RequestShape>,
 }
 
 impl Requests {
@@ -90,14 +90,7 @@ impl Requests {
             provider: names.intern_opt(request.provider.as_deref()),
             reuse: request.reuse,
         };
-        let shape = match self.shapes.get(&shape) {
-            Some(found) => found.clone(),
-            None => {
-                let new = Arc::new(shape);
-                self.shapes.insert(new.clone());
-                new
-            }
-        };
+        let shape = self.shapes.intern(shape);
         RequestSummary {
             state: request.state,
             relative_priority: request.relative_priority,
@@ -107,14 +100,6 @@ impl Requests {
                 .map(|d| names.intern(d))
                 .collect(),
             shape,
-        }
-    }
-
-    /// Forget the shape of a summary that goes if no other summary has it
-    /// (the set holds one reference, `old` another).
-    fn release(&mut self, old: RequestSummary) {
-        if Arc::strong_count(&old.shape) == 2 {
-            self.shapes.remove(&old.shape);
         }
     }
 }
@@ -147,13 +132,13 @@ impl Kind for Requests {
             None => self.requests.insert(request.id, summary),
         };
         if let Some(old) = old {
-            self.release(old);
+            self.shapes.release(&old.shape);
         }
     }
 
     fn remove(&mut self, id: &str) {
         if let Some(old) = self.requests.remove(id) {
-            self.release(old);
+            self.shapes.release(&old.shape);
         }
     }
 
