@@ -43,6 +43,29 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
+    /// Appends the config's ZooKeeper keys (servers, chroot, timeout, TLS)
+    /// to `y`; nothing for the embedded store.
+    pub(crate) fn write_zookeeper_yaml(&self, y: &mut String) {
+        if let StoreSpec::Zookeeper {
+            hosts,
+            chroot,
+            tls,
+            session_timeout,
+        } = self
+        {
+            let (host, port) = hosts.rsplit_once(':').unwrap_or((hosts.as_str(), "2281"));
+            let _ = writeln!(
+                y,
+                "zookeeper-servers:\n  - host: {host}\n    port: {port}\n    chroot: {chroot}\n\
+                 zookeeper-timeout: {session_timeout}\n\
+                 zookeeper-tls:\n  ca: {}\n  cert: {}\n  key: {}",
+                tls.0.display(),
+                tls.1.display(),
+                tls.2.display()
+            );
+        }
+    }
+
     /// The backend's name in reports.
     pub fn name(&self) -> &'static str {
         match self {
@@ -122,24 +145,7 @@ pub fn nodepool_yaml(store: &StoreSpec, max_servers: u64, web_port: u16) -> Stri
         y,
         "webapp:\n  port: {web_port}\n  listen_address: 127.0.0.1"
     );
-    if let StoreSpec::Zookeeper {
-        hosts,
-        chroot,
-        tls,
-        session_timeout,
-    } = store
-    {
-        let (host, port) = hosts.rsplit_once(':').unwrap_or((hosts.as_str(), "2281"));
-        let _ = writeln!(
-            y,
-            "zookeeper-servers:\n  - host: {host}\n    port: {port}\n    chroot: {chroot}\n\
-             zookeeper-timeout: {session_timeout}\n\
-             zookeeper-tls:\n  ca: {}\n  cert: {}\n  key: {}",
-            tls.0.display(),
-            tls.1.display(),
-            tls.2.display()
-        );
-    }
+    store.write_zookeeper_yaml(&mut y);
     let lines = [
         "labels:".to_string(),
         format!("  - name: {LABEL}"),

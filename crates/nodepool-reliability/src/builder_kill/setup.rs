@@ -69,24 +69,7 @@ pub(super) fn builder_yaml(
     let mut y = String::new();
     let _ = writeln!(y, "images-dir: {}", images_dir.display());
     let _ = writeln!(y, "build-log-dir: {}", log_dir.display());
-    if let StoreSpec::Zookeeper {
-        hosts,
-        chroot,
-        tls,
-        session_timeout,
-    } = store
-    {
-        let (host, port) = hosts.rsplit_once(':').unwrap_or((hosts.as_str(), "2281"));
-        let _ = writeln!(
-            y,
-            "zookeeper-servers:\n  - host: {host}\n    port: {port}\n    chroot: {chroot}\n\
-             zookeeper-timeout: {session_timeout}\n\
-             zookeeper-tls:\n  ca: {}\n  cert: {}\n  key: {}",
-            tls.0.display(),
-            tls.1.display(),
-            tls.2.display()
-        );
-    }
+    store.write_zookeeper_yaml(&mut y);
     let _ = writeln!(y, "labels: []\nproviders:");
     for p in PROVIDERS {
         let _ = writeln!(
