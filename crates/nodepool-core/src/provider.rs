@@ -165,6 +165,20 @@ pub struct Instance {
     pub connection_port: Option<u16>,
 }
 
+/// One page of a provider's instances ([`Provider::list_instances_page`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InstancePage {
+    /// The instances of this page.
+    pub instances: Vec<Instance>,
+    /// Where the next page starts (the `marker` to pass); `None` on the
+    /// last page.
+    pub next: Option<String>,
+}
+
+/// How many instances the engine asks for per page when it walks a
+/// provider's instances ([`for_each_instance`]).
+pub const INSTANCE_PAGE_SIZE: usize = 200;
+
 /// A built image file to upload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageUploadSpec {
@@ -230,6 +244,28 @@ pub trait Provider: Send + Sync + Debug + 'static {
     ///
     /// Requires [`ProviderCapabilities::instance_listing`].
     async fn list_instances(&self) -> Result<Vec<Instance>>;
+
+    /// One page of [`Provider::list_instances`]: at most `limit` instances
+    /// after `marker` (the `next` of the page before; `None` for the first
+    /// page). The engine's periodic passes (leak cleanup, unmanaged quota)
+    /// walk instances this way, so a cloud of many instances is never held
+    /// in memory at once.
+    ///
+    /// The default ignores `marker` and `limit` and returns every instance
+    /// as the only page; a driver whose cloud pages its listing overrides it.
+    ///
+    /// Requires [`ProviderCapabilities::instance_listing`].
+    async fn list_instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage> {
+        let _ = (marker, limit);
+        Ok(InstancePage {
+            instances: self.list_instances().await?,
+            next: None,
+        })
+    }
 
     /// The cloud's own limits.
     ///
@@ -324,6 +360,13 @@ impl<P: Provider + ?Sized> Provider for Arc<P> {
     async fn list_instances(&self) -> Result<Vec<Instance>> {
         (**self).list_instances().await
     }
+    async fn list_instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage> {
+        (**self).list_instances_page(marker, limit).await
+    }
     async fn quota(&self) -> Result<Resources> {
         (**self).quota().await
     }
@@ -411,3 +454,34 @@ pub trait ProviderExt: Provider {
 }
 
 impl<P: Provider + ?Sized> ProviderExt for P {}
+
+/// Walk every instance of `provider` page by page
+/// ([`Provider::list_instances_page`], [`INSTANCE_PAGE_SIZE`] a page),
+/// handing each to `visit`. Only one page is held at a time. A driver that
+/// answers a page with the marker it was given fails the walk instead of
+/// looping.
+pub async fn for_each_instance(
+    provider: &dyn Provider,
+    mut visit: impl FnMut(Instance) + Send,
+) -> Result<()> {
+    let mut marker: Option<String> = None;
+    loop {
+        let page = provider
+            .list_instances_page(marker.as_deref(), INSTANCE_PAGE_SIZE)
+            .await?;
+        let empty = page.instances.is_empty();
+        page.instances.into_iter().for_each(&mut visit);
+        match page.next {
+            None => return Ok(()),
+            Some(_) if empty => return Ok(()),
+            Some(next) if marker.as_deref() == Some(next.as_str()) => {
+                return Err(Error::Cloud {
+                    provider: provider.name().to_string(),
+                    message: format!("instance listing does not advance past marker {next}"),
+                    retryable: false,
+                });
+            }
+            Some(next) => marker = Some(next),
+        }
+    }
+}

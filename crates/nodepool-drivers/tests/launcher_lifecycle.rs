@@ -205,6 +205,56 @@ async fn leaked_instance_is_deleted_after_the_grace_period() {
     h.stop().await;
 }
 
+/// The leak pass walks the cloud a page at a time
+/// ([`nodepool_core::provider::INSTANCE_PAGE_SIZE`]): leaked instances on the
+/// first, a middle and the last page are all found, and the unmanaged
+/// instances around them survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaked_instances_on_every_page_are_deleted() {
+    let cloud = FakeCloudSettings {
+        max_instances: 2_000,
+        max_cores: 1_000_000,
+        max_ram: 1_000_000_000,
+        ..FakeCloudSettings::default()
+    };
+    let mut h = Harness::start(&yaml("", ""), cloud, settings());
+    let create = |name: String, metadata: BTreeMap<String, String>| {
+        h.cloud
+            .create(CreateRequest {
+                provider: "fake-provider".into(),
+                name,
+                image: None,
+                resources: Resources::default(),
+                metadata,
+                az: None,
+            })
+            .expect("create instance")
+    };
+    let total = 2 * nodepool_core::provider::INSTANCE_PAGE_SIZE + 50;
+    let mut leaked = Vec::new();
+    let mut unmanaged = Vec::new();
+    for i in 0..total {
+        if i == 0 || i == total / 2 || i == total - 1 {
+            let node_id = format!("{:010}", 900_000 + i);
+            let meta = BTreeMap::from([
+                (META_PROVIDER.to_string(), "fake-provider".to_string()),
+                (META_NODE_ID.to_string(), node_id.clone()),
+            ]);
+            leaked.push(create(format!("np{node_id}"), meta).external_id);
+        } else {
+            unmanaged.push(create(format!("other-{i}"), BTreeMap::new()).external_id);
+        }
+    }
+    launcher_support::wait_for("leaked instances deleted", Duration::from_secs(20), || {
+        let gone = leaked.iter().all(|id| h.cloud.get(id).is_none());
+        async move { gone.then_some(()) }
+    })
+    .await;
+    assert!(unmanaged.iter().all(|id| h.cloud.get(id).is_some()));
+    assert_eq!(h.launcher.counters().leaked_instances_deleted, 3);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_drain_finishes_the_request_without_leaking() {
     let slow = FakeCloudSettings {

@@ -35,5 +35,11 @@ async fn openstack_provider_passes_the_conformance_suite() {
             .contains(&"listed_instances_carry_nodepool_metadata"),
         "{report:?}"
     );
+    assert!(
+        report
+            .ran
+            .contains(&"paged_listing_lists_each_instance_once"),
+        "{report:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

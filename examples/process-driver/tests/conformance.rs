@@ -55,6 +55,7 @@ async fn passes_the_suite_with_processes() {
         "wait_active_reaches_active",
         "instance_carries_metadata",
         "listed_instances_carry_nodepool_metadata",
+        "paged_listing_lists_each_instance_once",
         "unsupported_operation_returns_unsupported",
         "quota_reports_limits",
     ] {

@@ -14,7 +14,7 @@ use super::shared::{lock, ProviderRuntime, Shared};
 use crate::config::{Config, PoolConfig, ProviderConfig};
 use crate::model::json::{JsonObject, JsonValue};
 use crate::model::{Component, Node, NodeState};
-use crate::provider::{Provider, Resources};
+use crate::provider::{for_each_instance, Provider, Resources};
 use crate::scheduler::{
     CloudQuota, LauncherPool, PoolInfo, ReadyNode, RequestInfo, SchedulingInput, TenantUsage,
 };
@@ -100,20 +100,31 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
     }
     let mut quota = data.provider.quota().await?;
     if data.provider.capabilities().instance_listing {
-        let mut unmanaged = Resources::default();
-        let instances = data.provider.list_instances().await?;
-        // Node records are written before their instances: after this sync
-        // every listed instance of ours has its node in the cache.
+        // Instances not known as ours while walking: their node id (when
+        // they carry our provider's) and what they use. Node records are
+        // written before their instances, so a node synced after the walk
+        // covers every instance of ours it listed; that second look spares
+        // an instance created during the walk.
+        let mut candidates: Vec<(Option<String>, Resources)> = Vec::new();
+        let provider_name = &data.provider_cfg.name;
+        for_each_instance(&**data.provider, |instance| {
+            let node_id = (instance.metadata.get(crate::provider::META_PROVIDER)
+                == Some(provider_name))
+            .then(|| instance.metadata.get(crate::provider::META_NODE_ID))
+            .flatten();
+            if !node_id.is_some_and(|id| shared.nodes.contains(id)) {
+                candidates.push((node_id.cloned(), instance.resources));
+            }
+        })
+        .await?;
         shared.nodes.sync(&*shared.store).await?;
-        for instance in instances {
-            let ours = instance.metadata.get(crate::provider::META_PROVIDER)
-                == Some(&data.provider_cfg.name)
-                && instance
-                    .metadata
-                    .get(crate::provider::META_NODE_ID)
-                    .is_some_and(|id| shared.nodes.contains(id));
-            if !ours {
-                add(&mut unmanaged, &instance.resources);
+        let mut unmanaged = Resources::default();
+        for (node_id, resources) in &candidates {
+            if !node_id
+                .as_deref()
+                .is_some_and(|id| shared.nodes.contains(id))
+            {
+                add(&mut unmanaged, resources);
             }
         }
         let sub = |l: Option<u64>, u: Option<u64>| l.map(|l| l.saturating_sub(u.unwrap_or(0)));

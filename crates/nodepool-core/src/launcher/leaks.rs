@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::shared::Shared;
 use super::stats::Counter;
-use crate::provider::{META_NODE_ID, META_PROVIDER};
+use crate::provider::{for_each_instance, META_NODE_ID, META_PROVIDER};
 use crate::Result;
 
 /// When each possibly leaked instance was first seen.
@@ -31,37 +31,40 @@ impl LeakTracker {
             if !provider.capabilities().instance_listing {
                 continue;
             }
-            let instances = match provider.list_instances().await {
-                Ok(i) => i,
-                Err(e) => {
-                    warn!(provider = %name, error = %e, "cannot list instances");
-                    // Keep what we knew about this provider.
-                    for (k, v) in &self.first_seen {
-                        if k.0 == name {
-                            still_leaked.insert(k.clone(), *v);
-                        }
-                    }
-                    continue;
-                }
-            };
-            for instance in instances {
+            // The instances of ours whose node the cache (as synced above)
+            // does not know; a sync since only adds nodes created meanwhile
+            // or drops nodes being deleted. Walked page by page, deleted
+            // after the walk (deleting a page's marker would break it).
+            let mut unknown: Vec<(String, String)> = Vec::new();
+            let listed = for_each_instance(&*provider, |instance| {
                 if instance.metadata.get(META_PROVIDER) != Some(&name) {
-                    continue;
+                    return;
                 }
                 let Some(node_id) = instance.metadata.get(META_NODE_ID) else {
-                    continue;
+                    return;
                 };
-                // The cache as synced above (a sync since only adds nodes
-                // created meanwhile, or drops nodes being deleted).
                 let known = shared.nodes.with(|nodes| {
                     nodes
                         .get(node_id.as_str())
                         .is_some_and(|n| n.provider_is(&name))
                 });
-                if known {
-                    continue;
+                if !known {
+                    unknown.push((instance.external_id, node_id.clone()));
                 }
-                let key = (name.clone(), instance.external_id.clone());
+            })
+            .await;
+            if let Err(e) = listed {
+                warn!(provider = %name, error = %e, "cannot list instances");
+                // Keep what we knew about this provider.
+                for (k, v) in &self.first_seen {
+                    if k.0 == name {
+                        still_leaked.insert(k.clone(), *v);
+                    }
+                }
+                continue;
+            }
+            for (external_id, node_id) in unknown {
+                let key = (name.clone(), external_id.clone());
                 let first = self
                     .first_seen
                     .get(&key)
@@ -71,13 +74,13 @@ impl LeakTracker {
                     info!(
                         provider = %name,
                         node_id = %node_id,
-                        external_id = %instance.external_id,
+                        external_id = %external_id,
                         "deleting leaked instance"
                     );
-                    match provider.delete_instance(&instance.external_id).await {
+                    match provider.delete_instance(&external_id).await {
                         Ok(()) => shared.counters.bump(Counter::LeakedInstancesDeleted),
                         Err(e) => {
-                            warn!(external_id = %instance.external_id, error = %e, "cannot delete leaked instance");
+                            warn!(external_id = %external_id, error = %e, "cannot delete leaked instance");
                             still_leaked.insert(key, first);
                         }
                     }

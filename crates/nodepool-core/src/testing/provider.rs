@@ -220,6 +220,56 @@ pub async fn listed_instances_carry_nodepool_metadata(provider: &dyn Provider, c
     delete_and_wait_gone(provider, &created.external_id, cfg).await;
 }
 
+/// `list_instances_page` walked one instance a page lists two new
+/// instances exactly once each, and the walk ends.
+///
+/// Requires [`ProviderCapabilities::instance_listing`](crate::provider::ProviderCapabilities::instance_listing).
+pub async fn paged_listing_lists_each_instance_once(provider: &dyn Provider, cfg: &SuiteConfig) {
+    let first = create(provider, &launch_spec(provider, cfg)).await;
+    let second = create(provider, &launch_spec(provider, cfg)).await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut marker: Option<String> = None;
+    let mut pages = 0usize;
+    loop {
+        pages += 1;
+        assert!(
+            pages <= 100_000,
+            "{}: paged listing does not end",
+            provider.name()
+        );
+        let page = provider
+            .list_instances_page(marker.as_deref(), 1)
+            .await
+            .unwrap_or_else(|e| panic!("{}: list_instances_page failed: {e}", provider.name()));
+        for instance in page.instances {
+            *seen.entry(instance.external_id).or_default() += 1;
+        }
+        match page.next {
+            Some(next) => {
+                assert_ne!(
+                    marker.as_deref(),
+                    Some(next.as_str()),
+                    "{}: paged listing does not advance",
+                    provider.name()
+                );
+                marker = Some(next);
+            }
+            None => break,
+        }
+    }
+    for id in [&first.external_id, &second.external_id] {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "{}: paged listing shows instance {id} {} times",
+            provider.name(),
+            seen.get(id).copied().unwrap_or(0)
+        );
+    }
+    delete_and_wait_gone(provider, &first.external_id, cfg).await;
+    delete_and_wait_gone(provider, &second.external_id, cfg).await;
+}
+
 /// Deleting an id the cloud does not know succeeds.
 pub async fn delete_missing_instance_succeeds(provider: &dyn Provider) {
     let missing = unique("nodepool-suite-missing");
@@ -259,7 +309,12 @@ pub async fn unsupported_operation_returns_unsupported(provider: &dyn Provider) 
     let mut checked = 0;
     if !caps.instance_listing {
         assert_unsupported(provider, "list_instances", provider.list_instances().await);
-        checked += 1;
+        assert_unsupported(
+            provider,
+            "list_instances_page",
+            provider.list_instances_page(None, 10).await,
+        );
+        checked += 2;
     }
     if !caps.quota_query {
         assert_unsupported(provider, "quota", provider.quota().await);
@@ -454,6 +509,8 @@ pub async fn provider_suite(provider: &dyn Provider, cfg: &SuiteConfig) -> Suite
     } else {
         listed_instances_carry_nodepool_metadata(provider, cfg).await;
         ran(&mut report, "listed_instances_carry_nodepool_metadata");
+        paged_listing_lists_each_instance_once(provider, cfg).await;
+        ran(&mut report, "paged_listing_lists_each_instance_once");
     }
     if unsupported_operation_returns_unsupported(provider).await > 0 {
         ran(&mut report, "unsupported_operation_returns_unsupported");

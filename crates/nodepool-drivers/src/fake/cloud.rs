@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -589,6 +590,34 @@ impl FakeCloud {
             .iter()
             .map(|(n, i)| i.snapshot(*n, now))
             .collect()
+    }
+
+    /// Up to `limit` servers after the server `marker` (by id order), and
+    /// the marker of the next page (`None` on the last). A marker that is
+    /// no server id of this cloud starts from the first server.
+    pub fn instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Instance>, Option<String>) {
+        let state = self.state();
+        let now = Instant::now();
+        let start = marker
+            .and_then(serial)
+            .map_or(Bound::Unbounded, Bound::Excluded);
+        let mut page: Vec<Instance> = state
+            .instances
+            .range((start, Bound::Unbounded))
+            .take(limit.saturating_add(1))
+            .map(|(n, i)| i.snapshot(*n, now))
+            .collect();
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|i| i.external_id.clone())
+        } else {
+            None
+        };
+        (page, next)
     }
 
     /// What the servers use now.

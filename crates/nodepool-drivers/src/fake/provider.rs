@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nodepool_core::provider::{
-    CloudImage, ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider,
+    CloudImage, ImageUploadSpec, Instance, InstancePage, InstanceState, LaunchSpec, Provider,
     ProviderCapabilities, Resources,
 };
 use nodepool_core::{Error, Result};
@@ -216,6 +216,16 @@ impl Provider for FakeProvider {
     /// of other providers sharing the cloud and unmanaged ones included.
     async fn list_instances(&self) -> Result<Vec<Instance>> {
         Ok(self.cloud.instances())
+    }
+
+    /// The servers in id order, `limit` at a time.
+    async fn list_instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage> {
+        let (instances, next) = self.cloud.instances_page(marker, limit.max(1));
+        Ok(InstancePage { instances, next })
     }
 
     async fn quota(&self) -> Result<Resources> {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nodepool_core::provider::{
-    CloudImage, ImageRef, ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider,
-    ProviderCapabilities, Resources, DEFAULT_POLL_INTERVAL, META_POOL,
+    CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage, InstanceState, LaunchSpec,
+    Provider, ProviderCapabilities, Resources, DEFAULT_POLL_INTERVAL, META_POOL,
 };
 use nodepool_core::{Error, Result};
 use reqwest::Method;
@@ -552,6 +552,47 @@ impl Provider for OpenStackProvider {
         }
         self.periodic_network_cleanup().await;
         Ok(out)
+    }
+
+    /// `GET /servers/detail?limit=&marker=`: one of Nova's pages. The network
+    /// cleanup that follows a full listing runs after the last page.
+    async fn list_instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage> {
+        let limit = limit.max(1);
+        let mut path = format!("/servers/detail?limit={limit}");
+        if let Some(marker) = marker {
+            path.push_str(&format!("&marker={}", encode(marker)));
+        }
+        let body = self
+            .client
+            .get(ServiceType::Compute, &path)
+            .await
+            .map_err(|e| self.err(e))?;
+        let servers = body["servers"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let linked = body["servers_links"]
+            .as_array()
+            .is_some_and(|links| links.iter().any(|l| l["rel"] == "next"));
+        let next = servers
+            .last()
+            .filter(|_| linked || servers.len() >= limit)
+            .and_then(|s| s["id"].as_str())
+            .map(str::to_string);
+        let mut instances = Vec::with_capacity(servers.len());
+        for s in servers {
+            if let Some(i) = self.server_instance(s).await {
+                instances.push(i);
+            }
+        }
+        if next.is_none() {
+            self.periodic_network_cleanup().await;
+        }
+        Ok(InstancePage { instances, next })
     }
 
     async fn quota(&self) -> Result<Resources> {

@@ -33,7 +33,8 @@ use nodepool_core::config::{Config, DriverRegistry};
 use nodepool_core::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
 use nodepool_core::model::{Component, ComponentState, Node, BUILDER};
 use nodepool_core::provider::{
-    CloudImage, ImageUploadSpec, Instance, LaunchSpec, Provider, ProviderCapabilities, Resources,
+    CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, Provider,
+    ProviderCapabilities, Resources,
 };
 use nodepool_core::store::NodeStore;
 use nodepool_dib::{DibImageBuilder, DibSettings};
@@ -442,6 +443,14 @@ impl Provider for LoggedUploads {
 
     async fn list_instances(&self) -> nodepool_core::Result<Vec<Instance>> {
         self.inner.list_instances().await
+    }
+
+    async fn list_instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> nodepool_core::Result<InstancePage> {
+        self.inner.list_instances_page(marker, limit).await
     }
 
     async fn quota(&self) -> nodepool_core::Result<Resources> {

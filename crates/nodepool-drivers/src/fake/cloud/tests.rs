@@ -358,3 +358,28 @@ fn ids_that_are_not_the_clouds_find_nothing() {
         .expect("missing is fine");
     assert_eq!(cloud.instances().len(), 1);
 }
+
+#[test]
+fn pages_walk_every_server_once_and_survive_a_deleted_marker() {
+    let cloud = FakeCloud::new(FakeCloudSettings::default());
+    let ids: Vec<String> = (0..5)
+        .map(|n| cloud.create(request(n)).expect("create").external_id)
+        .collect();
+    let (first, next) = cloud.instances_page(None, 2);
+    let first: Vec<String> = first.into_iter().map(|i| i.external_id).collect();
+    assert_eq!(first, ids[..2]);
+    assert_eq!(next.as_deref(), Some(ids[1].as_str()));
+    // The marker's server goes between pages: the walk goes on after it.
+    cloud.delete("fake-provider", &ids[1]).expect("delete");
+    let (second, next) = cloud.instances_page(next.as_deref(), 2);
+    let second: Vec<String> = second.into_iter().map(|i| i.external_id).collect();
+    assert_eq!(second, ids[2..4]);
+    let (last, next) = cloud.instances_page(next.as_deref(), 2);
+    let last: Vec<String> = last.into_iter().map(|i| i.external_id).collect();
+    assert_eq!(last, ids[4..]);
+    assert_eq!(next, None, "the last page says so");
+    // A page exactly as long as what is left ends the walk too.
+    let (all, next) = cloud.instances_page(None, 4);
+    assert_eq!(all.len(), 4);
+    assert_eq!(next, None);
+}

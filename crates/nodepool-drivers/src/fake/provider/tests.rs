@@ -64,6 +64,7 @@ async fn fake_provider_passes_provider_suite() {
         "create_then_get_then_delete",
         "instance_carries_metadata",
         "listed_instances_carry_nodepool_metadata",
+        "paged_listing_lists_each_instance_once",
         "delete_missing_instance_succeeds",
         "image_upload_list_delete",
         "quota_reports_limits",

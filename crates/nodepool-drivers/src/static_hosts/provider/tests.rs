@@ -50,7 +50,7 @@ async fn static_provider_passes_the_preregistered_part_of_the_provider_suite() {
     delete_missing_instance_succeeds(&provider).await;
     assert_eq!(
         unsupported_operation_returns_unsupported(&provider).await,
-        5
+        6
     );
 
     let created = provider
