@@ -49,6 +49,52 @@ async fn pauses_at_max_servers_and_resumes_when_a_node_is_returned() {
     h.stop().await;
 }
 
+/// A pool at quota declines min-ready requests (as upstream's does); the
+/// label is then requested again at the min-ready interval, not as fast as
+/// store events wake the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_at_quota_retries_at_the_interval() {
+    let text = yaml("        max-servers: 1\n", "").replacen(
+        "  - name: small\n",
+        "  - name: small\n    min-ready: 3\n",
+        1,
+    );
+    let s = settings();
+    let interval = s.min_ready_interval;
+    let mut h = Harness::start(&text, FakeCloudSettings::default(), s);
+    h.wait_nodes("one ready node", |nodes| {
+        nodes
+            .iter()
+            .filter(|n| n.state == Some(NodeState::Ready))
+            .count()
+            == 1
+    })
+    .await;
+    let window = Duration::from_secs(2);
+    let before = h.launcher.counters().min_ready_requests;
+    tokio::time::sleep(window).await;
+    let submitted = h.launcher.counters().min_ready_requests - before;
+    // Two nodes are missing: at most two requests per interval (plus one
+    // interval's slack at each end of the window).
+    let passes = (window.as_millis() / interval.as_millis()) as u64 + 2;
+    assert!(
+        submitted <= 2 * passes,
+        "{submitted} min-ready requests in {window:?} (at most {} expected)",
+        2 * passes
+    );
+    assert!(submitted > 0, "min-ready gave up instead of retrying");
+    let ready = h
+        .store
+        .list_nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .filter(|n| n.state == Some(NodeState::Ready))
+        .count();
+    assert_eq!(ready, 1, "max-servers holds");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_ready_keeps_ready_unallocated_nodes() {
     let text = yaml("", "").replacen(

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,12 @@ pub(crate) struct MinReady {
     notify: Notify,
     /// Outstanding requests: id → label.
     submitted: Mutex<BTreeMap<String, Arc<str>>>,
+    /// When a min-ready request of each label last failed: the label is
+    /// not requested again for `min_ready_interval` after that. Without it a
+    /// pool at quota declines a new request as fast as events wake the
+    /// pass (~700 a second in the scale benchmark), each decline several
+    /// store writes.
+    failed: Mutex<BTreeMap<Arc<str>, Instant>>,
 }
 
 impl MinReady {
@@ -125,7 +131,9 @@ async fn remove_completed(shared: &Shared) -> Result<()> {
             Some(RequestState::Failed) => {
                 debug!(request_id = %id, "min-ready node request failed");
                 shared.store.delete_request(&id).await?;
-                lock(&shared.min_ready.submitted).remove(&id);
+                if let Some(label) = lock(&shared.min_ready.submitted).remove(&id) {
+                    lock(&shared.min_ready.failed).insert(label, Instant::now());
+                }
             }
             _ => {}
         }
@@ -173,9 +181,15 @@ async fn pass(shared: &Shared) -> Result<()> {
         .values()
         .cloned()
         .collect();
+    let backoff = shared.settings.min_ready_interval;
+    let failed_lately: BTreeSet<Arc<str>> = {
+        let mut failed = lock(&shared.min_ready.failed);
+        failed.retain(|_, at| at.elapsed() < backoff);
+        failed.keys().cloned().collect()
+    };
     shared.nodes.sync(&*shared.store).await?;
     for (label, min_ready) in wanted {
-        if requested.contains(label.as_str()) {
+        if requested.contains(label.as_str()) || failed_lately.contains(label.as_str()) {
             continue;
         }
         let ready = shared.nodes.with(|nodes| {

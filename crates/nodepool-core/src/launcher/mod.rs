@@ -88,7 +88,10 @@ pub struct LauncherSettings {
     /// Interval of the periodic cleanup: lost requests, max-ready-age,
     /// max-hold-age, leaked instances (upstream's `cleanup_interval`, 60 s).
     pub cleanup_interval: Duration,
-    /// Interval of the min-ready check (upstream: every loop, 1 s).
+    /// Interval of the min-ready check (upstream: every loop, 1 s). A
+    /// label whose min-ready request failed (declined at quota, launch
+    /// failures) is requested again no sooner than this, as upstream's loop
+    /// would; store events wake the check sooner for other labels.
     pub min_ready_interval: Duration,
     /// An instance with our metadata whose node is unknown is deleted once
     /// it has been seen leaked for this long.
