@@ -27,6 +27,7 @@
 //! knows are deleted after [`LauncherSettings::leak_grace`].
 
 mod cache;
+mod census;
 mod cleanup;
 mod handler;
 mod input;
@@ -57,6 +58,7 @@ use crate::scheduler::Scheduler;
 use crate::store::NodeStore;
 use crate::Result;
 
+pub use census::{Census, NodeGroup, RequestGroup};
 pub use stats::{CounterSnapshot, Counters, LauncherStatus, PoolStatus};
 
 use shared::Shared;
@@ -199,5 +201,12 @@ impl Launcher {
     /// The counters (for metrics).
     pub fn counters(&self) -> CounterSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// Nodes and requests counted by state, provider and labels, from the
+    /// launcher's caches (for metrics: no listing of the store). Works
+    /// before [`Launcher::run`] too: the first call lists the store once.
+    pub async fn census(&self) -> Result<Census> {
+        census::take(&self.shared).await
     }
 }

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use super::{
     build_providers, config_stamp, hostname, load_config, open_store, registry, DaemonError,
 };
-use crate::web::{router, Metrics, WebState};
+use crate::web::{launcher_census, router, Metrics, WebState};
 
 /// What `nodepool launcher` was asked to do.
 #[derive(Debug, Clone)]
@@ -88,7 +88,9 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         providers,
     ));
     let counters_of = Arc::clone(&launcher);
-    let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()));
+    let census = launcher_census(Arc::clone(&launcher));
+    let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()))
+        .with_census(Arc::clone(&census));
     let web = Arc::new(
         WebState::new(
             Arc::clone(&store),
@@ -126,6 +128,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         let (counters_of, config_of) = (Arc::clone(&launcher), Arc::clone(&web));
         let sources = super::statsd::StatsSources {
             store: Arc::clone(&store),
+            census: Arc::clone(&census),
             counters: Arc::new(move || counters_of.counters()),
             config: Arc::new(move || config_of.config()),
             hostname: hostname(),

@@ -34,14 +34,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::config::Config;
-use nodepool_core::launcher::CounterSnapshot;
-use nodepool_core::model::{Component, Node, NodeRequest, NodeState};
+use nodepool_core::launcher::{Census, CounterSnapshot};
+use nodepool_core::model::{Component, NodeState};
 use nodepool_core::store::NodeStore;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::web::CensusSource;
 
 /// The largest datagram sent (the Python client's `maxudpsize`).
 const MAX_DATAGRAM: usize = 512;
@@ -92,8 +94,10 @@ impl StatsdSettings {
 
 /// Where the reporter reads what it reports.
 pub(crate) struct StatsSources {
-    /// The store whose nodes, requests and pools are counted.
+    /// The store whose registered pools are read.
     pub(crate) store: Arc<dyn NodeStore>,
+    /// Node and request counts (the launcher's caches).
+    pub(crate) census: CensusSource,
     /// The launcher's counters.
     pub(crate) counters: Arc<dyn Fn() -> CounterSnapshot + Send + Sync>,
     /// The current configuration (for `max_servers`).
@@ -170,12 +174,11 @@ async fn report(
 ) {
     let mut lines = Vec::new();
     let pools = sources.store.list_components("pool").await;
-    let nodes = sources.store.list_nodes().await;
-    let requests = sources.store.list_requests().await;
-    match (&pools, &nodes, &requests) {
-        (Ok(pools), Ok(nodes), Ok(requests)) => {
-            lines.extend(gauge_lines(&node_gauges(nodes, pools)));
-            lines.extend(gauge_lines(&request_gauges(requests, pools)));
+    let census = (sources.census)().await;
+    match (&pools, &census) {
+        (Ok(pools), Ok(census)) => {
+            lines.extend(gauge_lines(&node_gauges(census, pools)));
+            lines.extend(gauge_lines(&request_gauges(census, pools)));
         }
         _ => debug!("statsd: store not readable, node gauges skipped"),
     }
@@ -194,7 +197,7 @@ async fn report(
 /// Upstream's `updateNodeStats`: nodes by state, by provider and state, and
 /// by label and state; zeros for every state of the providers and labels
 /// the registered pools name.
-pub(crate) fn node_gauges(nodes: &[Node], pools: &[Component]) -> BTreeMap<String, i64> {
+pub(crate) fn node_gauges(census: &Census, pools: &[Component]) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     let providers: std::collections::BTreeSet<&str> = pools
         .iter()
@@ -215,36 +218,36 @@ pub(crate) fn node_gauges(nodes: &[Node], pools: &[Component]) -> BTreeMap<Strin
             out.insert(format!("nodepool.label.{label}.nodes.{state}"), 0);
         }
     }
-    for node in nodes {
-        let state = node.state.map_or("None", NodeState::as_str);
-        *out.entry(format!("nodepool.nodes.{state}")).or_default() += 1;
-        for label in &node.labels {
+    for (group, n) in &census.nodes {
+        let n = i64::try_from(*n).unwrap_or(i64::MAX);
+        let state = group.state.map_or("None", NodeState::as_str);
+        *out.entry(format!("nodepool.nodes.{state}")).or_default() += n;
+        for label in &group.labels {
             *out.entry(format!("nodepool.label.{label}.nodes.{state}"))
-                .or_default() += 1;
+                .or_default() += n;
         }
-        let provider = node.provider.as_deref().unwrap_or("None");
+        let provider = group.provider.as_deref().unwrap_or("None");
         *out.entry(format!("nodepool.provider.{provider}.nodes.{state}"))
-            .or_default() += 1;
+            .or_default() += n;
     }
     out
 }
 
 /// Upstream's `updateNodeRequestStats`: per registered pool, the open
 /// requests whose every label it supports.
-pub(crate) fn request_gauges(
-    requests: &[NodeRequest],
-    pools: &[Component],
-) -> BTreeMap<String, i64> {
+pub(crate) fn request_gauges(census: &Census, pools: &[Component]) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for pool in pools {
         let (Some(provider), Some(name)) = (&pool.provider_name, &pool.pool_name) else {
             continue;
         };
         let supported = pool.supported_labels.as_deref().unwrap_or_default();
-        let count = requests
+        let count: u64 = census
+            .requests
             .iter()
-            .filter(|r| r.node_types.iter().all(|l| supported.contains(l)))
-            .count();
+            .filter(|(group, _)| group.labels.iter().all(|l| supported.contains(l)))
+            .map(|(_, n)| n)
+            .sum();
         out.insert(
             format!("nodepool.provider.{provider}.pool.{name}.addressable_requests"),
             i64::try_from(count).unwrap_or(i64::MAX),
@@ -367,7 +370,7 @@ pub(crate) fn datagrams(lines: &[String], prefix: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodepool_core::model::Node;
+    use nodepool_core::model::{Node, NodeRequest};
     use nodepool_core::store::MemoryStore;
 
     fn pool(provider: &str, name: &str, labels: &[&str]) -> Component {
@@ -403,7 +406,7 @@ mod tests {
             node("fake-a", "small", NodeState::Ready),
             node("fake-b", "big", NodeState::InUse),
         ];
-        let g = node_gauges(&nodes, &pools);
+        let g = node_gauges(&Census::from_records(&nodes, &[]), &pools);
         assert_eq!(g["nodepool.nodes.ready"], 2);
         assert_eq!(g["nodepool.nodes.in-use"], 1);
         assert_eq!(g["nodepool.nodes.building"], 0);
@@ -427,7 +430,7 @@ mod tests {
             ..NodeRequest::default()
         };
         let requests = [request(&["small"]), request(&["small", "big"])];
-        let g = request_gauges(&requests, &pools);
+        let g = request_gauges(&Census::from_records(&[], &requests), &pools);
         assert_eq!(
             g["nodepool.provider.fake-a.pool.p1.addressable_requests"],
             2
@@ -534,6 +537,7 @@ mod tests {
             settings,
             StatsSources {
                 store: Arc::clone(&store),
+                census: crate::web::metrics::store_census(Arc::clone(&store)),
                 counters: Arc::new(move || *read.lock().expect("lock")),
                 config: Arc::new(move || Arc::clone(&config)),
                 hostname: "h".to_owned(),

@@ -134,10 +134,13 @@ pub(super) async fn healthz() -> Response {
 
 /// `/metrics`: the Prometheus exposition.
 pub(super) async fn metrics(State(state): State<Arc<WebState>>) -> Response {
-    let store = &state.store;
-    let (nodes, requests) = match (store.list_nodes().await, store.list_requests().await) {
-        (Ok(n), Ok(r)) => (n, r),
-        (Err(e), _) | (_, Err(e)) => {
+    let census = match state.metrics.census_source() {
+        Some(source) => source().await,
+        None => super::metrics::store_census(Arc::clone(&state.store))().await,
+    };
+    let census = match census {
+        Ok(census) => census,
+        Err(e) => {
             warn!(error = %e, "metrics: cannot read the store");
             return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
         }
@@ -147,7 +150,7 @@ pub(super) async fn metrics(State(state): State<Arc<WebState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&nodes, &requests),
+        state.metrics.render(&census),
     )
         .into_response()
 }

@@ -3,26 +3,58 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use nodepool_core::launcher::CounterSnapshot;
-
-use nodepool_core::model::{Node, NodeRequest, NodeState, RequestState};
+use nodepool_core::launcher::{Census, CounterSnapshot, Launcher};
+use nodepool_core::model::{NodeState, RequestState};
+use nodepool_core::store::NodeStore;
 
 /// Where the launcher's counters come from.
 pub type CounterSource = Arc<dyn Fn() -> CounterSnapshot + Send + Sync>;
+
+/// A census being taken.
+pub type CensusFuture = Pin<Box<dyn Future<Output = nodepool_core::Result<Census>> + Send>>;
+
+/// Where node and request counts come from: a launcher's caches
+/// ([`launcher_census`]) or a listing of the store ([`store_census`]).
+pub type CensusSource = Arc<dyn Fn() -> CensusFuture + Send + Sync>;
+
+/// Counts from `launcher`'s caches: no listing of the store per report.
+pub fn launcher_census(launcher: Arc<Launcher>) -> CensusSource {
+    Arc::new(move || {
+        let launcher = Arc::clone(&launcher);
+        Box::pin(async move { launcher.census().await })
+    })
+}
+
+/// Counts from a listing of every node and request in `store` (a process
+/// without a launcher).
+pub fn store_census(store: Arc<dyn NodeStore>) -> CensusSource {
+    Arc::new(move || {
+        let store = Arc::clone(&store);
+        Box::pin(async move {
+            let nodes = store.list_nodes().await?;
+            let requests = store.list_requests().await?;
+            Ok(Census::from_records(&nodes, &requests))
+        })
+    })
+}
 
 /// The `/metrics` exposition: the launcher's counters (when this web app
 /// runs beside a launcher) and gauges of nodes and requests by state.
 #[derive(Default)]
 pub struct Metrics {
     source: Option<CounterSource>,
+    census: Option<CensusSource>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
             .field("source", &self.source.is_some())
+            .field("census", &self.census.is_some())
             .finish()
     }
 }
@@ -45,12 +77,25 @@ impl Metrics {
     pub fn from_source(source: CounterSource) -> Self {
         Self {
             source: Some(source),
+            census: None,
         }
     }
 
-    /// The exposition: the counters plus gauges of `nodes` and `requests`
-    /// by state (every state is listed, zeros included).
-    pub fn render(&self, nodes: &[Node], requests: &[NodeRequest]) -> String {
+    /// Take node and request counts from `census` (a launcher's caches)
+    /// instead of listing the web app's store at every scrape.
+    pub fn with_census(mut self, census: CensusSource) -> Self {
+        self.census = Some(census);
+        self
+    }
+
+    /// Where the counts come from, if not the web app's store.
+    pub fn census_source(&self) -> Option<&CensusSource> {
+        self.census.as_ref()
+    }
+
+    /// The exposition: the counters plus gauges of the census's nodes and
+    /// requests by state (every state is listed, zeros included).
+    pub fn render(&self, census: &Census) -> String {
         let mut out = String::new();
         if let Some(source) = &self.source {
             let c = source();
@@ -108,9 +153,9 @@ impl Metrics {
 
         let mut by_node_state: BTreeMap<&str, u64> =
             NodeState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        for node in nodes {
-            if let Some(state) = node.state {
-                *by_node_state.entry(state.as_str()).or_default() += 1;
+        for (state, n) in census.nodes_by_state() {
+            if let Some(state) = state {
+                *by_node_state.entry(state.as_str()).or_default() += n;
             }
         }
         out.push_str("# HELP nodepool_nodes Nodes by state.\n");
@@ -121,9 +166,9 @@ impl Metrics {
 
         let mut by_request_state: BTreeMap<&str, u64> =
             RequestState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        for request in requests {
-            if let Some(state) = request.state {
-                *by_request_state.entry(state.as_str()).or_default() += 1;
+        for (state, n) in census.requests_by_state() {
+            if let Some(state) = state {
+                *by_request_state.entry(state.as_str()).or_default() += n;
             }
         }
         out.push_str("# HELP nodepool_requests Node requests by state.\n");

@@ -10,9 +10,9 @@
 mod accept;
 mod api;
 mod listings;
-mod metrics;
+pub(crate) mod metrics;
 
-pub use metrics::Metrics;
+pub use metrics::{launcher_census, CensusSource, Metrics};
 
 use std::collections::HashMap;
 use std::fmt;
