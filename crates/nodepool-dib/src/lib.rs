@@ -42,7 +42,7 @@ mod orphans;
 pub use builder::{remove_outputs, DibImageBuilder, DibSettings};
 pub use command::{dib_command, DibCommand, DEFAULT_DIB_CMD};
 pub use error::DibError;
-pub use orphans::stop_orphaned_builds;
+pub use orphans::{alive, building_into, stop_orphaned_builds};
 
 #[cfg(test)]
 mod tests;

@@ -91,7 +91,8 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z" && s != "X"))
 }
 
@@ -100,8 +101,9 @@ fn group_of(pid: u32) -> Option<u32> {
 }
 
 /// The pids (but ours) whose environment holds
-/// `DIB_IMAGE_FILENAME=<images_dir>/...`.
-pub(crate) fn building_into(images_dir: &Path) -> Vec<u32> {
+/// `DIB_IMAGE_FILENAME=<images_dir>/...`: the diskimage-builder commands
+/// building into `images_dir` and their children, which inherit it.
+pub fn building_into(images_dir: &Path) -> Vec<u32> {
     let dir = images_dir.display().to_string();
     let needle = format!("DIB_IMAGE_FILENAME={}/", dir.trim_end_matches('/'));
     let me = std::process::id();

@@ -56,6 +56,7 @@ fn unavailable(what: &str) -> Error {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl NodeStore for FlakyStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
@@ -81,6 +82,9 @@ impl NodeStore for FlakyStore {
     }
     async fn purge_empty_nodes(&self) -> Result<usize> {
         self.inner.purge_empty_nodes().await
+    }
+    async fn purge_stale_request_locks(&self, min_age: Duration) -> Result<usize> {
+        self.inner.purge_stale_request_locks(min_age).await
     }
     async fn create_request(&self, request: &NodeRequest, priority: &str) -> Result<String> {
         self.inner.create_request(request, priority).await

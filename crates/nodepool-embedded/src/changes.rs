@@ -74,7 +74,7 @@ impl ChangeRow {
             "request" => Some(StoreEvent::Request { id: key, change }),
             "image" => Some(StoreEvent::Image { image: key }),
             "component" => Some(StoreEvent::Component { kind: key }),
-            "lock" => parse_lock_path(&key).map(|target| StoreEvent::Lock { target, change }),
+            "lock" => LockTarget::from_path(&key).map(|target| StoreEvent::Lock { target, change }),
             _ => None,
         }
     }
@@ -148,70 +148,4 @@ pub(crate) fn prune(conn: &mut Connection, older_than_ms: i64) -> Result<usize> 
     .ctx("record pruned mark")?;
     tx.commit().ctx("commit prune")?;
     Ok(deleted)
-}
-
-/// Parses an upstream lock path back into its [`LockTarget`] (the inverse of
-/// [`LockTarget::path`]).
-pub(crate) fn parse_lock_path(path: &str) -> Option<LockTarget> {
-    let rest = path.strip_prefix("/nodepool/")?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let s = |i: usize| parts[i].to_string();
-    match parts.as_slice() {
-        ["nodes", _, "lock"] => Some(LockTarget::Node(s(1))),
-        ["requests-lock", _] => Some(LockTarget::Request(s(1))),
-        ["images", _, "builds", "lock"] => Some(LockTarget::ImageBuilds(s(1))),
-        ["images", _, "builds", _, "lock"] => Some(LockTarget::Build {
-            image: s(1),
-            build: s(3),
-        }),
-        ["images", _, "builds", _, "providers", _, "images", "lock"] => {
-            Some(LockTarget::ProviderUploads {
-                image: s(1),
-                build: s(3),
-                provider: s(5),
-            })
-        }
-        ["images", _, "builds", _, "providers", _, "images", _, "lock"] => {
-            Some(LockTarget::Upload {
-                image: s(1),
-                build: s(3),
-                provider: s(5),
-                upload: s(7),
-            })
-        }
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lock_paths_parse_back_to_their_targets() {
-        let targets = [
-            LockTarget::Node("0000000001".into()),
-            LockTarget::Request("100-0000000002".into()),
-            LockTarget::ImageBuilds("ubuntu".into()),
-            LockTarget::Build {
-                image: "ubuntu".into(),
-                build: "abc".into(),
-            },
-            LockTarget::ProviderUploads {
-                image: "ubuntu".into(),
-                build: "abc".into(),
-                provider: "cloud".into(),
-            },
-            LockTarget::Upload {
-                image: "ubuntu".into(),
-                build: "abc".into(),
-                provider: "cloud".into(),
-                upload: "0000000003".into(),
-            },
-        ];
-        for target in targets {
-            assert_eq!(parse_lock_path(&target.path()), Some(target));
-        }
-        assert_eq!(parse_lock_path("/nodepool/other/x"), None);
-    }
 }

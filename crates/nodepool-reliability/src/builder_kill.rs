@@ -157,19 +157,9 @@ struct Run {
 
 /// Run once.
 pub async fn run(opts: BuilderKillOptions) -> Result<BuilderKillReport, ChaosError> {
-    let temp = tempfile::Builder::new()
-        .prefix("nodepool-chaos-builder-")
-        .tempdir()
-        .map_err(|e| ChaosError::Setup(format!("temporary directory: {e}")))?;
-    let dir = match &opts.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)
-                .map_err(|e| ChaosError::Setup(format!("{}: {e}", d.display())))?;
-            d.clone()
-        }
-        None => temp.path().to_path_buf(),
-    };
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let work = crate::setup::WorkDir::new("nodepool-chaos-builder-", opts.work_dir.as_deref())?;
+    let dir = work.path.clone();
+    let run_id = work.run_id.clone();
     let mut rng = Rng::new(opts.seed);
     let nodepool = crate::procs::sibling_binary("nodepool", "NODEPOOL_BIN")?;
     let sim_bin = crate::procs::sibling_binary("openstack-sim", "OPENSTACK_SIM_BIN")?;
@@ -285,7 +275,7 @@ pub async fn run(opts: BuilderKillOptions) -> Result<BuilderKillReport, ChaosErr
         report.kills += 1;
         report.kills_mid_build += usize::from(building);
         report.kills_mid_upload += usize::from(uploading);
-        let orphans = observe::dib_processes(&run.images_dir);
+        let orphans = nodepool_dib::building_into(&run.images_dir);
         report.dib_orphans_after_kills += orphans.len();
         run.builder.start()?;
         if !orphans.is_empty() {
@@ -372,10 +362,8 @@ pub async fn run(opts: BuilderKillOptions) -> Result<BuilderKillReport, ChaosErr
     kill_dib_processes(&run.images_dir);
     let _ = run.store.close().await;
     drop(run);
-    if opts.work_dir.is_none() && !report.held {
-        // Keep the logs of a failed run.
-        let _ = temp.keep();
-    }
+    // A temporary directory keeps the logs of a failed run.
+    work.finish(report.held);
     Ok(report)
 }
 
@@ -404,7 +392,7 @@ impl Run {
         let records = Records::read(&*self.store).await?;
         let images = observe::glance(&self.http, &self.sim.base).await?;
         let local = observe::local_files(&self.images_dir);
-        let dibs = observe::dib_processes(&self.images_dir);
+        let dibs = nodepool_dib::building_into(&self.images_dir);
         Ok((records, images, local, dibs))
     }
 
@@ -456,7 +444,7 @@ impl Run {
                 let running: Vec<u32> = orphans
                     .iter()
                     .copied()
-                    .filter(|p| observe::alive(*p))
+                    .filter(|p| nodepool_dib::alive(*p))
                     .collect();
                 if !running.is_empty() {
                     self.violations.insert(format!(
@@ -571,7 +559,7 @@ fn sha256_matches(path: &Path) -> Result<(), String> {
 
 /// SIGKILL whatever diskimage-builder processes are left in `images_dir`.
 fn kill_dib_processes(images_dir: &Path) {
-    for pid in observe::dib_processes(images_dir) {
+    for pid in nodepool_dib::building_into(images_dir) {
         if let Some(pid) = i32::try_from(pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw)

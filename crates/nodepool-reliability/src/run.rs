@@ -115,19 +115,9 @@ pub struct RunReport {
 
 /// Run once.
 pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
-    let temp = tempfile::Builder::new()
-        .prefix("nodepool-chaos-")
-        .tempdir()
-        .map_err(|e| ChaosError::Setup(format!("temporary directory: {e}")))?;
-    let dir = match &opts.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)
-                .map_err(|e| ChaosError::Setup(format!("{}: {e}", d.display())))?;
-            d.clone()
-        }
-        None => temp.path().to_path_buf(),
-    };
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let work_dir = crate::setup::WorkDir::new("nodepool-chaos-", opts.work_dir.as_deref())?;
+    let dir = work_dir.path.clone();
+    let run_id = work_dir.run_id.clone();
     let mut rng = Rng::new(opts.seed);
 
     // The cloud, in its own process with its state on disk.
@@ -340,11 +330,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         held,
     };
     drop(private_zk);
-    if opts.work_dir.is_none() && !held {
-        // Keep the logs of a failed run.
-        let kept = temp.keep();
-        let _ = kept;
-    }
+    // A temporary directory keeps the logs of a failed run.
+    work_dir.finish(held);
     Ok(report)
 }
 

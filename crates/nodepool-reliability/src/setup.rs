@@ -269,3 +269,45 @@ impl LauncherKind {
         }
     }
 }
+
+/// A run's working directory: the one asked for (created if missing) or a
+/// new temporary one, removed at the end unless [`WorkDir::finish`] is told
+/// the run failed.
+pub(crate) struct WorkDir {
+    temp: Option<tempfile::TempDir>,
+    /// Where the run writes its state and logs.
+    pub(crate) path: PathBuf,
+    /// A short random id naming this run's chroots and resources.
+    pub(crate) run_id: String,
+}
+
+impl WorkDir {
+    /// `chosen`, or a temporary directory named `<prefix>XXXX`.
+    pub(crate) fn new(prefix: &str, chosen: Option<&Path>) -> Result<Self, ChaosError> {
+        let (temp, path) = match chosen {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| ChaosError::Setup(format!("{}: {e}", d.display())))?;
+                (None, d.to_path_buf())
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix(prefix)
+                    .tempdir()
+                    .map_err(|e| ChaosError::Setup(format!("temporary directory: {e}")))?;
+                let path = temp.path().to_path_buf();
+                (Some(temp), path)
+            }
+        };
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        Ok(Self { temp, path, run_id })
+    }
+
+    /// End the run: a temporary directory is removed if the run `held`,
+    /// kept (with the logs) if not.
+    pub(crate) fn finish(self, held: bool) {
+        if let (Some(temp), false) = (self.temp, held) {
+            let _ = temp.keep();
+        }
+    }
+}

@@ -119,38 +119,7 @@ pub(crate) fn contender_sequence(name: &str) -> Option<&str> {
 fn lock_of_contender(path: &str) -> Option<LockTarget> {
     let (lock_path, contender) = path.rsplit_once('/')?;
     contender_sequence(contender)?;
-    lock_target(lock_path)
-}
-
-/// The [`LockTarget`] whose path is `path`, if any.
-pub(crate) fn lock_target(path: &str) -> Option<LockTarget> {
-    let parts: Vec<&str> = path.strip_prefix("/nodepool/")?.split('/').collect();
-    let owned = |s: &str| s.to_owned();
-    match parts.as_slice() {
-        ["nodes", id, "lock"] => Some(LockTarget::Node(owned(id))),
-        ["requests-lock", id] => Some(LockTarget::Request(owned(id))),
-        ["images", image, "builds", "lock"] => Some(LockTarget::ImageBuilds(owned(image))),
-        ["images", image, "builds", build, "lock"] => Some(LockTarget::Build {
-            image: owned(image),
-            build: owned(build),
-        }),
-        ["images", image, "builds", build, "providers", provider, "images", "lock"] => {
-            Some(LockTarget::ProviderUploads {
-                image: owned(image),
-                build: owned(build),
-                provider: owned(provider),
-            })
-        }
-        ["images", image, "builds", build, "providers", provider, "images", upload, "lock"] => {
-            Some(LockTarget::Upload {
-                image: owned(image),
-                build: owned(build),
-                provider: owned(provider),
-                upload: owned(upload),
-            })
-        }
-        _ => None,
-    }
+    LockTarget::from_path(lock_path)
 }
 
 /// The event a change of `path` announces, if any. `created_or_changed` is
@@ -220,34 +189,6 @@ mod tests {
         assert_eq!(contender_sequence("abc__rlock__0000000001"), None);
         assert_eq!(contender_sequence("lock"), None);
         assert_eq!(contender_sequence("abc__lock__00000000x1"), None);
-    }
-
-    #[test]
-    fn lock_paths_round_trip_to_targets() {
-        let targets = [
-            LockTarget::Node("0000000001".into()),
-            LockTarget::Request("100-0000000002".into()),
-            LockTarget::ImageBuilds("ubuntu".into()),
-            LockTarget::Build {
-                image: "ubuntu".into(),
-                build: "abc".into(),
-            },
-            LockTarget::ProviderUploads {
-                image: "ubuntu".into(),
-                build: "abc".into(),
-                provider: "cloud".into(),
-            },
-            LockTarget::Upload {
-                image: "ubuntu".into(),
-                build: "abc".into(),
-                provider: "cloud".into(),
-                upload: "0000000003".into(),
-            },
-        ];
-        for target in targets {
-            assert_eq!(lock_target(&target.path()), Some(target.clone()));
-        }
-        assert_eq!(lock_target("/nodepool/nodes/0000000001"), None);
     }
 
     #[test]

@@ -127,6 +127,38 @@ impl LockTarget {
             ),
         }
     }
+
+    /// The lock whose upstream path is `path` (the inverse of
+    /// [`LockTarget::path`]); `None` for any other path.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let parts: Vec<&str> = path.strip_prefix("/nodepool/")?.split('/').collect();
+        let owned = |s: &str| s.to_owned();
+        match parts.as_slice() {
+            ["nodes", id, "lock"] => Some(LockTarget::Node(owned(id))),
+            ["requests-lock", id] => Some(LockTarget::Request(owned(id))),
+            ["images", image, "builds", "lock"] => Some(LockTarget::ImageBuilds(owned(image))),
+            ["images", image, "builds", build, "lock"] => Some(LockTarget::Build {
+                image: owned(image),
+                build: owned(build),
+            }),
+            ["images", image, "builds", build, "providers", provider, "images", "lock"] => {
+                Some(LockTarget::ProviderUploads {
+                    image: owned(image),
+                    build: owned(build),
+                    provider: owned(provider),
+                })
+            }
+            ["images", image, "builds", build, "providers", provider, "images", upload, "lock"] => {
+                Some(LockTarget::Upload {
+                    image: owned(image),
+                    build: owned(build),
+                    provider: owned(provider),
+                    upload: owned(upload),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for LockTarget {
@@ -358,3 +390,37 @@ pub type DynNodeStore = dyn NodeStore;
 
 /// A store shared between tasks.
 pub type SharedStore = Arc<dyn NodeStore>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_paths_parse_back_to_their_targets() {
+        let targets = [
+            LockTarget::Node("0000000001".into()),
+            LockTarget::Request("100-0000000002".into()),
+            LockTarget::ImageBuilds("ubuntu".into()),
+            LockTarget::Build {
+                image: "ubuntu".into(),
+                build: "abc".into(),
+            },
+            LockTarget::ProviderUploads {
+                image: "ubuntu".into(),
+                build: "abc".into(),
+                provider: "cloud".into(),
+            },
+            LockTarget::Upload {
+                image: "ubuntu".into(),
+                build: "abc".into(),
+                provider: "cloud".into(),
+                upload: "0000000003".into(),
+            },
+        ];
+        for target in targets {
+            assert_eq!(LockTarget::from_path(&target.path()), Some(target));
+        }
+        assert_eq!(LockTarget::from_path("/nodepool/other/x"), None);
+        assert_eq!(LockTarget::from_path("/nodepool/nodes/0000000001"), None);
+    }
+}

@@ -401,36 +401,3 @@ pub fn unsettled(
     }
     out
 }
-
-/// The processes (other than this one) whose environment says they build
-/// into `images_dir` (`DIB_IMAGE_FILENAME=<images_dir>/...`, set by
-/// nodepool-dib for the dib command and inherited by its children).
-pub fn dib_processes(images_dir: &Path) -> Vec<u32> {
-    let needle = format!("DIB_IMAGE_FILENAME={}/", images_dir.display());
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var.starts_with(needle.as_bytes()))
-            })
-        })
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// Whether `pid` runs (a zombie does not).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
-}

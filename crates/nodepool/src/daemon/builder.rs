@@ -45,7 +45,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{
-    build_providers, config_stamp, hostname, load_config, open_store, registry, DaemonError,
+    build_providers, close_store, config_stamp, hostname, load_config, open_store, registry,
+    signal_error, DaemonError,
 };
 
 /// How long an orphaned diskimage-builder may take to exit after SIGTERM
@@ -74,27 +75,10 @@ pub(crate) struct BuilderOptions {
 
 /// Run the builder until SIGINT or SIGTERM; the exit code says how it ended.
 pub(crate) fn run(options: BuilderOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nodepool builder: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(builder_main(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(DaemonError::Config(errors)) => {
-            eprintln!("{errors}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("nodepool builder: {e}");
-            ExitCode::from(1)
-        }
-    }
+        .build();
+    super::exit_code("builder", runtime, builder_main(options))
 }
 
 /// The `images-dir` of `config`, which a builder cannot do without.
@@ -289,15 +273,8 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
     if let Err(e) = store.unregister_component(BUILDER, &component_name).await {
         warn!(error = %e, "cannot unregister the builder component");
     }
-    if let Err(e) = store.close().await {
-        warn!("closing the store: {e}");
-    }
-    info!("stopped");
+    close_store(&*store).await;
     outcome
-}
-
-fn signal_error(e: std::io::Error) -> DaemonError {
-    DaemonError::Other(format!("cannot install signal handlers: {e}"))
 }
 
 /// Re-read the configuration; a bad one (or one without `images-dir`) is

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{
-    build_providers, config_stamp, hostname, load_config, open_store, registry, DaemonError,
+    build_providers, close_store, config_stamp, hostname, load_config, open_store, registry,
+    signal_error, DaemonError,
 };
 use crate::web::{launcher_census, router, Metrics, WebState};
 
@@ -45,28 +46,11 @@ const MAX_BLOCKING_THREADS: usize = 4;
 /// kept the launcher at 10,000 nodes ~9 MB smaller (see
 /// doc/benchmarks.md, scale run).
 pub(crate) fn run(options: LauncherOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("nodepool launcher: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(launcher_main(options)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(DaemonError::Config(errors)) => {
-            eprintln!("{errors}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("nodepool launcher: {e}");
-            ExitCode::from(1)
-        }
-    }
+        .build();
+    super::exit_code("launcher", runtime, launcher_main(options))
 }
 
 async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
@@ -203,15 +187,8 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         }
     }
     let _ = web_task.await;
-    if let Err(e) = store.close().await {
-        warn!("closing the store: {e}");
-    }
-    info!("stopped");
+    close_store(&*store).await;
     outcome
-}
-
-fn signal_error(e: std::io::Error) -> DaemonError {
-    DaemonError::Other(format!("cannot install signal handlers: {e}"))
 }
 
 /// Re-read the configuration; a bad one is reported and the old one kept.

@@ -7,6 +7,7 @@ pub(crate) mod statsd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +28,47 @@ pub(crate) enum DaemonError {
     /// Anything else.
     #[error("{0}")]
     Other(String),
+}
+
+/// Run a daemon's `main` on `runtime` and turn how it ended into the exit
+/// code: 0, or 1 with the reason on standard error (configuration errors as
+/// they are, each with its file and line).
+pub(crate) fn exit_code(
+    daemon: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    main: impl std::future::Future<Output = Result<(), DaemonError>>,
+) -> ExitCode {
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nodepool {daemon}: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(DaemonError::Config(errors)) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("nodepool {daemon}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error of a daemon that cannot listen for signals.
+pub(crate) fn signal_error(e: std::io::Error) -> DaemonError {
+    DaemonError::Other(format!("cannot install signal handlers: {e}"))
+}
+
+/// Close a stopping daemon's store and log that it stopped.
+pub(crate) async fn close_store(store: &dyn NodeStore) {
+    if let Err(e) = store.close().await {
+        warn!("closing the store: {e}");
+    }
+    info!("stopped");
 }
 
 /// The driver registry with every built-in driver.
