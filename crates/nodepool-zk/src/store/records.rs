@@ -13,6 +13,9 @@ use nodepool_core::{Error, Result};
 /// How many stats of node znodes [`ZkStore::purge_empty_nodes_impl`] keeps
 /// in flight.
 const PURGE_STATS_IN_FLIGHT: usize = 32;
+/// How many reads of records a listing keeps in flight: one round trip
+/// after the other, 10,000 nodes took ~5 s to list.
+const LISTING_READS_IN_FLIGHT: usize = 32;
 /// How many times a request create is made again after the connection
 /// broke under it (and the request was not found).
 const CREATE_RETRIES: u32 = 5;
@@ -77,10 +80,11 @@ impl ZkStore {
 
     pub(super) async fn list_nodes_impl(&self) -> Result<Vec<Node>> {
         let client = self.client()?;
+        let ids = ops::children(&client, paths::NODE_ROOT).await?;
+        let mut reads = read_each(&client, ids, paths::node);
         let mut nodes = Vec::new();
-        for id in ops::children(&client, paths::NODE_ROOT).await? {
-            let path = paths::node(&id);
-            let Some((data, _)) = ops::get(&client, &path).await? else {
+        while let Some((id, path, data)) = reads.next().await {
+            let Some((data, _)) = data? else {
                 continue;
             };
             if data.is_empty() {
@@ -240,10 +244,11 @@ impl ZkStore {
     /// `sorted(get_children(...))`).
     pub(super) async fn list_requests_impl(&self) -> Result<Vec<NodeRequest>> {
         let client = self.client()?;
+        let ids = ops::children(&client, paths::REQUEST_ROOT).await?;
+        let mut reads = read_each(&client, ids, paths::request);
         let mut requests = Vec::new();
-        for id in ops::children(&client, paths::REQUEST_ROOT).await? {
-            let path = paths::request(&id);
-            let Some((data, _)) = ops::get(&client, &path).await? else {
+        while let Some((id, path, data)) = reads.next().await {
+            let Some((data, _)) = data? else {
                 continue;
             };
             match NodeRequest::from_json(&id, &data) {
@@ -354,4 +359,28 @@ async fn own_ephemeral_with(
         }
     }
     Ok(None)
+}
+
+/// A record's id, path, and what reading it gave.
+type RecordRead = (
+    String,
+    String,
+    Result<Option<(Vec<u8>, zookeeper_client::Stat)>>,
+);
+
+/// One read of the record `path_of(id)` for each of `ids`, in their order,
+/// [`LISTING_READS_IN_FLIGHT`] at a time; each answer comes with its id and
+/// path, `None` for a record deleted since the children were listed.
+fn read_each<'a>(
+    client: &'a zookeeper_client::Client,
+    ids: Vec<String>,
+    path_of: fn(&str) -> String,
+) -> impl futures::Stream<Item = RecordRead> + 'a {
+    futures::stream::iter(ids)
+        .map(move |id| async move {
+            let path = path_of(&id);
+            let data = ops::get(client, &path).await;
+            (id, path, data)
+        })
+        .buffered(LISTING_READS_IN_FLIGHT)
 }

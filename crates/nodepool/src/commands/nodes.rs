@@ -4,7 +4,6 @@
 //! Exit codes: 0 on success, 1 when the command could not do what was asked
 //! (no such node, store unreachable, invalid config), 2 for usage errors.
 
-use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::Duration;
 
 use nodepool_core::model::{now, Node, NodeState};
 use nodepool_core::status;
-use nodepool_core::store::{LockOptions, LockTarget, NodeStore};
+use nodepool_core::store::{locked_nodes, LockOptions, LockTarget, NodeStore};
 
 use super::session::{with_store, CmdError, Session};
 
@@ -42,28 +41,13 @@ fn print_listing(listing: &status::Listing, format: Format, fields: Option<&[&st
     }
 }
 
-async fn locked_nodes(store: &dyn NodeStore, nodes: &[Node]) -> HashSet<String> {
-    let mut locked = HashSet::new();
-    for node in nodes {
-        if let Ok(c) = store
-            .lock_contenders(&LockTarget::Node(node.id.clone()))
-            .await
-        {
-            if !c.is_empty() {
-                locked.insert(node.id.clone());
-            }
-        }
-    }
-    locked
-}
-
 async fn print_nodes(
     store: &dyn NodeStore,
     nodes: &[Node],
     detail: bool,
     format: Format,
 ) -> Result<(), CmdError> {
-    let locked = locked_nodes(store, nodes).await;
+    let locked = locked_nodes(store, nodes.iter().map(|n| n.id.clone()).collect()).await;
     let listing = status::node_list(nodes, &locked, now());
     let fields = status::node_list_cli_fields(detail);
     print_listing(&listing, format, Some(&fields));

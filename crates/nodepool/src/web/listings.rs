@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use nodepool_core::model::{now, POOL};
 use nodepool_core::status::{self, BuildRequestStatus, ImageStatus, Listing};
-use nodepool_core::store::{LockTarget, NodeStore};
+use nodepool_core::store::{locked_nodes, LockTarget, NodeStore};
 use tracing::warn;
 
 use super::accept::{wanted_format, Format};
@@ -217,13 +217,7 @@ async fn gather(
                 Some(id) => store.get_node(id).await?.into_iter().collect(),
                 None => store.list_nodes().await?,
             };
-            let mut locked = HashSet::new();
-            for node in &nodes {
-                let target = LockTarget::Node(node.id.clone());
-                if !store.lock_contenders(&target).await?.is_empty() {
-                    locked.insert(node.id.clone());
-                }
-            }
+            let locked = locked_nodes(store, nodes.iter().map(|n| n.id.clone()).collect()).await;
             status::node_list(&nodes, &locked, now())
         }
         "/request-list" => status::request_list(&store.list_requests().await?),
