@@ -206,6 +206,42 @@ async fn held_node_is_deleted_after_max_hold_age() {
     h.stop().await;
 }
 
+/// A node another client marks `deleting` under its lock (upstream's
+/// `nodepool delete`) is still there right after the client unlocks it, for
+/// the client's closing listing, and is deleted a moment later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_marked_deleting_by_a_client_is_deleted_after_a_moment() {
+    let mut h = Harness::start(&yaml("", ""), FakeCloudSettings::default(), settings());
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    let mut held = h.accept(&id).await;
+    let (mut node, lock) = held.remove(0);
+    h.store.delete_request(&id).await.expect("delete request");
+    node.set_state(NodeState::Deleting);
+    h.store.update_node(&node).await.expect("mark deleting");
+    h.store.unlock(&lock).await.expect("unlock");
+    let marked = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still = h.store.get_node(&node.id).await.expect("read");
+    assert_eq!(
+        still.and_then(|n| n.state),
+        Some(NodeState::Deleting),
+        "the node outlives the client's listing"
+    );
+    launcher_support::wait_for("node deleted", Duration::from_secs(10), || {
+        let store = h.store.clone();
+        let id = node.id.clone();
+        async move { store.get_node(&id).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        marked.elapsed() >= Duration::from_millis(900),
+        "deleted after {:?}",
+        marked.elapsed()
+    );
+    assert_eq!(h.cloud.instances().len(), 0, "its instance is gone too");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaked_instance_is_deleted_after_the_grace_period() {
     let mut h = Harness::start(&yaml("", ""), FakeCloudSettings::default(), settings());

@@ -53,10 +53,11 @@ async fn fulfilled_requests(
 /// Whether upstream's `nodepool delete` failed only in the listing it
 /// prints after its work. It marks the node `deleting` under the node's
 /// lock, unlocks it, then lists the node, and kazoo's `contenders()` reads
-/// the lock's children without handling `NoNodeError`. Our launcher deletes
-/// a `deleting` node as soon as it is unlocked (upstream's launcher only
-/// every 5 s), so it may delete the record between the two reads: the CLI
-/// then exits 1 with that traceback, the delete being done already.
+/// the lock's children without handling `NoNodeError`. Upstream's launcher
+/// deletes `deleting` nodes every 5 s; ours waits 1 s after a client marked
+/// one (`DELETING_GRACE`), which covers the listing unless the CLI stalls
+/// that long between its reads: it then exits 1 with that traceback, the
+/// delete being done already.
 fn lost_listing_after_delete(stderr: &str) -> bool {
     let frames = [", in delete", ", in list", ", in contenders"];
     stderr.trim_end().ends_with("kazoo.exceptions.NoNodeError")

@@ -9,10 +9,10 @@
 //! the host again; any other is deleted without touching the host, then a
 //! pass registers the host's slot again.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -45,6 +45,17 @@ const CLEANUP_STATES: &[NodeState] = &[
 /// deleting another unused node to make room (upstream: 5 minutes).
 const MAX_DELETE_AGE: f64 = 300.0;
 
+/// A node someone else marked `deleting` is left this long before it is
+/// deleted. Upstream's `nodepool delete` marks a node `deleting`, unlocks
+/// it, then lists it with its lock; upstream's launcher deletes such nodes
+/// on its 5-second pass, and the CLI's listing fails (kazoo `NoNodeError`,
+/// exit 1) when the node vanished between its two reads. Nodes this
+/// launcher marks itself are deleted at once.
+const DELETING_GRACE: Duration = Duration::from_secs(1);
+
+/// How long this launcher remembers a node it marked `deleting` itself.
+const OURS_MEMORY: Duration = Duration::from_secs(60);
+
 /// The oldest unused nodes tried, in order, to make room.
 const MAX_CANDIDATES: usize = 64;
 
@@ -72,6 +83,9 @@ struct QueueInner {
     /// Offered while busy: looked at again when the current look ends, so a
     /// wake-up that arrives mid-look (e.g. the holder unlocking) is not lost.
     again: HashSet<String>,
+    /// Nodes this launcher marked `deleting` itself, and when: they get no
+    /// [`DELETING_GRACE`].
+    ours: HashMap<String, Instant>,
 }
 
 impl DeleteQueue {
@@ -88,6 +102,18 @@ impl DeleteQueue {
         q.pending.push_back(id.to_string());
         drop(q);
         self.notify.notify_one();
+    }
+
+    /// This launcher marked node `id` `deleting` itself: delete it without
+    /// the grace left to nodes others mark.
+    pub(crate) fn marked_by_us(&self, id: &str) {
+        let mut q = lock(&self.inner);
+        q.ours.retain(|_, at| at.elapsed() < OURS_MEMORY);
+        q.ours.insert(id.to_string(), Instant::now());
+    }
+
+    fn is_ours(&self, id: &str) -> bool {
+        lock(&self.inner).ours.contains_key(id)
     }
 
     /// Run a full sweep soon.
@@ -142,11 +168,22 @@ pub(crate) async fn run_deleter(shared: Arc<Shared>, cancel: CancellationToken) 
             let shared = shared.clone();
             running.spawn(
                 async move {
-                    if let Err(e) = consider(&shared, &id).await {
-                        debug!(error = %e, "node cleanup failed");
-                    }
+                    let again = match consider(&shared, &id).await {
+                        Ok(again) => again,
+                        Err(e) => {
+                            debug!(error = %e, "node cleanup failed");
+                            None
+                        }
+                    };
                     shared.deletes.done(&id);
                     drop(permit);
+                    if let Some(wait) = again {
+                        // Detached: a stop does not wait for it.
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            shared.deletes.offer(&id);
+                        });
+                    }
                 }
                 .instrument(info_span!("cleanup")),
             );
@@ -161,19 +198,31 @@ pub(crate) async fn run_deleter(shared: Arc<Shared>, cancel: CancellationToken) 
     while running.join_next().await.is_some() {}
 }
 
-/// Delete node `id` if it is unlocked and in a cleanup state.
-async fn consider(shared: &Shared, id: &str) -> Result<()> {
+/// Delete node `id` if it is unlocked and in a cleanup state. Returns when
+/// to look at it again, for a node others marked `deleting` within the
+/// last [`DELETING_GRACE`].
+async fn consider(shared: &Shared, id: &str) -> Result<Option<Duration>> {
     let Some(node) = shared.store.get_node(id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     if !in_cleanup_state(&node) {
-        return Ok(());
+        return Ok(None);
     }
     let Some(provider) = node.provider.as_deref() else {
-        return Ok(());
+        return Ok(None);
     };
     if shared.provider_for_cleanup(provider).is_none() {
-        return Ok(());
+        return Ok(None);
+    }
+    if node.state == Some(NodeState::Deleting) && !shared.deletes.is_ours(id) {
+        let age = now() - node.state_time.unwrap_or(0.0);
+        let left = DELETING_GRACE.as_secs_f64() - age.max(0.0);
+        if left > 0.0 {
+            debug!(node_id = %id, "node marked deleting moments ago; deleting it shortly");
+            return Ok(Some(Duration::from_secs_f64(
+                left.min(DELETING_GRACE.as_secs_f64()),
+            )));
+        }
     }
     if node.state == Some(NodeState::Used)
         && registered::is_configured_preregistered(shared, provider)
@@ -183,17 +232,19 @@ async fn consider(shared: &Shared, id: &str) -> Result<()> {
         // the config). A record still locked is left for a later offer.
         debug!(node_id = %id, provider, "handing a used node back to its provider");
         shared.registrar.request(provider, false);
-        return Ok(());
+        return Ok(None);
     }
     let target = LockTarget::Node(id.to_string());
     let Ok(handle) = shared.store.lock(&target, &LockOptions::try_once()).await else {
-        return Ok(());
+        return Ok(None);
     };
     match shared.store.get_node(id).await {
-        Ok(Some(node)) if in_cleanup_state(&node) => delete_locked(shared, node, handle).await,
+        Ok(Some(node)) if in_cleanup_state(&node) => {
+            delete_locked(shared, node, handle).await.map(|()| None)
+        }
         other => {
             let _ = shared.store.unlock(&handle).await;
-            other.map(|_| ())
+            other.map(|_| None)
         }
     }
 }
@@ -601,6 +652,7 @@ pub(crate) async fn delete_oldest_unused(
             {
                 info!(node_id = %node.id, "deleting oldest unused node to make room");
                 node.set_state(NodeState::Deleting);
+                shared.deletes.marked_by_us(&node.id);
                 let result = store.update_node(&node).await;
                 let _ = store.unlock(&handle).await;
                 return result;
