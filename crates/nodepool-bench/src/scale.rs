@@ -115,6 +115,14 @@ pub(crate) async fn run(args: ScaleArgs) -> BenchResult<()> {
         let _ = client.cancel(request).await;
     }
     let stop = env.launcher.stop().await;
+    if args.store == StoreKind::Zookeeper {
+        // Leave the server as we found it: 10,000 node records a run add up
+        // (a small test server runs out of heap after ~10 runs).
+        match remove_nodes(&env.store).await {
+            Ok(n) => eprintln!("nodepool-bench: removed {n} node records from the chroot"),
+            Err(e) => eprintln!("nodepool-bench: could not remove the node records: {e}"),
+        }
+    }
 
     let mut r = Report::default();
     r.add("name", "run", "scale");
@@ -209,6 +217,40 @@ async fn submit_all(client: &Client, n: usize) -> BenchResult<Vec<PendingRequest
         }
     }
     Ok(out)
+}
+
+/// Delete every node record in `store`, 64 at a time; returns how many.
+async fn remove_nodes(store: &Arc<dyn nodepool_core::store::NodeStore>) -> BenchResult<usize> {
+    let ids: Vec<String> = store
+        .list_nodes()
+        .await
+        .map_err(|e| format!("list nodes: {e}"))?
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    let count = ids.len();
+    let window = Arc::new(Semaphore::new(64));
+    let mut tasks = JoinSet::new();
+    for id in ids {
+        let permit = window
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| format!("delete window closed: {e}"))?;
+        let store = store.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            store.delete_node(&id).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("delete node: {e}")),
+            Err(e) => return Err(format!("delete task: {e}")),
+        }
+    }
+    Ok(count)
 }
 
 /// A CLI command's timing.
