@@ -179,6 +179,18 @@ pub struct InstancePage {
 /// provider's instances ([`for_each_instance`]).
 pub const INSTANCE_PAGE_SIZE: usize = 200;
 
+impl Instance {
+    /// The node id in the instance's metadata, if the instance carries
+    /// provider `provider`'s metadata (one of ours, for the leak pass and
+    /// the unmanaged-quota count).
+    pub fn node_id_of(&self, provider: &str) -> Option<&str> {
+        if self.metadata.get(META_PROVIDER).map(String::as_str) != Some(provider) {
+            return None;
+        }
+        self.metadata.get(META_NODE_ID).map(String::as_str)
+    }
+}
+
 /// A built image file to upload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageUploadSpec {

@@ -108,12 +108,9 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
         let mut candidates: Vec<(Option<String>, Resources)> = Vec::new();
         let provider_name = &data.provider_cfg.name;
         for_each_instance(&**data.provider, |instance| {
-            let node_id = (instance.metadata.get(crate::provider::META_PROVIDER)
-                == Some(provider_name))
-            .then(|| instance.metadata.get(crate::provider::META_NODE_ID))
-            .flatten();
+            let node_id = instance.node_id_of(provider_name);
             if !node_id.is_some_and(|id| shared.nodes.contains(id)) {
-                candidates.push((node_id.cloned(), instance.resources));
+                candidates.push((node_id.map(str::to_string), instance.resources));
             }
         })
         .await?;

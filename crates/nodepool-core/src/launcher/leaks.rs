@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::shared::Shared;
 use super::stats::Counter;
-use crate::provider::{for_each_instance, META_NODE_ID, META_PROVIDER};
+use crate::provider::for_each_instance;
 use crate::Result;
 
 /// When each possibly leaked instance was first seen.
@@ -37,19 +37,15 @@ impl LeakTracker {
             // after the walk (deleting a page's marker would break it).
             let mut unknown: Vec<(String, String)> = Vec::new();
             let listed = for_each_instance(&*provider, |instance| {
-                if instance.metadata.get(META_PROVIDER) != Some(&name) {
-                    return;
-                }
-                let Some(node_id) = instance.metadata.get(META_NODE_ID) else {
+                let Some(node_id) = instance.node_id_of(&name) else {
                     return;
                 };
-                let known = shared.nodes.with(|nodes| {
-                    nodes
-                        .get(node_id.as_str())
-                        .is_some_and(|n| n.provider_is(&name))
-                });
+                let known = shared
+                    .nodes
+                    .with(|nodes| nodes.get(node_id).is_some_and(|n| n.provider_is(&name)));
                 if !known {
-                    unknown.push((instance.external_id, node_id.clone()));
+                    let node_id = node_id.to_string();
+                    unknown.push((instance.external_id, node_id));
                 }
             })
             .await;

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nodepool_core::provider::{
-    CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage, InstanceState, LaunchSpec,
-    Provider, ProviderCapabilities, Resources, DEFAULT_POLL_INTERVAL, META_POOL,
+    for_each_instance, CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage,
+    InstanceState, LaunchSpec, Provider, ProviderCapabilities, Resources, DEFAULT_POLL_INTERVAL,
+    META_POOL,
 };
 use nodepool_core::{Error, Result};
 use reqwest::Method;
@@ -356,30 +357,6 @@ impl OpenStackProvider {
             .await?
             .map(|v| v["server"].clone()))
     }
-
-    /// Every server of the project (all pages of `servers/detail`).
-    pub(crate) async fn list_servers(&self) -> std::result::Result<Vec<Value>, OpenStackError> {
-        let mut out = Vec::new();
-        let mut path = "/servers/detail".to_string();
-        for _ in 0..10_000 {
-            let body = self.client.get(ServiceType::Compute, &path).await?;
-            let page = body["servers"].as_array().cloned().unwrap_or_default();
-            let next = body["servers_links"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|l| l["rel"] == "next")
-                .and_then(|l| l["href"].as_str())
-                .map(str::to_string);
-            let empty = page.is_empty();
-            out.extend(page);
-            match next {
-                Some(href) if !empty => path = href,
-                _ => break,
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Percent-encode a query or path value.
@@ -542,15 +519,11 @@ impl Provider for OpenStackProvider {
             .map_err(|e| self.err(e))
     }
 
+    /// Every server, walked a page at a time (`list_instances_page`, whose
+    /// last page also runs the network cleanup).
     async fn list_instances(&self) -> Result<Vec<Instance>> {
-        let servers = self.list_servers().await.map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for s in &servers {
-            if let Some(i) = self.server_instance(s).await {
-                out.push(i);
-            }
-        }
-        self.periodic_network_cleanup().await;
+        for_each_instance(self, |instance| out.push(instance)).await?;
         Ok(out)
     }
 
