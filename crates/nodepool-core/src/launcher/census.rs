@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use super::shared::Shared;
 use crate::model::{Node, NodeRequest, NodeState, RequestState};
+use crate::store::NodeStore;
 use crate::Result;
 
 /// What nodes of one group have in common.
@@ -61,6 +62,13 @@ impl Census {
             *census.requests.entry(group).or_default() += 1;
         }
         census
+    }
+
+    /// List every node and request of `store` and count them.
+    pub async fn read(store: &dyn NodeStore) -> Result<Self> {
+        let nodes = store.list_nodes().await?;
+        let requests = store.list_requests().await?;
+        Ok(Self::from_records(&nodes, &requests))
     }
 
     /// Nodes in each state.
@@ -140,7 +148,7 @@ mod tests {
     use crate::config::Config;
     use crate::launcher::{Launcher, LauncherSettings};
     use crate::scheduler::DefaultScheduler;
-    use crate::store::{MemoryStore, NodeStore};
+    use crate::store::MemoryStore;
 
     fn node(provider: &str, labels: &[&str], state: NodeState) -> Node {
         Node {
@@ -152,9 +160,7 @@ mod tests {
     }
 
     async fn listed(store: &dyn NodeStore) -> Census {
-        let nodes = store.list_nodes().await.expect("nodes");
-        let requests = store.list_requests().await.expect("requests");
-        Census::from_records(&nodes, &requests)
+        Census::read(store).await.expect("listing")
     }
 
     #[tokio::test]

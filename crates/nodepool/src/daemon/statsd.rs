@@ -537,7 +537,13 @@ mod tests {
             settings,
             StatsSources {
                 store: Arc::clone(&store),
-                census: crate::web::metrics::store_census(Arc::clone(&store)),
+                census: {
+                    let store = Arc::clone(&store);
+                    Arc::new(move || {
+                        let store = Arc::clone(&store);
+                        Box::pin(async move { Census::read(&*store).await })
+                    })
+                },
                 counters: Arc::new(move || *read.lock().expect("lock")),
                 config: Arc::new(move || Arc::clone(&config)),
                 hostname: "h".to_owned(),

@@ -134,11 +134,7 @@ pub(super) async fn healthz() -> Response {
 
 /// `/metrics`: the Prometheus exposition.
 pub(super) async fn metrics(State(state): State<Arc<WebState>>) -> Response {
-    let census = match state.metrics.census_source() {
-        Some(source) => source().await,
-        None => super::metrics::store_census(Arc::clone(&state.store))().await,
-    };
-    let census = match census {
+    let census = match state.metrics.census(&*state.store).await {
         Ok(census) => census,
         Err(e) => {
             warn!(error = %e, "metrics: cannot read the store");

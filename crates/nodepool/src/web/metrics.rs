@@ -18,7 +18,7 @@ pub type CounterSource = Arc<dyn Fn() -> CounterSnapshot + Send + Sync>;
 pub type CensusFuture = Pin<Box<dyn Future<Output = nodepool_core::Result<Census>> + Send>>;
 
 /// Where node and request counts come from: a launcher's caches
-/// ([`launcher_census`]) or a listing of the store ([`store_census`]).
+/// ([`launcher_census`]).
 pub type CensusSource = Arc<dyn Fn() -> CensusFuture + Send + Sync>;
 
 /// Counts from `launcher`'s caches: no listing of the store per report.
@@ -26,19 +26,6 @@ pub fn launcher_census(launcher: Arc<Launcher>) -> CensusSource {
     Arc::new(move || {
         let launcher = Arc::clone(&launcher);
         Box::pin(async move { launcher.census().await })
-    })
-}
-
-/// Counts from a listing of every node and request in `store` (a process
-/// without a launcher).
-pub fn store_census(store: Arc<dyn NodeStore>) -> CensusSource {
-    Arc::new(move || {
-        let store = Arc::clone(&store);
-        Box::pin(async move {
-            let nodes = store.list_nodes().await?;
-            let requests = store.list_requests().await?;
-            Ok(Census::from_records(&nodes, &requests))
-        })
     })
 }
 
@@ -88,9 +75,13 @@ impl Metrics {
         self
     }
 
-    /// Where the counts come from, if not the web app's store.
-    pub fn census_source(&self) -> Option<&CensusSource> {
-        self.census.as_ref()
+    /// The node and request counts: from the census source, or (a web app
+    /// without a launcher) a listing of `store`.
+    pub async fn census(&self, store: &dyn NodeStore) -> nodepool_core::Result<Census> {
+        match &self.census {
+            Some(source) => source().await,
+            None => Census::read(store).await,
+        }
     }
 
     /// The exposition: the counters plus gauges of the census's nodes and

@@ -10,7 +10,7 @@
 mod accept;
 mod api;
 mod listings;
-pub(crate) mod metrics;
+mod metrics;
 
 pub use metrics::{launcher_census, CensusSource, Metrics};
 
