@@ -15,7 +15,7 @@
 //! Readers look at the view under a short lock ([`Cache::with`]); nothing
 //! awaits while holding it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
@@ -94,6 +94,59 @@ impl<S: Eq + std::hash::Hash> Shapes<S> {
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// A summary that shares its [`Shapes`] entry with others.
+pub(crate) trait Shaped {
+    /// What many summaries have in common.
+    type Shape: Eq + std::hash::Hash;
+    /// Its shared shape.
+    fn shape(&self) -> &Arc<Self::Shape>;
+}
+
+/// Summaries by record id, with the shapes they share: a shape is
+/// forgotten when the last summary using it is replaced or removed.
+#[derive(Debug)]
+pub(crate) struct Summaries<V: Shaped> {
+    /// Record id → summary.
+    pub(crate) map: BTreeMap<String, V>,
+    /// The shapes in use, each once.
+    pub(crate) shapes: Shapes<V::Shape>,
+}
+
+impl<V: Shaped> Default for Summaries<V> {
+    fn default() -> Self {
+        Self {
+            map: BTreeMap::new(),
+            shapes: Shapes::default(),
+        }
+    }
+}
+
+impl<V: Shaped> Summaries<V> {
+    /// Store (or replace) the summary of record `id`.
+    pub(crate) fn put(&mut self, id: String, summary: V) {
+        let old = match self.map.get_mut(&id) {
+            Some(slot) => Some(std::mem::replace(slot, summary)),
+            None => self.map.insert(id, summary),
+        };
+        if let Some(old) = old {
+            self.shapes.release(old.shape());
+        }
+    }
+
+    /// Forget record `id`.
+    pub(crate) fn remove(&mut self, id: &str) {
+        if let Some(old) = self.map.remove(id) {
+            self.shapes.release(old.shape());
+        }
+    }
+
+    /// Forget every record.
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.shapes.clear();
     }
 }
 

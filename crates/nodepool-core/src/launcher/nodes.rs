@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::cache::{Cache, Kind, Names, Shapes};
+use super::cache::{Cache, Kind, Names, Shaped, Summaries};
 use super::input::node_resources;
 use crate::model::{Node, NodeState};
 use crate::provider::Resources;
@@ -30,6 +30,14 @@ pub(crate) struct NodeSummary {
     pub(crate) allocated_to: Option<Box<str>>,
     pub(crate) hold_expiration: Option<i64>,
     shape: Arc<NodeShape>,
+}
+
+impl Shaped for NodeSummary {
+    type Shape = NodeShape;
+
+    fn shape(&self) -> &Arc<NodeShape> {
+        &self.shape
+    }
 }
 
 impl Deref for NodeSummary {
@@ -87,9 +95,7 @@ pub(crate) type NodeMap = BTreeMap<String, NodeSummary>;
 /// The node cache's records.
 #[derive(Debug, Default)]
 pub(crate) struct Nodes {
-    nodes: NodeMap,
-    /// The shapes in use, each once.
-    shapes: Shapes<NodeShape>,
+    summaries: Summaries<NodeSummary>,
 }
 
 impl Nodes {
@@ -107,7 +113,7 @@ impl Nodes {
             },
             resources: node_resources(node),
         };
-        let shape = self.shapes.intern(shape);
+        let shape = self.summaries.shapes.intern(shape);
         NodeSummary {
             state: node.state,
             state_time: node.state_time,
@@ -141,28 +147,19 @@ impl Kind for Nodes {
 
     fn put(&mut self, names: &mut Names, node: Node) {
         let summary = self.summarize(names, &node);
-        let old = match self.nodes.get_mut(&node.id) {
-            Some(slot) => Some(std::mem::replace(slot, summary)),
-            None => self.nodes.insert(node.id, summary),
-        };
-        if let Some(old) = old {
-            self.shapes.release(&old.shape);
-        }
+        self.summaries.put(node.id, summary);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.nodes.remove(id) {
-            self.shapes.release(&old.shape);
-        }
+        self.summaries.remove(id);
     }
 
     fn clear(&mut self) {
-        self.nodes.clear();
-        self.shapes.clear();
+        self.summaries.clear();
     }
 
     fn map(&self) -> &NodeMap {
-        &self.nodes
+        &self.summaries.map
     }
 }
 
@@ -221,6 +218,6 @@ mod tests {
         }
         cache.sync(&store).await.expect("sync");
         assert!(!cache.contains(&a));
-        cache.records(|r| assert!(r.shapes.is_empty(), "no shape outlives its nodes"));
+        cache.records(|r| assert!(r.summaries.shapes.is_empty(), "no shape outlives its nodes"));
     }
 }

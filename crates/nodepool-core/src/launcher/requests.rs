@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::cache::{Cache, Kind, Names, Shapes};
+use super::cache::{Cache, Kind, Names, Shaped, Summaries};
 use crate::model::{NodeRequest, RequestState};
 use crate::scheduler::RequestInfo;
 use crate::store::{NodeStore, StoreEvent};
@@ -38,6 +38,14 @@ pub(crate) struct RequestShape {
     pub(crate) tenant_name: Option<Arc<str>>,
     pub(crate) provider: Option<Arc<str>>,
     pub(crate) reuse: bool,
+}
+
+impl Shaped for RequestSummary {
+    type Shape = RequestShape;
+
+    fn shape(&self) -> &Arc<RequestShape> {
+        &self.shape
+    }
 }
 
 impl Deref for RequestSummary {
@@ -76,9 +84,7 @@ pub(crate) type RequestMap = BTreeMap<String, RequestSummary>;
 /// The request cache's records.
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
-    requests: RequestMap,
-    /// The shapes in use, each once.
-    shapes: Shapes<RequestShape>,
+    summaries: Summaries<RequestSummary>,
 }
 
 impl Requests {
@@ -90,7 +96,7 @@ impl Requests {
             provider: names.intern_opt(request.provider.as_deref()),
             reuse: request.reuse,
         };
-        let shape = self.shapes.intern(shape);
+        let shape = self.summaries.shapes.intern(shape);
         RequestSummary {
             state: request.state,
             relative_priority: request.relative_priority,
@@ -127,28 +133,19 @@ impl Kind for Requests {
 
     fn put(&mut self, names: &mut Names, request: NodeRequest) {
         let summary = self.summarize(names, &request);
-        let old = match self.requests.get_mut(&request.id) {
-            Some(slot) => Some(std::mem::replace(slot, summary)),
-            None => self.requests.insert(request.id, summary),
-        };
-        if let Some(old) = old {
-            self.shapes.release(&old.shape);
-        }
+        self.summaries.put(request.id, summary);
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.requests.remove(id) {
-            self.shapes.release(&old.shape);
-        }
+        self.summaries.remove(id);
     }
 
     fn clear(&mut self) {
-        self.requests.clear();
-        self.shapes.clear();
+        self.summaries.clear();
     }
 
     fn map(&self) -> &RequestMap {
-        &self.requests
+        &self.summaries.map
     }
 }
 
@@ -246,8 +243,11 @@ mod tests {
         }
         cache.sync(&store).await.expect("sync");
         cache.records(|r| {
-            assert!(r.requests.is_empty());
-            assert!(r.shapes.is_empty(), "no shape outlives its requests");
+            assert!(r.summaries.map.is_empty());
+            assert!(
+                r.summaries.shapes.is_empty(),
+                "no shape outlives its requests"
+            );
         });
     }
 }
