@@ -583,13 +583,7 @@ impl FakeCloud {
 
     /// Every server in the cloud.
     pub fn instances(&self) -> Vec<Instance> {
-        let state = self.state();
-        let now = Instant::now();
-        state
-            .instances
-            .iter()
-            .map(|(n, i)| i.snapshot(*n, now))
-            .collect()
+        self.instances_page(None, usize::MAX).0
     }
 
     /// Up to `limit` servers after the server `marker` (by id order), and
