@@ -1,6 +1,6 @@
 #!/bin/bash
 # Install diskimage-builder from PyPI into a virtualenv, for the real
-# disk-image-create test (crates/nodepool-dib/tests/real_dib.rs).
+# disk-image-create test (nodepool-dib/tests/real_dib.rs).
 #
 # Usage: scripts/dib.sh [VENV]      (default VENV: ${DIB_VENV:-/opt/dib})
 #

@@ -23,7 +23,7 @@ added as an input (``request-read-zuul.input.json``); otherwise the
 committed input is reused.
 
 ``manifest.json`` lists every case for the Rust test
-(crates/nodepool-core/tests/golden_model.rs).
+(nodepool-core/tests/golden_model.rs).
 """
 
 import json

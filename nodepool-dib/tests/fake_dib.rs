@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 fn fake_dib_cmd() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts/fake-dib-cmd")
+        .join("../scripts/fake-dib-cmd")
         .display()
         .to_string()
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use support::{free_port, http_get, wait_for, Daemon};
 
 fn examples() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
 fn have(tool: &str) -> bool {

@@ -15,7 +15,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn fake_dib_cmd() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts/fake-dib-cmd")
+        .join("../scripts/fake-dib-cmd")
         .display()
         .to_string()
 }

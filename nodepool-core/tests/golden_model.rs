@@ -29,7 +29,7 @@ const UNICODE: &str =
     "h\u{e9}llo \u{2713} \u{1F600} \u{4e2d}\u{6587} \"q\" \\ \t\n\u{0}\u{1f}\u{7f}/";
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
 }
 
 fn read(name: &str) -> Vec<u8> {

@@ -123,7 +123,7 @@ pub fn unique_chroot(test: &str) -> String {
 /// The path of a script under `scripts/compat/`.
 pub fn compat_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scripts/compat")
+        .join("../scripts/compat")
         .join(name)
 }
 

@@ -11,7 +11,7 @@
 //!   by another writer) or a `null` where we hold a list is remembered in the
 //!   record's [`WireForm`] and written back the same way.
 //!
-//! The golden tests (crates/nodepool-core/tests/golden_model.rs) compare
+//! The golden tests (nodepool-core/tests/golden_model.rs) compare
 //! with documents written by upstream's own code (tests/golden/).
 
 mod component;

@@ -401,7 +401,7 @@ fn config_validate_rejects_upstream_bad_fixture_with_positions() {
 fn config_validate_accepts_the_quickstart_example() {
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/quickstart.yaml"
+        "/../examples/quickstart.yaml"
     );
     let out = nodepool_cmd(&["-c", example, "config-validate"]);
     assert_eq!(

@@ -1,5 +1,5 @@
 # Runs upstream nodepool 11.0.0's status.py on fake ZooKeeper objects and
-# prints the outputs used as expected values in crates/nodepool-core/src/status/tests.rs.
+# prints the outputs used as expected values in nodepool-core/src/status/tests.rs.
 import time, json
 from nodepool import status
 from nodepool.zk.zookeeper import Node, NodeRequest, ImageBuild, ImageUpload

@@ -16,7 +16,7 @@ use nodepool_zk::{ZkConfig, ZkStore, ZkTls};
 use tokio::sync::broadcast::error::RecvError;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/zookeeper.sh")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/zookeeper.sh")
 }
 
 fn run_script(command: &str, dir: &Path) {

@@ -132,7 +132,7 @@ mod tests {
     fn quickstart_example_has_the_documented_shape() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/quickstart.yaml"
+            "/../examples/quickstart.yaml"
         );
         let config = match load(&cli_for(path)) {
             Ok(c) => c,
