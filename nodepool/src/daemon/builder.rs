@@ -86,7 +86,7 @@ fn images_dir(config: &Config) -> Result<PathBuf, DaemonError> {
     config
         .images_dir
         .clone()
-        .ok_or_else(|| DaemonError::Other("No images-dir specified in config.".to_string()))
+        .ok_or_else(|| DaemonError::Setting("No images-dir specified in config.".to_string()))
 }
 
 /// This builder's id: the content of `<images_dir>/builder_id.txt`, or a
@@ -98,19 +98,15 @@ pub(crate) fn builder_id(images_dir: &Path) -> Result<String, DaemonError> {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(DaemonError::Other(format!(
-                "cannot read the builder id from {}: {e}",
-                path.display()
-            )))
+            return Err(DaemonError::io(
+                format!("read the builder id from {}", path.display()),
+                e,
+            ))
         }
     }
     let id = uuid::Uuid::new_v4().to_string();
-    std::fs::write(&path, &id).map_err(|e| {
-        DaemonError::Other(format!(
-            "cannot write the builder id to {}: {e}",
-            path.display()
-        ))
-    })?;
+    std::fs::write(&path, &id)
+        .map_err(|e| DaemonError::io(format!("write the builder id to {}", path.display()), e))?;
     info!(path = %path.display(), builder_id = %id, "created a new builder id");
     Ok(id)
 }
@@ -165,9 +161,8 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
             "this builder runs one build at a time; run more builders for parallel builds"
         );
     }
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        DaemonError::Other(format!("cannot create images-dir {}: {e}", dir.display()))
-    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DaemonError::io(format!("create images-dir {}", dir.display()), e))?;
     let id = builder_id(&dir)?;
     // Before anything builds: a dib left running by a killed run of this
     // builder would write files again after they are cleaned up.
@@ -246,10 +241,10 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
                 }
             }
             ended = &mut run_task => {
-                break match ended {
-                    Ok(()) => Err(DaemonError::Other("the builder stopped unexpectedly".into())),
-                    Err(e) => Err(DaemonError::Other(format!("the builder task failed: {e}"))),
-                };
+                break Err(DaemonError::engine_ended(
+                    "builder",
+                    ended.map(Ok::<(), std::convert::Infallible>),
+                ));
             }
         }
     };

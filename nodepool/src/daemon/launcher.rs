@@ -88,14 +88,14 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let addr: SocketAddr = format!("{}:{}", config.webapp.listen_address, config.webapp.port)
         .parse()
         .map_err(|e| {
-            DaemonError::Other(format!(
+            DaemonError::Setting(format!(
                 "webapp listen address {}:{}: {e}",
                 config.webapp.listen_address, config.webapp.port
             ))
         })?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| DaemonError::Other(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| DaemonError::io(format!("listen on {addr}"), e))?;
     info!(%addr, "web app listening");
     let web_cancel = cancel.clone();
     let app = router(Arc::clone(&web));
@@ -168,11 +168,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
                 }
             }
             ended = &mut run_task => {
-                break match ended {
-                    Ok(Ok(())) => Err(DaemonError::Other("the launcher stopped unexpectedly".into())),
-                    Ok(Err(e)) => Err(DaemonError::Other(format!("the launcher failed: {e}"))),
-                    Err(e) => Err(DaemonError::Other(format!("the launcher task failed: {e}"))),
-                };
+                break Err(DaemonError::engine_ended("launcher", ended));
             }
         }
     };

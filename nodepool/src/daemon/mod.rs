@@ -25,9 +25,51 @@ pub(crate) enum DaemonError {
     /// The store could not be opened.
     #[error("cannot open the store: {0}")]
     Store(String),
-    /// Anything else.
+    /// A setting the daemon cannot run with (beyond what config
+    /// validation checks), as a sentence.
     #[error("{0}")]
-    Other(String),
+    Setting(String),
+    /// A local resource (file, socket, signal handler) failed.
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was being done ("listen on 0.0.0.0:8005").
+        action: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine (launcher or builder) ended while the daemon still ran.
+    #[error("the {engine} {how}")]
+    Engine {
+        /// "launcher" or "builder".
+        engine: &'static str,
+        /// How it ended ("stopped unexpectedly", "failed: ...").
+        how: String,
+    },
+}
+
+impl DaemonError {
+    /// A [`DaemonError::Io`] for `action`.
+    pub(crate) fn io(action: impl Into<String>, source: std::io::Error) -> Self {
+        DaemonError::Io {
+            action: action.into(),
+            source,
+        }
+    }
+
+    /// How the `engine`'s task ended while the daemon still ran: it
+    /// returned (`Ok`), failed (`Ok(Err)`), or panicked (`Err`).
+    pub(crate) fn engine_ended<E: std::fmt::Display>(
+        engine: &'static str,
+        ended: Result<Result<(), E>, tokio::task::JoinError>,
+    ) -> Self {
+        let how = match ended {
+            Ok(Ok(())) => "stopped unexpectedly".to_string(),
+            Ok(Err(e)) => format!("failed: {e}"),
+            Err(e) => format!("task failed: {e}"),
+        };
+        DaemonError::Engine { engine, how }
+    }
 }
 
 /// Run a daemon's `main` on `runtime` and turn how it ended into the exit
@@ -60,7 +102,7 @@ pub(crate) fn exit_code(
 
 /// The error of a daemon that cannot listen for signals.
 pub(crate) fn signal_error(e: std::io::Error) -> DaemonError {
-    DaemonError::Other(format!("cannot install signal handlers: {e}"))
+    DaemonError::io("install signal handlers", e)
 }
 
 /// Close a stopping daemon's store and log that it stopped.
