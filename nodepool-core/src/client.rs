@@ -278,11 +278,10 @@ impl Client {
                     return self.accept(current).await;
                 }
                 Some(RequestState::Failed) => {
-                    return Err(Error::Other(format!(
-                        "node request {} failed (declined by {})",
-                        request.id,
-                        current.declined_by.join(", ")
-                    )))
+                    return Err(Error::RequestFailed {
+                        id: request.id.clone(),
+                        declined_by: current.declined_by.clone(),
+                    })
                 }
                 _ => {}
             }
@@ -347,10 +346,10 @@ impl Client {
                 other => {
                     let _ = self.store.unlock(&lock).await;
                     other?;
-                    return Err(Error::Other(format!(
-                        "node {id} is no longer allocated to request {}",
-                        request.id
-                    )));
+                    return Err(Error::NotAllocated {
+                        node: id.clone(),
+                        request: request.id.clone(),
+                    });
                 }
             };
             locked.push((node, lock));

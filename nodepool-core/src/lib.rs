@@ -53,11 +53,14 @@ pub mod image_builder;
 pub mod launcher;
 pub mod model;
 pub mod provider;
+pub mod retry;
 pub mod scheduler;
+pub mod secret;
 pub mod status;
 pub mod store;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
+pub use secret::Secret;

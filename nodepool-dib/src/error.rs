@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use nodepool_core::error::ErrorKind;
+
 /// A diskimage-builder run that did not produce the image.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -60,11 +62,21 @@ pub enum DibError {
 
 impl From<DibError> for nodepool_core::Error {
     fn from(e: DibError) -> Self {
-        match e {
+        let kind = match &e {
             DibError::Cancelled { image, build } => {
-                nodepool_core::Error::Other(format!("build {build} of image {image} was stopped"))
+                return nodepool_core::Error::cancelled(format!("build {build} of image {image}"));
             }
-            other => nodepool_core::Error::Other(other.to_string()),
+            DibError::BadCommand { .. } => ErrorKind::Config,
+            DibError::Spawn { source, .. } | DibError::Io { source, .. } => {
+                ErrorKind::of_io(source)
+            }
+            DibError::Failed { .. } | DibError::MissingOutput { .. } => ErrorKind::Permanent,
+        };
+        nodepool_core::Error::Backend {
+            backend: "diskimage-builder",
+            kind,
+            message: e.to_string(),
+            source: Some(Box::new(e)),
         }
     }
 }

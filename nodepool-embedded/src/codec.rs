@@ -134,5 +134,10 @@ where
     }
     tokio::task::spawn_blocking(run)
         .await
-        .map_err(|e| Error::Other(format!("decoding a listing failed: {e}")))
+        .map_err(|e| Error::Backend {
+            backend: "SQLite",
+            kind: nodepool_core::error::ErrorKind::Transient,
+            message: format!("decoding a listing failed: {e}"),
+            source: Some(Box::new(e)),
+        })
 }

@@ -233,10 +233,10 @@ pub(crate) fn create_build(
         .and_then(|mut stmt| stmt.execute(params![image, id, json]))
         .ctx("create build")?;
     if inserted == 0 {
-        return Err(Error::Other(format!(
-            "{} already exists",
-            codec::build_path(image, &id)
-        )));
+        return Err(Error::AlreadyExists {
+            kind: "image build",
+            id: codec::build_path(image, &id),
+        });
     }
     changes::record(conn, Kind::Image, image, Change::Put)?;
     Ok(id)

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use nodepool_core::error::ErrorKind;
+
 /// What can go wrong when opening a [`ZkStore`](crate::ZkStore). Once
 /// open, the store reports through `nodepool_core::Error` like every
 /// [`NodeStore`](nodepool_core::store::NodeStore).
@@ -86,30 +88,65 @@ pub(crate) fn is_unavailable(e: &zookeeper_client::Error) -> bool {
         )
 }
 
+/// What a caller may do after a ZooKeeper call failed with `e` (one that
+/// is not [`is_unavailable`]).
+fn kind_of(e: &zookeeper_client::Error) -> ErrorKind {
+    use zookeeper_client::Error as Zk;
+    match e {
+        Zk::NoNode => ErrorKind::NotFound,
+        Zk::NodeExists | Zk::BadVersion | Zk::NotEmpty => ErrorKind::Conflict,
+        _ => ErrorKind::Permanent,
+    }
+}
+
 /// A failed ZooKeeper call as a store error: `StoreUnavailable` when a
-/// retry after reconnecting can help, `Other` otherwise.
+/// retry after reconnecting can help, a [`Backend`] error of the call's
+/// kind otherwise.
+///
+/// [`Backend`]: nodepool_core::Error::Backend
 pub(crate) fn store_error(
     operation: &'static str,
     path: &str,
     source: zookeeper_client::Error,
 ) -> nodepool_core::Error {
-    let message = format!("ZooKeeper {operation} {path}: {source}");
-    if is_unavailable(&source) {
-        nodepool_core::Error::StoreUnavailable(message)
-    } else {
-        nodepool_core::Error::Other(message)
+    Error::ZooKeeper {
+        operation,
+        path: path.to_string(),
+        source,
+    }
+    .into()
+}
+
+/// A ZooKeeper store error of `kind` with no client error behind it.
+pub(crate) fn backend_error(kind: ErrorKind, message: String) -> nodepool_core::Error {
+    nodepool_core::Error::Backend {
+        backend: BACKEND,
+        kind,
+        message,
+        source: None,
     }
 }
 
+/// The backend name in [`nodepool_core::Error::Backend`].
+const BACKEND: &str = "ZooKeeper";
+
 impl From<Error> for nodepool_core::Error {
     fn from(e: Error) -> Self {
-        match e {
-            Error::Connect { ref source, .. } | Error::ZooKeeper { ref source, .. }
+        let kind = match &e {
+            Error::Connect { source, .. } | Error::ZooKeeper { source, .. }
                 if is_unavailable(source) =>
             {
-                nodepool_core::Error::StoreUnavailable(e.to_string())
+                return nodepool_core::Error::StoreUnavailable(e.to_string());
             }
-            other => nodepool_core::Error::Other(other.to_string()),
+            Error::ZooKeeper { source, .. } => kind_of(source),
+            Error::Connect { .. } => ErrorKind::Transient,
+            Error::NoHosts | Error::Tls { .. } | Error::Chroot { .. } => ErrorKind::Config,
+        };
+        nodepool_core::Error::Backend {
+            backend: BACKEND,
+            kind,
+            message: e.to_string(),
+            source: Some(Box::new(e)),
         }
     }
 }

@@ -196,9 +196,10 @@ pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<Vec<
         }
         attempts += 1;
         if attempts >= 10 {
-            return Err(nodepool_core::Error::Other(format!(
-                "ZooKeeper delete {path}: children keep appearing"
-            )));
+            return Err(crate::error::backend_error(
+                nodepool_core::error::ErrorKind::Transient,
+                format!("ZooKeeper delete {path}: children keep appearing"),
+            ));
         }
     }
 }

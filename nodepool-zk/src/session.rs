@@ -77,10 +77,7 @@ impl Session {
 
     /// The current client; fails once the store is closed.
     pub(crate) fn client(&self) -> nodepool_core::Result<Client> {
-        let guard = self
-            .client
-            .read()
-            .map_err(|_| nodepool_core::Error::Other("ZooKeeper client lock poisoned".into()))?;
+        let guard = self.client.read().map_err(|_| poisoned())?;
         guard.clone().ok_or_else(|| {
             nodepool_core::Error::StoreUnavailable("the ZooKeeper store was closed".into())
         })
@@ -105,11 +102,7 @@ impl Session {
     /// ephemeral nodes and locks) and waits until the server confirmed.
     pub(crate) async fn close(&self) -> nodepool_core::Result<()> {
         self.closed.store(true, Ordering::SeqCst);
-        let client = self
-            .client
-            .write()
-            .map_err(|_| nodepool_core::Error::Other("ZooKeeper client lock poisoned".into()))?
-            .take();
+        let client = self.client.write().map_err(|_| poisoned())?.take();
         let Some(client) = client else {
             return Ok(());
         };
@@ -419,4 +412,12 @@ async fn reconnect(session: &Weak<Session>) -> Option<(StateWatcher, EventStream
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
     }
+}
+
+/// The error for a poisoned client lock (a thread panicked holding it).
+fn poisoned() -> nodepool_core::Error {
+    crate::error::backend_error(
+        nodepool_core::error::ErrorKind::Permanent,
+        "ZooKeeper client lock poisoned".into(),
+    )
 }

@@ -52,7 +52,7 @@ use std::sync::Arc;
 
 use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, ProviderConfig};
 use nodepool_core::provider::Provider;
-use nodepool_core::{Error, Result};
+use nodepool_core::Result;
 
 pub mod config;
 pub mod provider;
@@ -82,16 +82,7 @@ impl Driver for ProcessDriver {
     }
 
     fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
-        let typed = config
-            .driver_config
-            .as_any()
-            .downcast_ref::<ProcessConfig>()
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "provider {}: the driver config is not a process driver config",
-                    config.name
-                ))
-            })?;
+        let typed = config.driver_config_as::<ProcessConfig>()?;
         Ok(Arc::new(ProcessProvider::new(typed.clone())))
     }
 }

@@ -146,8 +146,9 @@ impl ProcessProvider {
     async fn write_record(&self, record: &Record) -> Result<()> {
         let dir = self.sandbox_dir(&record.external_id);
         let tmp = dir.join(format!("{INSTANCE_FILE}.tmp"));
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::Other(format!("encoding {INSTANCE_FILE}: {e}")))?;
+        let json = serde_json::to_vec_pretty(record).map_err(|e| Error::InvalidInput {
+            message: format!("encoding {INSTANCE_FILE}: {e}"),
+        })?;
         tokio::fs::write(&tmp, json)
             .await
             .map_err(|e| io_error(&self.config.name, tmp.display(), e))?;
@@ -244,12 +245,16 @@ impl Provider for ProcessProvider {
     }
 
     async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources> {
-        let l = self.config.label(pool, label).ok_or_else(|| {
-            Error::Other(format!(
-                "provider {}: no label {label:?} in pool {pool:?}",
-                self.config.name
-            ))
-        })?;
+        let l = self
+            .config
+            .label(pool, label)
+            .ok_or_else(|| Error::NotFound {
+                kind: "label",
+                id: format!(
+                    "{label:?} in pool {pool:?} of provider {}",
+                    self.config.name
+                ),
+            })?;
         Ok(Resources {
             instances: Some(1),
             cores: Some(l.cores),

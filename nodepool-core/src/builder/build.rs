@@ -148,10 +148,12 @@ impl Builder {
             return Ok(None);
         };
         let Some(images_dir) = config.images_dir.clone() else {
-            return Err(Error::Other(format!(
-                "cannot build image {}: images-dir is not set",
-                diskimage.name
-            )));
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "cannot build image {}: images-dir is not set",
+                    diskimage.name
+                ),
+            });
         };
         let target = LockTarget::ImageBuilds(diskimage.name.clone());
         let options = LockOptions {

@@ -352,7 +352,7 @@ impl Builder {
 
     async fn cleanup_local(&self, config: &Config, images_dir: &Path) -> Result<()> {
         let local = local_builds(images_dir)
-            .map_err(|e| Error::Other(format!("cannot scan {}: {e}", images_dir.display())))?;
+            .map_err(|e| Error::io(format!("scan {}", images_dir.display()), e))?;
         for (image, build_id) in local {
             let build = match self.store.get_build(&image, &build_id).await {
                 Ok(b) => b,
@@ -416,10 +416,10 @@ impl Builder {
             }
         }
         let files = local_image_files(images_dir, image, build_id)
-            .map_err(|e| Error::Other(format!("cannot list {}: {e}", images_dir.display())))?;
+            .map_err(|e| Error::io(format!("list {}", images_dir.display()), e))?;
         for f in files.iter().filter(|f| !keep.contains(&f.format)) {
             remove_image_file(f)
-                .map_err(|e| Error::Other(format!("cannot remove {}: {e}", f.path.display())))?;
+                .map_err(|e| Error::io(format!("remove {}", f.path.display()), e))?;
         }
         Ok(())
     }

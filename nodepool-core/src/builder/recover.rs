@@ -121,10 +121,7 @@ impl Builder {
                 tracing::warn!(%image, build = %build.id, "failing a build interrupted by a crash");
                 if let Some(dir) = &images_dir {
                     delete_local_build(dir, image, &build.id).map_err(|e| {
-                        Error::Other(format!(
-                            "cannot remove the files of build {}: {e}",
-                            build.id
-                        ))
+                        Error::io(format!("remove the files of build {}", build.id), e)
                     })?;
                 }
                 let mut failed = build.clone();
@@ -162,7 +159,7 @@ impl Builder {
             return Ok(());
         }
         let files = local_image_files(&images_dir, image, &build.id)
-            .map_err(|e| Error::Other(format!("cannot list {}: {e}", images_dir.display())))?;
+            .map_err(|e| Error::io(format!("list {}", images_dir.display()), e))?;
         if files.is_empty() {
             // Another builder's build: that builder recovers its uploads.
             return Ok(());

@@ -120,7 +120,9 @@ struct NeverBuilds;
 #[async_trait]
 impl ImageBuilder for NeverBuilds {
     async fn build(&self, _spec: &BuildSpec, _cancel: CancellationToken) -> Result<Vec<BuiltFile>> {
-        Err(Error::Other("no builds in these tests".into()))
+        Err(Error::InvalidInput {
+            message: "no builds in these tests".into(),
+        })
     }
 }
 

@@ -183,7 +183,7 @@ impl Builder {
             return Ok(None);
         };
         let files = local_image_files(images_dir, &image.name, &build.id)
-            .map_err(|e| Error::Other(format!("cannot list {}: {e}", images_dir.display())))?;
+            .map_err(|e| Error::io(format!("list {}", images_dir.display()), e))?;
         if files.is_empty() {
             // Built on another host: that builder uploads it.
             return Ok(None);
@@ -284,7 +284,7 @@ impl Builder {
         );
         let uploaded = tokio::select! {
             r = attempt => r,
-            _ = cancel.cancelled() => Err(Error::Other("the builder is stopping".to_string())),
+            _ = cancel.cancelled() => Err(Error::cancelled("the upload (the builder is stopping)")),
         };
         let mut result = ImageUpload::new(
             image.name.clone(),
@@ -332,10 +332,10 @@ impl Builder {
         files: &[LocalImageFile],
     ) -> Result<(String, String, String)> {
         let Some(file) = files.iter().find(|f| f.format == image.format) else {
-            return Err(Error::Other(format!(
-                "unable to find image file of type {} for id {} to upload",
-                image.format, build.id
-            )));
+            return Err(Error::NotFound {
+                kind: "image file to upload",
+                id: format!("of type {} for build {}", image.format, build.id),
+            });
         };
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

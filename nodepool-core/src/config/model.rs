@@ -53,34 +53,7 @@ pub struct Config {
     pub api_token: Option<Secret>,
 }
 
-/// A secret from the configuration: shown as `<redacted>` in `Debug` and
-/// `Display`, so it never reaches a log line or an error message.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for the one place that must compare or send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 impl Config {
     /// The label named `name`.
@@ -234,6 +207,26 @@ pub struct ProviderConfig {
     pub pools: Vec<PoolConfig>,
     /// The driver's own typed config.
     pub driver_config: Arc<dyn DriverConfig>,
+}
+
+impl ProviderConfig {
+    /// The driver's own config as its type `T`, for the driver's factory.
+    /// Fails with [`Error::InvalidInput`](crate::Error::InvalidInput) when
+    /// another driver read this provider's config (a registry wired to the
+    /// wrong factory).
+    pub fn driver_config_as<T: DriverConfig>(&self) -> crate::Result<&T> {
+        self.driver_config
+            .as_any()
+            .downcast_ref::<T>()
+            .ok_or_else(|| crate::Error::InvalidInput {
+                message: format!(
+                    "provider {}: its config was read by the {} driver, not as {}",
+                    self.name,
+                    self.driver,
+                    std::any::type_name::<T>()
+                ),
+            })
+    }
 }
 
 /// A diskimage as a provider uses it.

@@ -177,7 +177,7 @@ async fn handle(
     };
     let done = tokio::select! {
         r = work => r,
-        _ = cancel.cancelled() => Err(Error::Other("launcher is stopping".into())),
+        _ = cancel.cancelled() => Err(Error::cancelled("the request handler (the launcher is stopping)")),
     };
     match done {
         Ok(Done::Fulfilled) => h.finish_fulfilled().await,

@@ -166,22 +166,17 @@ async fn store_node(ctx: &LaunchContext, node: &Node) {
 
 /// One attempt: create, record the id, wait, check, mark ready.
 async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
-    let label = ctx.label(node).cloned().ok_or_else(|| {
-        Error::Other(format!(
-            "label {:?} is not in pool {}",
-            node.labels.first(),
-            ctx.pool_cfg.name
-        ))
+    let label = ctx.label(node).cloned().ok_or_else(|| Error::NotFound {
+        kind: "label",
+        id: format!("{:?} in pool {}", node.labels.first(), ctx.pool_cfg.name),
     })?;
     let image = match (&label.diskimage, &label.cloud_image) {
         (Some(diskimage), _) => {
             let upload = newest_upload(&*ctx.shared.store, diskimage, &ctx.provider_cfg.name)
                 .await?
-                .ok_or_else(|| {
-                    Error::Other(format!(
-                        "unable to find current cloud image {diskimage} in {}",
-                        ctx.provider_cfg.name
-                    ))
+                .ok_or_else(|| Error::NotFound {
+                    kind: "current cloud image",
+                    id: format!("{diskimage} in {}", ctx.provider_cfg.name),
                 })?;
             node.image_id = Some(format!(
                 "/nodepool/images/{diskimage}/builds/{}/providers/{}/images/{}",

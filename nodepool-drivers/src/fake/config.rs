@@ -210,16 +210,7 @@ impl Driver for FakeConfigDriver {
         &self,
         config: &ProviderConfig,
     ) -> nodepool_core::Result<Arc<dyn nodepool_core::provider::Provider>> {
-        let fake = config
-            .driver_config
-            .as_any()
-            .downcast_ref::<FakeConfig>()
-            .ok_or_else(|| {
-                nodepool_core::Error::Other(format!(
-                    "provider {}: not a fake driver config",
-                    config.name
-                ))
-            })?;
+        let fake = config.driver_config_as::<FakeConfig>()?;
         let cloud = super::cloud::FakeCloud::new(super::cloud::FakeCloudSettings::from_config(
             &fake.settings,
         ));

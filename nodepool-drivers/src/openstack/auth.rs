@@ -1,7 +1,7 @@
 //! Keystone v3 authentication: password and application-credential
 //! tokens, the service catalog, and when to renew a token.
 //!
-//! Credentials and tokens live in [`Secret`], whose `Debug` prints
+//! Credentials and tokens live in core's [`Secret`], whose `Debug` prints
 //! `Secret(***)`; no error message or log line carries them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,27 +11,7 @@ use serde_json::{json, Value};
 use super::clouds_yaml::CloudConfig;
 use super::error::OpenStackError;
 
-/// A credential or token: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use nodepool_core::Secret;
 
 /// How to authenticate against Keystone v3.
 #[derive(Debug, Clone, PartialEq)]

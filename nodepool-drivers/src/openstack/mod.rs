@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, ProviderConfig};
 use nodepool_core::provider::Provider;
-use nodepool_core::{Error, Result};
+use nodepool_core::Result;
 
 pub mod auth;
 pub mod client;
@@ -65,16 +65,7 @@ impl Driver for OpenStackDriver {
     /// [`clouds_yaml`] for where it is looked for) and builds the
     /// provider. No network call is made until the provider is used.
     fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
-        let typed = config
-            .driver_config
-            .as_any()
-            .downcast_ref::<OpenStackConfig>()
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "provider {}: not an openstack driver config",
-                    config.name
-                ))
-            })?;
+        let typed = config.driver_config_as::<OpenStackConfig>()?;
         let cwd = std::env::current_dir().unwrap_or_default();
         let env = |k: &str| std::env::var(k).ok();
         let cloud = clouds_yaml::load_cloud(&typed.cloud, typed.region_name.as_deref(), &env, &cwd)

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, ProviderConfig};
 use nodepool_core::provider::Provider;
-use nodepool_core::{Error, Result};
+use nodepool_core::Result;
 
 pub mod config;
 pub mod keyscan;
@@ -55,16 +55,7 @@ impl Driver for StaticDriver {
     }
 
     fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
-        let typed = config
-            .driver_config
-            .as_any()
-            .downcast_ref::<StaticConfig>()
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "provider {}: the driver config is not a static driver config",
-                    config.name
-                ))
-            })?;
+        let typed = config.driver_config_as::<StaticConfig>()?;
         Ok(Arc::new(StaticProvider::new(Arc::new(typed.clone()))))
     }
 }

@@ -152,9 +152,11 @@ impl State {
         priority: &str,
     ) -> Result<String> {
         if priority.is_empty() || !priority.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::Other(format!(
-                "invalid node request priority {priority:?}: expected digits such as \"100\""
-            )));
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "invalid node request priority {priority:?}: expected digits such as \"100\""
+                ),
+            });
         }
         let id = format!("{priority}-{}", sequence_id(self.next_request_seq));
         self.next_request_seq += 1;

@@ -98,7 +98,7 @@ async fn request_priority_must_be_digits() {
         .create_request(&NodeRequest::default(), "1/0")
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Other(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
 }
 
 #[tokio::test]
