@@ -54,7 +54,7 @@ fn report(result: Result<(), AdminError>) -> Result<(), CmdError> {
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.is_notice() => {
-            println!("{e}");
+            super::out::print_result(e);
             Ok(())
         }
         Err(AdminError::Store(e)) => Err(CmdError::from(e)),
@@ -71,8 +71,8 @@ fn admin_failed(e: AdminError) -> CmdError {
 
 fn print_listing(listing: &Listing, format: Format) {
     match format {
-        Format::Json => println!("{}", listing.to_json()),
-        Format::Table => println!("{}", listing.to_text::<&str>(None, now())),
+        Format::Json => super::out::print_result(listing.to_json()),
+        Format::Table => super::out::print_result(listing.to_text::<&str>(None, now())),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 pub(crate) mod config;
 pub(crate) mod images;
 pub(crate) mod nodes;
+pub(crate) mod out;
 pub(crate) mod session;
 
 use nodes::Format;

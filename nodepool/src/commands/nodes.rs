@@ -4,7 +4,7 @@
 //! Exit codes: 0 on success, 1 when the command could not do what was asked
 //! (no such node, store unreachable, invalid config), 2 for usage errors.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,8 @@ impl Format {
 
 fn print_listing(listing: &status::Listing, format: Format, fields: Option<&[&str]>) {
     match format {
-        Format::Json => println!("{}", listing.to_json()),
-        Format::Table => println!("{}", listing.to_text(fields, now())),
+        Format::Json => super::out::print_result(listing.to_json()),
+        Format::Table => super::out::print_result(listing.to_text(fields, now())),
     }
 }
 
@@ -165,7 +165,7 @@ pub(crate) fn delete(session: &Session, id: String, now_: bool, format: Format) 
         // Deleting the record removed its lock; an error here is expected.
         let _ = store.unlock(&lock).await;
         deleted?;
-        println!("Node {id} deleted");
+        super::out::print_result(format_args!("Node {id} deleted"));
         Ok(())
     })
 }
@@ -211,12 +211,14 @@ pub(crate) fn info(session: &Session, provider: String, format: Format) -> ExitC
             }
         }
         match format {
-            Format::Table => println!("{}", status::info_text(&provider, &uploads, &nodes)),
-            Format::Json => println!(
+            Format::Table => {
+                super::out::print_result(status::info_text(&provider, &uploads, &nodes))
+            }
+            Format::Json => super::out::print_result(format_args!(
                 "{{\"images\": {}, \"nodes\": {}}}",
                 status::info_images(&provider, &uploads).to_json(),
                 status::info_nodes(&provider, &nodes).to_json()
-            ),
+            )),
         }
         Ok(())
     })
@@ -226,18 +228,19 @@ pub(crate) fn info(session: &Session, provider: String, format: Format) -> ExitC
 /// uploads from the store (not from the cloud).
 pub(crate) fn erase(session: &Session, provider: String, force: bool) -> ExitCode {
     if !force {
-        println!("\nWARNING! This action is not reversible!");
-        print!("Erase ZooKeeper data for provider {provider}? [N/y] ");
-        let _ = std::io::stdout().flush();
+        super::out::progress("\nWARNING! This action is not reversible!");
+        super::out::prompt(format_args!(
+            "Erase ZooKeeper data for provider {provider}? [N/y] "
+        ));
         let mut answer = String::new();
         let _ = std::io::stdin().lock().read_line(&mut answer);
         if !answer.trim().eq_ignore_ascii_case("y") {
-            println!("Aborting. No data erased.");
+            super::out::progress("Aborting. No data erased.");
             return ExitCode::from(1);
         }
     }
     with_store(session, |store, _| async move {
-        println!("Erasing build data for {provider}...");
+        super::out::progress(format_args!("Erasing build data for {provider}..."));
         for image in store.list_images().await? {
             for build in store.list_builds(&image).await? {
                 for upload in store.list_uploads(&image, &build.id).await? {
@@ -249,7 +252,7 @@ pub(crate) fn erase(session: &Session, provider: String, force: bool) -> ExitCod
                 }
             }
         }
-        println!("Erasing node data for {provider}...");
+        super::out::progress(format_args!("Erasing node data for {provider}..."));
         for node in store.list_nodes().await? {
             if node.provider.as_deref() == Some(provider.as_str()) {
                 store.delete_node(&node.id).await?;
