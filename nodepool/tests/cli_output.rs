@@ -15,7 +15,7 @@ fn quickstart() -> PathBuf {
 /// output a pipe whose reading end is already closed.
 fn run_into_closed_pipe(args: &[&str]) -> std::process::Output {
     let state = tempfile::tempdir().expect("state dir");
-    let (reader, writer) = std::io::pipe().expect("pipe");
+    let (reader, writer) = rustix::pipe::pipe().expect("pipe");
     drop(reader);
     Command::new(env!("CARGO_BIN_EXE_nodepool"))
         .arg("-c")

@@ -107,9 +107,9 @@ impl FakeSettings {
             }
         };
         let boot_delay = match map.take("boot-delay") {
-            Some(item) => match item.as_f64() {
-                Some(secs) if secs >= 0.0 && secs.is_finite() => Duration::from_secs_f64(secs),
-                Some(_) => {
+            Some(item) => match item.as_f64().map(Duration::try_from_secs_f64) {
+                Some(Ok(delay)) => delay,
+                Some(Err(_)) => {
                     item.error("expected a non-negative number of seconds");
                     d.boot_delay
                 }
@@ -243,11 +243,7 @@ mod tests {
 
     fn settings_of(config: &nodepool_core::config::Config) -> FakeSettings {
         let p = config.provider("fake-provider").expect("provider");
-        let fake = p
-            .driver_config
-            .as_any()
-            .downcast_ref::<FakeConfig>()
-            .expect("a fake config");
+        let fake = p.driver_config_as::<FakeConfig>().expect("a fake config");
         fake.settings.clone()
     }
 
@@ -283,5 +279,19 @@ mod tests {
             text.contains("f.yaml:8:7: providers[0].fake-settings.colour: unknown key"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn boot_delays_beyond_a_duration_are_errors_not_panics() {
+        for value in ["1.0e+30", ".inf", "-1", ".nan"] {
+            let text = format!("{BASE}    fake-settings:\n      boot-delay: {value}\n");
+            let err = load_str("f.yaml", &text, &registry()).expect_err(value);
+            assert!(
+                err.to_string().contains(
+                    "providers[0].fake-settings.boot-delay: expected a non-negative number of seconds"
+                ),
+                "{value}: {err}"
+            );
+        }
     }
 }

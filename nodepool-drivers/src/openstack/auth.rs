@@ -214,7 +214,7 @@ pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
     let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_secs_f64(frac))
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::try_from_secs_f64(frac).ok()?)
 }
 
 fn parse_catalog(body: &Value) -> Vec<Endpoint> {

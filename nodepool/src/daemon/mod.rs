@@ -189,7 +189,7 @@ pub(crate) async fn open_store(
         .iter()
         .find_map(|s| s.chroot.clone());
     let mut zk = nodepool_zk::ZkConfig::new(hosts.clone())
-        .with_session_timeout(Duration::from_secs_f64(config.zookeeper_timeout.max(1.0)));
+        .with_session_timeout(session_timeout(config.zookeeper_timeout));
     if let Some(chroot) = chroot {
         zk = zk.with_chroot(chroot);
     }
@@ -225,4 +225,28 @@ pub(crate) fn config_stamp(path: &Path, secure: Option<&Path>) -> Vec<Option<Sys
         out.push(mtime(s));
     }
     out
+}
+
+/// The ZooKeeper session timeout for `zookeeper-timeout` seconds: at least
+/// 1 s and at most an hour (the server caps it far lower, at its
+/// `maxSessionTimeout`); upstream's default, 10 s, for a value that is not
+/// a number.
+fn session_timeout(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.clamp(1.0, 3600.0)).unwrap_or(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn session_timeout_takes_any_number_without_panicking() {
+        assert_eq!(session_timeout(10.0), Duration::from_secs(10));
+        assert_eq!(session_timeout(0.1), Duration::from_secs(1));
+        assert_eq!(session_timeout(f64::INFINITY), Duration::from_secs(3600));
+        assert_eq!(session_timeout(1.0e30), Duration::from_secs(3600));
+        assert_eq!(session_timeout(f64::NAN), Duration::from_secs(10));
+        assert_eq!(session_timeout(-5.0), Duration::from_secs(1));
+    }
 }
