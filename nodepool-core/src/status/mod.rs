@@ -108,6 +108,18 @@ impl Listing {
     }
 }
 
+impl Listing {
+    /// The names in `fields` that are no column of this listing (for an
+    /// answer that names the valid ones, [`Listing::json_keys`]).
+    pub fn unknown_fields<'a, S: AsRef<str>>(&self, fields: &'a [S]) -> Vec<&'a str> {
+        fields
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|name| !self.json_keys.contains(name))
+            .collect()
+    }
+}
+
 /// Splits a `fields=` query value (or `--fields`) as upstream does:
 /// `None` for an empty value, else the comma-separated names.
 pub fn parse_fields(value: Option<&str>) -> Option<Vec<String>> {

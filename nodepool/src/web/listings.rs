@@ -194,6 +194,18 @@ pub(super) async fn listing(
         Format::Json => listing.to_json(),
         Format::Pretty => {
             let fields = status::parse_fields(param("fields"));
+            let unknown = fields
+                .as_deref()
+                .map(|f| listing.unknown_fields(f))
+                .unwrap_or_default();
+            if !unknown.is_empty() {
+                let message = format!(
+                    "unknown field {} in fields=; the fields of {path} are: {}\n",
+                    unknown.join(", "),
+                    listing.json_keys.join(", ")
+                );
+                return (StatusCode::BAD_REQUEST, message).into_response();
+            }
             listing.to_text(fields.as_deref(), now())
         }
     };

@@ -138,6 +138,22 @@ async fn fields_query_selects_text_columns() {
 }
 
 #[tokio::test]
+async fn fields_query_with_an_unknown_name_is_a_bad_request_naming_the_valid_ones() {
+    let store = MemoryStore::new();
+    ready_node(&store, "small").await;
+    let app = router(state_with(&store, None));
+    let (status, body, _) = call(&app, get("/node-list?fields=state,colour", None)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.starts_with(
+            "unknown field colour in fields=; the fields of /node-list are: id, provider,"
+        ),
+        "{body}"
+    );
+    assert!(body.contains(", state,"), "{body}");
+}
+
+#[tokio::test]
 async fn node_id_query_lists_one_node_and_shows_its_lock() {
     let store = MemoryStore::new();
     let first = ready_node(&store, "small").await;
