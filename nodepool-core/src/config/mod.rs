@@ -22,13 +22,15 @@ pub use loader::{load, load_str, load_str_with_secure, DEFAULT_ZOOKEEPER_PORT};
 pub use model::*;
 pub use reader::{Diagnostics, Item, MapReader};
 
-/// An invalid configuration, naming file, line, column and key path.
+/// An invalid configuration, naming file, line, column and key path
+/// (`file: message` alone for errors about the whole file, line 0).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {}{message}", path_prefix(.path))]
+#[error("{}{}{message}", position(.file, *.line, *.column), path_prefix(.path))]
 pub struct ConfigError {
     /// The file.
     pub file: String,
-    /// 1-based line.
+    /// 1-based line; 0 for an error about the whole file (one that
+    /// cannot be read).
     pub line: usize,
     /// 1-based column.
     pub column: usize,
@@ -37,6 +39,14 @@ pub struct ConfigError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+}
+
+fn position(file: &str, line: usize, column: usize) -> String {
+    if line == 0 {
+        format!("{file}: ")
+    } else {
+        format!("{file}:{line}:{column}: ")
+    }
 }
 
 fn path_prefix(path: &str) -> String {

@@ -397,3 +397,15 @@ fn missing_file_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unreadable_file_is_named_without_a_position() {
+    let missing = std::path::Path::new("/nonexistent/nodepool.yaml");
+    let err = load(missing, None, &registry()).expect_err("no such file");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("/nonexistent/nodepool.yaml: cannot read the file: "),
+        "{text}"
+    );
+    assert!(!text.contains(":0:0"), "{text}");
+}
