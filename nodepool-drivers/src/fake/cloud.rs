@@ -251,6 +251,18 @@ impl FakeInstance {
     }
 }
 
+/// Where a new cloud's serial numbers start: the microseconds since the
+/// epoch, so a cloud made after a restart never hands out an id that a
+/// node record of the run before may still name (the cleanup of that old
+/// node would delete the new instance).
+fn first_serial() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_micros()).ok())
+        .unwrap_or(0)
+}
+
 /// The cloud's id of server `n`.
 fn external_id(n: u64) -> String {
     format!("fake-{n:08x}")
@@ -430,7 +442,7 @@ impl FakeCloud {
                 shapes: HashSet::new(),
                 images: BTreeMap::from([(image.external_id.clone(), image)]),
                 rng: Rng(seed),
-                next_id: 0,
+                next_id: first_serial(),
             })),
         }
     }

@@ -383,3 +383,19 @@ fn pages_walk_every_server_once_and_survive_a_deleted_marker() {
     assert_eq!(all.len(), 4);
     assert_eq!(next, None);
 }
+
+#[test]
+fn a_cloud_made_after_a_restart_never_reuses_an_instance_id() {
+    let before = FakeCloud::new(FakeCloudSettings::default());
+    let old: Vec<String> = (0..3)
+        .map(|n| before.create(request(n)).expect("create").external_id)
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    // The process restarted: a new, empty cloud.
+    let after = FakeCloud::new(FakeCloudSettings::default());
+    for n in 0..3 {
+        let id = after.create(request(n)).expect("create").external_id;
+        assert!(!old.contains(&id), "{id} was handed out before the restart");
+        assert_eq!(serial(&id).map(external_id), Some(id.clone()));
+    }
+}
