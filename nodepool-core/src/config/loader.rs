@@ -213,13 +213,25 @@ fn read_zk_servers(item: &Item<'_>) -> Vec<ZooKeeperServer> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for mut server in list {
+    let last = list.len().saturating_sub(1);
+    for (i, mut server) in list.into_iter().enumerate() {
         let host = server.required_str("host");
         let port = server
             .take("port")
             .and_then(|i| port_of(&i))
             .unwrap_or(DEFAULT_ZOOKEEPER_PORT);
         let chroot = server.opt_str("chroot").filter(|c| !c.is_empty());
+        if chroot.is_some() && i != last {
+            // Upstream joins the entries as `host:port<chroot>,...` and kazoo
+            // takes the chroot from the first `/` of that string: its path
+            // and servers would differ from ours.
+            server.warn(
+                "with several zookeeper-servers, give chroot on the last entry only: \
+                 upstream nodepool joins the entries as host:port/chroot and its client \
+                 reads the chroot after the first '/', so a chroot on an earlier entry \
+                 gives upstream's tools another path (and fewer servers) than ours",
+            );
+        }
         server.finish();
         if let Some(host) = host {
             out.push(ZooKeeperServer { host, port, chroot });

@@ -409,3 +409,20 @@ fn an_unreadable_file_is_named_without_a_position() {
     );
     assert!(!text.contains(":0:0"), "{text}");
 }
+
+#[test]
+fn chroot_on_an_earlier_of_several_zookeeper_servers_warns() {
+    let text = "zookeeper-servers:\n  - host: zk1\n    chroot: /np\n  - host: zk2\n    chroot: /np\nlabels: []\nproviders: []\n";
+    let config = load_ok(text);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("nodepool.yaml:2:5: zookeeper-servers[0]: with several zookeeper-servers, give chroot on the last entry only"),
+        "{:?}",
+        config.warnings
+    );
+
+    let last_only = "zookeeper-servers:\n  - host: zk1\n  - host: zk2\n    chroot: /np\nlabels: []\nproviders: []\n";
+    let config = load_ok(last_only);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.zookeeper_servers[1].chroot.as_deref(), Some("/np"));
+}
