@@ -12,17 +12,16 @@
 //! - a fixture upstream's own tests expect to be invalid → must fail;
 //! - everything else → must load.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod fixtures_support;
+
+use std::path::Path;
 use std::process::Command;
 
-use nodepool_core::config::yaml::{self, Value};
-use std::sync::Arc;
-
-use nodepool_core::config::{
-    load_str, load_str_with_secure, Driver, DriverConfig, DriverRegistry, MapReader,
-    ProviderCommon, ProviderConfig,
+use fixtures_support::{
+    drivers_of, fill_placeholders, registry, sdist, yaml_files, Unchecked, NOT_A_CONFIG,
+    UPSTREAM_ONLY_DRIVERS,
 };
+use nodepool_core::config::{load_str, load_str_with_secure, DriverRegistry};
 
 /// Fixtures upstream's tests expect `config-validate` to reject, with a
 /// fragment our error must contain; `None` when the reason lies in a driver
@@ -70,157 +69,6 @@ const EXPECTED_INVALID: &[(&str, Option<&str>)] = &[
         Some("providers[0]: missing required key \"cloud\""),
     ),
 ];
-
-/// Upstream's drivers we do not have. Their providers are accepted
-/// unchecked (see [`Unchecked`]) so the rest of such a fixture is still
-/// validated; fixtures where they are all there is are skipped.
-const UPSTREAM_ONLY_DRIVERS: &[&str] = &[
-    "aws",
-    "azure",
-    "gce",
-    "ibmvpc",
-    "kubernetes",
-    "metastatic",
-    "openshift",
-    "openshiftpods",
-    "test",
-];
-
-/// Accepts any provider of an upstream-only driver without checking it.
-#[derive(Debug)]
-struct Unchecked(&'static str);
-
-#[derive(Debug)]
-struct UncheckedConfig;
-
-impl DriverConfig for UncheckedConfig {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
-impl Driver for Unchecked {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-
-    fn parse_provider(
-        &self,
-        provider: &mut MapReader<'_>,
-        common: ProviderCommon,
-    ) -> Option<ProviderConfig> {
-        let _ = provider.rest();
-        Some(common.into_config(Arc::new(UncheckedConfig)))
-    }
-}
-
-/// Fixtures that are not a nodepool.yaml by themselves.
-const NOT_A_CONFIG: &[(&str, &str)] = &[
-    ("clouds.yaml", "an openstacksdk clouds.yaml"),
-    (
-        "secure_file_secure.yaml",
-        "a secure file (loaded with secure_file_config.yaml)",
-    ),
-];
-
-fn sdist() -> Option<PathBuf> {
-    match std::env::var_os("NODEPOOL_UPSTREAM_SDIST") {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None => {
-            println!(
-                "SKIP: NODEPOOL_UPSTREAM_SDIST is not set; run scripts/upstream-fixtures.sh \
-                 to download nodepool 11.0.0's sdist and run these tests"
-            );
-            None
-        }
-    }
-}
-
-fn registry() -> DriverRegistry {
-    nodepool_drivers::registry::builtin()
-}
-
-/// Fill `{placeholders}` as upstream's `setup_config` does (Python
-/// `str.format`: `{{`/`}}` are literal braces); unknown fields stay as
-/// written.
-fn fill_placeholders(text: &str) -> String {
-    let values = [
-        ("images_dir", "/tmp/nodepool-fixtures/images"),
-        ("build_log_dir", "/tmp/nodepool-fixtures/build-logs"),
-        ("zookeeper_host", "localhost"),
-        ("zookeeper_port", "2281"),
-        ("zookeeper_chroot", "/nodepool_test/fixture"),
-        ("zookeeper_ca", "/tmp/nodepool-fixtures/ca.pem"),
-        ("zookeeper_cert", "/tmp/nodepool-fixtures/client.pem"),
-        ("zookeeper_key", "/tmp/nodepool-fixtures/client.key"),
-        ("auth_path", "/tmp/nodepool-fixtures/auth.json"),
-    ];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(['{', '}']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
-            rest = &tail[2..];
-            continue;
-        }
-        if tail.starts_with('{') {
-            if let Some(end) = tail.find('}') {
-                let field = &tail[1..end];
-                if let Some((_, v)) = values.iter().find(|(k, _)| *k == field) {
-                    out.push_str(v);
-                    rest = &tail[end + 1..];
-                    continue;
-                }
-            }
-        }
-        out.push_str(&tail[..1]);
-        rest = &tail[1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
-            yaml_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "yaml") {
-            out.push(p);
-        }
-    }
-}
-
-/// The drivers a config's providers use, as upstream resolves them.
-fn drivers_of(name: &str, text: &str) -> Result<BTreeSet<String>, String> {
-    let text = yaml::substitute_env_vars(text, std::env::vars());
-    let doc = yaml::parse(name, &text).map_err(|e| e.to_string())?;
-    let Some(root) = doc.root else {
-        return Ok(BTreeSet::new());
-    };
-    let mut drivers = BTreeSet::new();
-    if let Some(Value::Seq(providers)) = root.get("providers").map(|n| &n.value) {
-        for p in providers {
-            let pname = p.get("name").and_then(|n| n.as_str()).unwrap_or("");
-            let driver = if pname.starts_with("fake") {
-                "fake".to_string()
-            } else {
-                p.get("driver")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or("openstack")
-                    .to_string()
-            };
-            drivers.insert(driver);
-        }
-    }
-    Ok(drivers)
-}
 
 enum Outcome {
     Loaded(String),

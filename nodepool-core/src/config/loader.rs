@@ -296,7 +296,12 @@ pub(crate) fn resolve_driver(name: &str, driver: Option<String>) -> String {
 fn read_provider(mut map: MapReader<'_>, registry: &DriverRegistry) -> Option<ProviderConfig> {
     let name = map.required_str("name");
     let driver_item = map.take("driver");
-    let driver = driver_item.as_ref().and_then(Item::as_str);
+    // Upstream overwrites `driver` of a provider named fake* unread.
+    let named_fake = name.as_deref().is_some_and(|n| n.starts_with("fake"));
+    let driver = driver_item
+        .as_ref()
+        .filter(|_| !named_fake)
+        .and_then(Item::as_str);
     let max_concurrency = map.i64_or("max-concurrency", -1);
     let priority = map.opt_i64("priority");
     let name = name?;

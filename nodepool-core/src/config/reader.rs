@@ -150,14 +150,16 @@ impl<'a> Item<'a> {
         }
     }
 
-    /// A string, or a number or boolean written as text (for values such as
-    /// `release: 21` that upstream turns into strings).
+    /// A string or an integer as text (upstream's `Any(str, int)`, for
+    /// values such as `release: 21`; a boolean is a Python int there too and
+    /// reads as `True`/`False`). A float is an error, as upstream's schema
+    /// says.
     pub fn as_text(&self) -> Option<String> {
         match &self.node.value {
             Value::Str(s) => Some(s.clone()),
             Value::Int(i) => Some(i.to_string()),
-            Value::Float(f) => Some(f.to_string()),
-            _ => self.mismatch("a string or a number"),
+            Value::Bool(b) => Some(if *b { "True" } else { "False" }.to_string()),
+            _ => self.mismatch("a string or an integer"),
         }
     }
 

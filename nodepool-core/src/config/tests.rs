@@ -426,3 +426,23 @@ fn chroot_on_an_earlier_of_several_zookeeper_servers_warns() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(config.zookeeper_servers[1].chroot.as_deref(), Some("/np"));
 }
+
+#[test]
+fn diskimage_release_is_a_string_or_an_integer_as_upstream_says() {
+    let with = |release: &str| {
+        format!("diskimages:\n  - name: d\n    release: {release}\nlabels: []\nproviders: []\n")
+    };
+    assert_eq!(
+        load_ok(&with("noble")).diskimages[0].release.as_deref(),
+        Some("noble")
+    );
+    assert_eq!(
+        load_ok(&with("24")).diskimages[0].release.as_deref(),
+        Some("24")
+    );
+    let err = load_err(&with("1.5"));
+    assert!(
+        err.contains("diskimages[0].release: expected a string or an integer"),
+        "{err}"
+    );
+}

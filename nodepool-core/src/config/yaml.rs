@@ -10,7 +10,7 @@
 //! an error.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, SpannedEventReceiver, Tag};
 
@@ -170,6 +170,7 @@ pub fn parse(file: &str, text: &str) -> Result<Document, ConfigError> {
         documents: 0,
         warnings: Vec::new(),
         error: None,
+        merge_keys: HashSet::new(),
     };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
@@ -216,6 +217,9 @@ struct Builder<'f> {
     documents: usize,
     warnings: Vec<String>,
     error: Option<ConfigError>,
+    /// Where a plain, untagged `<<` was written: a merge key there (a
+    /// quoted `"<<"` is an ordinary string, as in PyYAML).
+    merge_keys: HashSet<(usize, usize)>,
 }
 
 impl Builder<'_> {
@@ -245,7 +249,9 @@ impl Builder<'_> {
             }) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    if matches!(&key.value, Value::Str(s) if s == "<<") {
+                    if matches!(&key.value, Value::Str(s) if s == "<<")
+                        && self.merge_keys.contains(&(key.line, key.column))
+                    {
                         match merge_sources(&node) {
                             Ok(sources) => merged.extend(sources),
                             Err(msg) => {
@@ -344,10 +350,15 @@ impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
                 }
                 None => self.fail(line, column, "found undefined alias".to_string()),
             },
-            Event::Scalar(text, style, anchor, tag) => match resolve_scalar(&text, style, tag) {
-                Ok(value) => self.finish_node(anchor, at(value)),
-                Err(msg) => self.fail(line, column, msg),
-            },
+            Event::Scalar(text, style, anchor, tag) => {
+                if text == "<<" && style == ScalarStyle::Plain && tag.is_none() {
+                    self.merge_keys.insert((line, column));
+                }
+                match resolve_scalar(&text, style, tag) {
+                    Ok(value) => self.finish_node(anchor, at(value)),
+                    Err(msg) => self.fail(line, column, msg),
+                }
+            }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 anchor,
                 node: at(Value::Null),

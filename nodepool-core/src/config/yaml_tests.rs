@@ -115,3 +115,18 @@ fn floats_need_a_dot_as_in_yaml_1_1() {
         Some(&Value::Str("1.5e3".into()))
     );
 }
+
+#[test]
+fn only_a_plain_merge_key_merges() {
+    let n = root("base: &b {x: 1}\nplain: {<<: *b, y: 2}\nquoted: {\"<<\": *b, y: 2}\n");
+    let plain = n.get("plain").expect("plain");
+    assert_eq!(plain.get("x").map(|n| &n.value), Some(&Value::Int(1)));
+    assert!(plain.get("<<").is_none());
+    // PyYAML: a quoted "<<" is an ordinary key holding the aliased mapping.
+    let quoted = n.get("quoted").expect("quoted");
+    assert!(quoted.get("x").is_none());
+    assert!(matches!(
+        quoted.get("<<").map(|n| &n.value),
+        Some(Value::Map(_))
+    ));
+}

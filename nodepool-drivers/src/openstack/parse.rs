@@ -1,7 +1,7 @@
 //! Reading an `openstack` (or `fake`) provider mapping into
 //! [`OpenStackConfig`] and the common [`ProviderConfig`] view.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nodepool_core::config::{
@@ -226,24 +226,31 @@ impl Named for OpenStackLabel {
     }
 }
 
-/// Read the list of mappings under `key` with `read`, reporting entries
-/// whose `name` repeats an earlier one. Each entry's reader is finished.
+/// Read the list of mappings under `key` with `read`. Where a `name`
+/// repeats, the last entry is kept and the earlier ones are read (so their
+/// mistakes are reported) and dropped with a warning: upstream keeps such
+/// entries in a dict by name. Each entry's reader is finished.
 pub(crate) fn unique_entries<T: Named>(
     map: &mut MapReader<'_>,
     key: &str,
     mut read: impl FnMut(&mut MapReader<'_>) -> Option<T>,
 ) -> Vec<T> {
+    let entries = map.seq_of_maps(key);
+    let names: Vec<Option<&str>> = entries
+        .iter()
+        .map(|e| e.peek("name").and_then(|n| n.as_str()))
+        .collect();
     let mut out: Vec<T> = Vec::new();
-    let mut seen = HashSet::new();
-    for mut entry in map.seq_of_maps(key) {
+    for (i, mut entry) in entries.into_iter().enumerate() {
+        let superseded = names[i].is_some() && names[i + 1..].contains(&names[i]);
         if let Some(value) = read(&mut entry) {
-            if seen.insert(value.name().to_string()) {
-                out.push(value);
-            } else {
-                entry.error(format!(
-                    "{:?} appears more than once in {key}",
+            if superseded {
+                entry.warn(format!(
+                    "{:?} appears again later in {key}; the last one is used (as upstream does)",
                     value.name()
                 ));
+            } else {
+                out.push(value);
             }
         }
         entry.finish();
@@ -416,8 +423,11 @@ fn read_label_image(map: &mut MapReader<'_>, images: &Images<'_>) -> Option<Labe
         (Some(item), None) => {
             let name = item.as_str()?;
             if !images.diskimages.iter().any(|d| d.name == name) {
-                item.error(format!(
-                    "diskimage {name:?} is not in this provider's diskimages"
+                // Upstream loads it (a provider being drained lists no
+                // diskimages); nothing can boot until an upload exists.
+                item.warn(format!(
+                    "diskimage {name:?} is not in this provider's diskimages: no node of \
+                     this label can boot here until it is"
                 ));
             }
             Some(LabelImage::DiskImage(name))

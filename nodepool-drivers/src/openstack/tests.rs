@@ -416,14 +416,23 @@ fn undeclared_cloud_image_is_rejected() {
 }
 
 #[test]
-fn diskimage_not_uploaded_to_the_provider_is_rejected() {
+fn diskimage_not_uploaded_to_the_provider_loads_with_a_warning() {
+    // A provider being drained lists `diskimages: []` and keeps its labels;
+    // upstream loads that, so we do too.
     let text = "labels:\n  - name: small\ndiskimages:\n  - name: d\n\
-                providers:\n  - name: cloud\n    cloud: c\n    pools:\n      - name: main\n        \
-                labels:\n          - name: small\n            diskimage: d\n            \
-                min-ram: 1\n";
-    let err = single_error(text);
-    assert_eq!(err.path, "providers[0].pools[0].labels[0].diskimage");
-    assert!(err.message.contains("not in this provider's diskimages"));
+                providers:\n  - name: cloud\n    cloud: c\n    diskimages: []\n    pools:\n      \
+                - name: main\n        max-servers: 0\n        labels:\n          - name: small\n            \
+                diskimage: d\n            min-ram: 1\n";
+    let config = load(text);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains(
+            "providers[0].pools[0].labels[0].diskimage: diskimage \"d\" is not in this provider's \
+             diskimages"
+        ),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]
@@ -437,13 +446,22 @@ fn cloud_image_with_id_and_name_is_rejected() {
 }
 
 #[test]
-fn repeated_pool_name_is_rejected() {
-    let err = single_error(
-        "providers:\n  - name: cloud\n    cloud: c\n    pools:\n      - name: main\n      \
-         - name: main\n",
+fn repeated_pool_name_keeps_the_last_pool_and_warns() {
+    let config = load(
+        "providers:\n  - name: cloud\n    cloud: c\n    pools:\n      - name: main\n        \
+         max-servers: 1\n      - name: main\n        max-servers: 2\n",
     );
-    assert_eq!(err.path, "providers[0].pools[1]");
-    assert!(err.message.contains("more than once"));
+    let pools = &config.provider("cloud").expect("cloud").pools;
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].max_servers, Some(2));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with(
+            "nodepool.yaml:5:9: providers[0].pools[0]: \"main\" appears again later in pools"
+        ),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]

@@ -28,13 +28,23 @@ pub fn parse_static_provider(
     provider.ignore("driver");
     let mut pools: Vec<StaticPool> = Vec::new();
     let mut hosts: HashSet<(String, String, i64)> = HashSet::new();
-    for mut map in provider.seq_of_maps("pools") {
-        if let Some(pool) = read_pool(&mut map, &mut hosts) {
-            if pools.iter().any(|p| p.name == pool.name) {
-                map.error(format!("{:?} appears more than once in pools", pool.name));
-            } else {
-                pools.push(pool);
+    let maps = provider.seq_of_maps("pools");
+    let names: Vec<Option<&str>> = maps
+        .iter()
+        .map(|m| m.peek("name").and_then(|n| n.as_str()))
+        .collect();
+    for (i, mut map) in maps.into_iter().enumerate() {
+        // Upstream keeps pools in a dict by name: the last one wins. An
+        // earlier one is still checked, but its hosts are not registered.
+        if names[i].is_some() && names[i + 1..].contains(&names[i]) {
+            if let Some(pool) = read_pool(&mut map, &mut HashSet::new()) {
+                map.warn(format!(
+                    "{:?} appears again later in pools; the last one is used (as upstream does)",
+                    pool.name
+                ));
             }
+        } else if let Some(pool) = read_pool(&mut map, &mut hosts) {
+            pools.push(pool);
         }
         map.finish();
     }
@@ -127,9 +137,11 @@ fn read_pool(
             if hosts.insert(key) {
                 nodes.push(node);
             } else {
-                node_map.error(format!(
+                // Upstream loads this and syncs the host once per pool;
+                // one host is one set of slots here.
+                node_map.warn(format!(
                     "host {:?} with username {:?} and connection-port {} appears more than \
-                     once in this provider",
+                     once in this provider; only its first entry is used",
                     node.name, node.username, node.connection_port
                 ));
             }

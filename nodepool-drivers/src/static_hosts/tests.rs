@@ -183,15 +183,22 @@ fn same_host_with_another_username_is_allowed() {
 }
 
 #[test]
-fn same_host_twice_in_a_provider_is_rejected() {
-    let err = single_error(
+fn same_host_twice_in_a_provider_keeps_the_first_and_warns() {
+    let config = load(
         "labels:\n  - name: a\nproviders:\n  - name: s\n    driver: static\n    pools:\n      \
          - name: one\n        nodes:\n          - name: h\n            labels: a\n      \
          - name: two\n        nodes:\n          - name: h\n            labels: a\n",
     );
-    assert_eq!(err.path, "providers[0].pools[1].nodes[0]");
-    assert_eq!((err.line, err.column), (13, 13));
-    assert!(err.message.contains("more than once"), "{}", err.message);
+    let st = typed(config.provider("s").expect("s"));
+    assert_eq!(st.nodes().count(), 1);
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0]
+            .starts_with("nodepool.yaml:13:13: providers[0].pools[1].nodes[0]: host \"h\""),
+        "{:?}",
+        config.warnings
+    );
+    assert!(config.warnings[0].contains("only its first entry is used"));
 }
 
 #[test]
