@@ -49,6 +49,14 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// A metric family of the task metrics: name, type, help, value of a row.
+type TaskFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&OperationSnapshot) -> String,
+);
+
 /// Calls, errors and seconds per provider and operation (upstream's
 /// `nodepool.task.<provider>.<operation>` timers).
 fn render_tasks(out: &mut String, tasks: &[OperationSnapshot]) {
@@ -62,7 +70,7 @@ fn render_tasks(out: &mut String, tasks: &[OperationSnapshot]) {
             t.operation
         )
     };
-    let families: [(&str, &str, &str, fn(&OperationSnapshot) -> String); 4] = [
+    let families: [TaskFamily; 4] = [
         (
             "nodepool_task_calls_total",
             "counter",
