@@ -223,3 +223,24 @@ async fn cancel_kills_the_whole_process_group_and_removes_outputs() {
     }
     assert!(outputs(tmp.path()).is_empty(), "{:?}", outputs(tmp.path()));
 }
+
+#[tokio::test]
+async fn dib_builder_passes_the_image_builder_suite() {
+    use nodepool_core::testing::image_builder::{image_builder_suite, ImageBuilderSuiteConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let cfg = ImageBuilderSuiteConfig {
+        build: spec(&dir("good"), &[]),
+        failing: Some(spec(&dir("failing"), &[("FAKE_DIB_FAIL", "1")])),
+        slow: Some(spec(&dir("slow"), &[("FAKE_DIB_SLEEP", "30")])),
+        cancel_after: Duration::from_millis(300),
+        cancel_grace: Duration::from_secs(10),
+    };
+    let report = image_builder_suite(&DibImageBuilder::default(), &cfg).await;
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(report.ran.len(), 3);
+}

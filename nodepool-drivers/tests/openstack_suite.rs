@@ -1,10 +1,13 @@
-//! The provider conformance suite against the OpenStack simulator.
+//! The provider conformance suite (bare and through the wrapper stack) and
+//! the wrapper suite against the OpenStack simulator.
 
 mod openstack_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::testing::provider::{provider_suite, SuiteConfig};
+use nodepool_core::testing::wrappers::{stacked_provider_suite, wrapper_suite, WrapperSuiteConfig};
 use nodepool_openstack_sim::SimConfig;
 use openstack_support::{provider, sim};
 
@@ -42,4 +45,44 @@ async fn openstack_provider_passes_the_conformance_suite() {
         "{report:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+fn suite_config() -> SuiteConfig {
+    let mut cfg = SuiteConfig::new("main", "small");
+    cfg.boot_timeout = Duration::from_secs(10);
+    cfg
+}
+
+#[tokio::test]
+async fn openstack_provider_passes_the_conformance_suite_through_the_wrapper_stack() {
+    let sim = sim(SimConfig {
+        boot_delay_secs: 0.1,
+        ..SimConfig::default()
+    })
+    .await;
+    let report = stacked_provider_suite(Arc::new(provider(&sim)), &suite_config()).await;
+    assert!(
+        report.ran.contains(&"wait_active_reaches_active"),
+        "{report:?}"
+    );
+    assert!(
+        sim.state.read(|c| c.servers.is_empty()),
+        "the suite cleans up"
+    );
+}
+
+/// Real time (the simulator answers over loopback HTTP): a call may start
+/// a little early against its scheduled turn only by timer lateness.
+#[tokio::test]
+async fn openstack_provider_passes_the_wrapper_suite() {
+    let sim = sim(SimConfig {
+        boot_delay_secs: 0.1,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut cfg = WrapperSuiteConfig::new(suite_config());
+    cfg.rate = Duration::from_millis(50);
+    cfg.tolerance = Duration::from_millis(10);
+    let report = wrapper_suite(Arc::new(provider(&sim)), &cfg).await;
+    assert_eq!(report.ran.len(), 3, "{report:?}");
 }

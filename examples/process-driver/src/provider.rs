@@ -10,8 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use nodepool_core::provider::{
-    CloudImage, ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider,
-    ProviderCapabilities, Resources,
+    Instance, InstancePage, InstanceState, LaunchSpec, Provider, ProviderCapabilities, Resources,
 };
 use nodepool_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -111,13 +110,6 @@ impl ProcessProvider {
     }
 
     /// The error of an operation outside [`Provider::capabilities`].
-    fn unsupported(&self, operation: &'static str) -> Error {
-        Error::Unsupported {
-            provider: self.config.name.clone(),
-            operation,
-        }
-    }
-
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
         // A panic while holding this lock leaves the map consistent.
         self.children
@@ -240,7 +232,6 @@ impl Provider for ProcessProvider {
             image_upload: false,
             quota_query: true,
             instance_listing: true,
-            preregistered_nodes: false,
         }
     }
 
@@ -362,13 +353,22 @@ impl Provider for ProcessProvider {
         }
     }
 
-    async fn list_instances(&self) -> Result<Vec<Instance>> {
-        Ok(self
+    /// Every sandbox as the only page: a local directory needs no paging.
+    async fn list_instances_page(
+        &self,
+        _marker: Option<&str>,
+        _limit: usize,
+    ) -> Result<InstancePage> {
+        let instances = self
             .records()
             .await?
             .iter()
             .map(|r| self.instance(r))
-            .collect())
+            .collect();
+        Ok(InstancePage {
+            instances,
+            next: None,
+        })
     }
 
     async fn quota(&self) -> Result<Resources> {
@@ -377,17 +377,5 @@ impl Provider for ProcessProvider {
             cores: None,
             ram: None,
         })
-    }
-
-    async fn upload_image(&self, _spec: &ImageUploadSpec) -> Result<String> {
-        Err(self.unsupported("upload_image"))
-    }
-
-    async fn delete_image(&self, _external_id: &str) -> Result<()> {
-        Err(self.unsupported("delete_image"))
-    }
-
-    async fn list_images(&self) -> Result<Vec<CloudImage>> {
-        Err(self.unsupported("list_images"))
     }
 }

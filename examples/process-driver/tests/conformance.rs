@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use nodepool_core::config::{load_str, DriverRegistry};
-use nodepool_core::provider::{InstanceState, Provider};
+use nodepool_core::provider::{list_all_instances, InstanceState, Provider};
 use nodepool_core::testing::provider::{provider_suite, SuiteConfig};
+use nodepool_core::testing::wrappers::{stacked_provider_suite, wrapper_suite, WrapperSuiteConfig};
 use nodepool_example_process_driver::register;
 
 /// Build the provider the way a daemon does: load the config with the
@@ -69,7 +70,10 @@ async fn passes_the_suite_with_processes() {
         )]
     );
     // The suite cleaned up after itself: no sandbox is left.
-    assert!(provider.list_instances().await.expect("list").is_empty());
+    assert!(list_all_instances(&*provider)
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 #[tokio::test]
@@ -114,5 +118,38 @@ async fn an_exited_process_is_an_error_state_and_quota_is_enforced() {
         .delete_instance(&created.external_id)
         .await
         .expect("delete");
-    assert!(provider.list_instances().await.expect("list").is_empty());
+    assert!(list_all_instances(&*provider)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn passes_the_suite_through_the_wrapper_stack() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let provider = provider(root.path(), "    command: [sleep, '300']\n    instances: 4");
+    let report = stacked_provider_suite(provider.clone(), &suite_config()).await;
+    assert!(
+        report.ran.contains(&"wait_active_reaches_active"),
+        "{report:?}"
+    );
+    assert!(list_all_instances(&*provider)
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn passes_the_wrapper_suite() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let provider = provider(root.path(), "    instances: 8");
+    let mut cfg = WrapperSuiteConfig::new(suite_config());
+    cfg.rate = Duration::from_millis(20);
+    cfg.tolerance = Duration::from_millis(5);
+    let report = wrapper_suite(provider.clone(), &cfg).await;
+    assert_eq!(report.ran.len(), 4, "{report:?}");
+    assert!(list_all_instances(&*provider)
+        .await
+        .expect("list")
+        .is_empty());
 }

@@ -17,8 +17,8 @@ use crate::config::{Config, DiskImage, DriverConfig, Location, ProviderCommon, P
 use crate::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
 use crate::model::{BuildState, ImageBuild, ImageUpload, UploadState};
 use crate::provider::{
-    CloudImage, ImageUploadSpec, Instance, LaunchSpec, Provider, ProviderCapabilities, Resources,
-    META_PROVIDER,
+    CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, Provider,
+    ProviderCapabilities, Resources, META_PROVIDER,
 };
 use crate::store::{LockOptions, LockTarget, MemoryStore, NodeStore};
 use crate::{Error, Result};
@@ -96,11 +96,12 @@ impl Provider for ImageCloud {
     async fn delete_instance(&self, _id: &str) -> Result<()> {
         unsupported(self, "delete_instance")
     }
-    async fn list_instances(&self) -> Result<Vec<Instance>> {
-        unsupported(self, "list_instances")
-    }
-    async fn quota(&self) -> Result<Resources> {
-        unsupported(self, "quota")
+    async fn list_instances_page(
+        &self,
+        _marker: Option<&str>,
+        _limit: usize,
+    ) -> Result<InstancePage> {
+        unsupported(self, "list_instances_page")
     }
     async fn upload_image(&self, _spec: &ImageUploadSpec) -> Result<String> {
         unsupported(self, "upload_image")

@@ -34,7 +34,7 @@ pub struct ProviderCommon {
 impl ProviderCommon {
     /// A [`ProviderConfig`] with these common values and the upstream
     /// defaults for the rest (launch-retries 3, boot-timeout 60,
-    /// launch-timeout 3600, rate 1.0, no pools, no diskimages); the driver
+    /// launch-timeout 3600, rate 0: no spacing, no pools, no diskimages); the driver
     /// then fills in what it read.
     pub fn into_config(self, driver_config: Arc<dyn DriverConfig>) -> ProviderConfig {
         ProviderConfig {
@@ -45,7 +45,7 @@ impl ProviderCommon {
             launch_retries: 3,
             boot_timeout: 60.0,
             launch_timeout: 3600.0,
-            rate: 1.0,
+            rate: 0.0,
             diskimages: Vec::new(),
             pools: Vec::new(),
             driver_config,

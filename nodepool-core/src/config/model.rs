@@ -199,7 +199,10 @@ pub struct ProviderConfig {
     pub boot_timeout: f64,
     /// `launch-timeout` in seconds (default 3600).
     pub launch_timeout: f64,
-    /// `rate`: seconds between API calls (default 1.0 for openstack).
+    /// `rate`: the minimum seconds between the starts of two provider
+    /// calls, applied by [`RateLimit`](crate::provider::wrappers::RateLimit)
+    /// (0: no spacing; the drivers with a `rate` key set it, OpenStack's
+    /// default is 1.0).
     pub rate: f64,
     /// Diskimages this provider uses (`diskimages:`), with the format it needs.
     pub diskimages: Vec<ProviderDiskImage>,

@@ -271,9 +271,7 @@ pub(crate) async fn delete_locked(
             .as_deref()
             .and_then(|p| shared.provider_for_cleanup(p));
         // Pre-registered hosts are never deleted, only their records.
-        let preregistered = provider
-            .as_ref()
-            .is_some_and(|p| p.capabilities().preregistered_nodes);
+        let preregistered = provider.as_ref().is_some_and(|p| p.registered().is_some());
         let instance = node.external_id.as_deref().zip(provider.as_ref());
         if let Some((external_id, provider)) = instance.filter(|_| !preregistered) {
             if let Err(e) = provider.delete_instance(external_id).await {

@@ -237,19 +237,14 @@ impl Handler {
     /// dropped by the provider and the request goes back to wait for
     /// another node). Other providers' nodes are not checked.
     async fn alive(&self, node_id: &str) -> bool {
-        if !self.ctx.provider.capabilities().preregistered_nodes {
+        let Some(hosts) = self.ctx.provider.registered() else {
             return true;
-        }
+        };
         let node = match self.shared.store.get_node(node_id).await {
             Ok(Some(n)) => n,
             _ => return false,
         };
-        match self
-            .ctx
-            .provider
-            .node_alive(&*self.shared.store, &node)
-            .await
-        {
+        match hosts.node_alive(&*self.shared.store, &node).await {
             Ok(true) => true,
             Ok(false) => {
                 info!(

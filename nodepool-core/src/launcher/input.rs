@@ -295,7 +295,7 @@ pub(crate) async fn build(
             cloud,
             labels_without_image,
             label_capacity,
-            release_at_quota: caps.preregistered_nodes,
+            release_at_quota: data.provider.registered().is_some(),
             priority: data.pool_cfg.priority,
         },
         requests: open,
@@ -316,9 +316,9 @@ async fn pool_label_capacity(
     data: &PassData<'_>,
     reserved: &BTreeSet<&str>,
 ) -> BTreeMap<String, u64> {
-    if data.provider.label_capacity(&[]).is_none() {
+    let Some(hosts) = data.provider.registered() else {
         return BTreeMap::new();
-    }
+    };
     let provider = data.provider_cfg.name.as_str();
     let pool = data.pool_cfg.name.as_str();
     let nodes: Vec<Node> = match shared.store.list_nodes().await {
@@ -335,7 +335,7 @@ async fn pool_label_capacity(
             Vec::new()
         }
     };
-    let mut capacity = data.provider.label_capacity(&nodes).unwrap_or_default();
+    let mut capacity = hosts.label_capacity(&nodes);
     capacity.retain(|label, _| data.pool_cfg.labels.iter().any(|l| &l.name == label));
     capacity
 }

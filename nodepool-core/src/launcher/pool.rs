@@ -267,7 +267,7 @@ async fn pass(
         || (provider_cfg.max_concurrency > 0
             && shared::launching(&rt)
                 >= usize::try_from(provider_cfg.max_concurrency).unwrap_or(0));
-    let preregistered = provider.capabilities().preregistered_nodes;
+    let preregistered = provider.registered().is_some();
     let mut paused = aborted;
     let mut wait_for_room = false;
     for decision in decisions {

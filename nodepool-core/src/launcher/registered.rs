@@ -1,6 +1,6 @@
 //! Providers of pre-registered nodes (the static driver): the task that
 //! keeps their node records in step with the config by calling
-//! [`Provider::sync_registered`](crate::provider::Provider::sync_registered).
+//! [`RegisteredHosts::sync_registered`](crate::provider::RegisteredHosts::sync_registered).
 //!
 //! A pass is requested when the launcher starts and when a config change
 //! rebuilds the provider (full passes), when one of its nodes is handed back
@@ -57,7 +57,7 @@ pub(crate) fn preregistered(shared: &Shared) -> Vec<String> {
         .snapshot()
         .providers
         .iter()
-        .filter(|(_, p)| p.capabilities().preregistered_nodes)
+        .filter(|(_, p)| p.registered().is_some())
         .map(|(name, _)| name.clone())
         .collect()
 }
@@ -70,7 +70,7 @@ pub(crate) fn is_configured_preregistered(shared: &Shared, provider: &str) -> bo
         .snapshot()
         .providers
         .get(provider)
-        .is_some_and(|p| p.capabilities().preregistered_nodes)
+        .is_some_and(|p| p.registered().is_some())
 }
 
 /// The registration task. On cancellation it lets running passes finish.
@@ -94,14 +94,17 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             let Some(provider) = shared.snapshot().providers.get(&name).cloned() else {
                 continue;
             };
-            if !provider.capabilities().preregistered_nodes {
+            if provider.registered().is_none() {
                 continue;
             }
             let store = shared.store.clone();
             let span = info_span!("register", provider = %name, full);
             let task = running.spawn(
                 async move {
-                    match provider.sync_registered(&*store, full).await {
+                    let Some(hosts) = provider.registered() else {
+                        return;
+                    };
+                    match hosts.sync_registered(&*store, full).await {
                         Ok(()) => debug!("pre-registered nodes synchronised"),
                         Err(e) => warn!(error = %e, "could not synchronise pre-registered nodes"),
                     }

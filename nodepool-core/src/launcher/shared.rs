@@ -138,7 +138,7 @@ impl Shared {
         let rebuilt: Vec<String> = providers
             .iter()
             .filter(|(name, provider)| {
-                provider.capabilities().preregistered_nodes
+                provider.registered().is_some()
                     && old
                         .providers
                         .get(*name)

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::provider::{
-    ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider, META_NODE_ID, META_POOL,
-    META_PROVIDER,
+    list_all_instances, ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider,
+    META_NODE_ID, META_POOL, META_PROVIDER,
 };
 use crate::Error;
 
@@ -188,17 +188,17 @@ pub async fn instance_carries_metadata(provider: &dyn Provider, cfg: &SuiteConfi
     delete_and_wait_gone(provider, &created.external_id, cfg).await;
 }
 
-/// `list_instances` lists a new instance with the nodepool metadata keys,
-/// so leaked instances can be found.
+/// The instance listing (walked with [`list_all_instances`]) lists a new
+/// instance with the nodepool metadata keys, so leaked instances can be
+/// found.
 ///
 /// Requires [`ProviderCapabilities::instance_listing`](crate::provider::ProviderCapabilities::instance_listing).
 pub async fn listed_instances_carry_nodepool_metadata(provider: &dyn Provider, cfg: &SuiteConfig) {
     let spec = launch_spec(provider, cfg);
     let created = create(provider, &spec).await;
-    let listed = provider
-        .list_instances()
+    let listed = list_all_instances(provider)
         .await
-        .unwrap_or_else(|e| panic!("{}: list_instances failed: {e}", provider.name()));
+        .unwrap_or_else(|e| panic!("{}: list_instances_page failed: {e}", provider.name()));
     let mine = listed
         .iter()
         .find(|i| i.external_id == created.external_id)
@@ -308,13 +308,12 @@ pub async fn unsupported_operation_returns_unsupported(provider: &dyn Provider) 
     let caps = provider.capabilities();
     let mut checked = 0;
     if !caps.instance_listing {
-        assert_unsupported(provider, "list_instances", provider.list_instances().await);
         assert_unsupported(
             provider,
             "list_instances_page",
             provider.list_instances_page(None, 10).await,
         );
-        checked += 2;
+        checked += 1;
     }
     if !caps.quota_query {
         assert_unsupported(provider, "quota", provider.quota().await);
@@ -450,7 +449,7 @@ pub async fn wait_active_reaches_active(provider: &dyn Provider, cfg: &SuiteConf
 /// Give an instance back: a preregistered host returns to its pool, a
 /// cloud instance is deleted and waited for.
 async fn release(provider: &dyn Provider, external_id: &str, cfg: &SuiteConfig) {
-    if provider.capabilities().preregistered_nodes {
+    if provider.registered().is_some() {
         if let Err(e) = provider.delete_instance(external_id).await {
             panic!("{}: delete_instance failed: {e}", provider.name());
         }
@@ -484,7 +483,8 @@ pub async fn provider_suite(provider: &dyn Provider, cfg: &SuiteConfig) -> Suite
     delete_missing_instance_succeeds(provider).await;
     ran(&mut report, "delete_missing_instance_succeeds");
 
-    if caps.preregistered_nodes {
+    let preregistered = provider.registered().is_some();
+    if preregistered {
         skip(
             &mut report,
             "instance_carries_metadata",
@@ -500,7 +500,7 @@ pub async fn provider_suite(provider: &dyn Provider, cfg: &SuiteConfig) -> Suite
             "listed_instances_carry_nodepool_metadata",
             "no instance_listing capability",
         );
-    } else if caps.preregistered_nodes {
+    } else if preregistered {
         skip(
             &mut report,
             "listed_instances_carry_nodepool_metadata",

@@ -185,7 +185,11 @@ pub fn parse_fake_provider(
         openstack: openstack.clone(),
         settings,
     });
-    Some(openstack_provider_view(common, &openstack, config))
+    let mut view = openstack_provider_view(common, &openstack, config);
+    // Upstream's fake client replaces openstacksdk, whose `rate_limit` is
+    // what applies `rate`: a fake provider reads `rate` but never waits.
+    view.rate = 0.0;
+    Some(view)
 }
 
 /// The fake driver: upstream's OpenStack schema plus `fake-settings`, and a

@@ -1,6 +1,7 @@
 //! The fake provider: a [`Provider`] over a [`FakeCloud`].
 //!
-//! Every capability except `preregistered_nodes` is supported. The provider
+//! Every capability is supported (it is a cloud of on-demand instances,
+//! not of pre-registered hosts). The provider
 //! knows what one node of each `(pool, label)` uses; the cloud enforces its
 //! quota on create.
 //!
@@ -179,7 +180,6 @@ impl Provider for FakeProvider {
             image_upload: true,
             quota_query: true,
             instance_listing: true,
-            preregistered_nodes: false,
         }
     }
 
@@ -204,6 +204,8 @@ impl Provider for FakeProvider {
         Ok(self.cloud.get(external_id))
     }
 
+    /// [`FakeProvider::wait_until_active`]: the fake cloud knows when an
+    /// instance settles, so the wait sleeps until then instead of polling.
     async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
         self.wait_until_active(external_id, timeout).await
     }
@@ -212,13 +214,9 @@ impl Provider for FakeProvider {
         self.cloud.delete(&self.name, external_id)
     }
 
-    /// Every server in the cloud, as an OpenStack account lists them: those
-    /// of other providers sharing the cloud and unmanaged ones included.
-    async fn list_instances(&self) -> Result<Vec<Instance>> {
-        Ok(self.cloud.instances())
-    }
-
-    /// The servers in id order, `limit` at a time.
+    /// The servers in id order, `limit` at a time: every server in the
+    /// cloud, as an OpenStack account lists them (those of other providers
+    /// sharing the cloud and unmanaged ones included).
     async fn list_instances_page(
         &self,
         marker: Option<&str>,

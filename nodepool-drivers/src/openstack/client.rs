@@ -1,20 +1,22 @@
 //! The HTTP client of one cloud: authenticated JSON calls to the services
 //! of the catalog, with token renewal (before expiry, and once on a 401),
-//! the provider's `rate` (minimum time between the starts of two calls to
-//! the same service, as openstacksdk's `rate_limit`), and error mapping:
+//! and error mapping:
 //! 403/413 quota answers become [`OpenStackError::Quota`], 5xx and
 //! transport failures are retryable, other 4xx are not.
 //!
 //! Built on `reqwest` (rustls): the `openstack` crate does not cover
 //! Nova's limits, Glance import or Neutron port filters, and hides the
 //! status codes the quota mapping needs.
+//!
+//! The provider's `rate` is not applied here but by core's
+//! [`RateLimit`](nodepool_core::provider::wrappers::RateLimit) wrapper,
+//! around every provider call.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 use super::auth::{issue_token, Token};
 use super::clouds_yaml::CloudConfig;
@@ -52,10 +54,6 @@ impl ServiceType {
             ServiceType::Network => Some("/v2.0"),
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// What a request sends.
@@ -86,8 +84,6 @@ pub struct OpenStackClient {
     cloud: CloudConfig,
     http: reqwest::Client,
     token: Mutex<Option<Token>>,
-    rate: Duration,
-    next_call: [Mutex<Option<Instant>>; 3],
     timeout: Duration,
 }
 
@@ -151,13 +147,8 @@ fn error_message(body: &str) -> String {
 }
 
 impl OpenStackClient {
-    /// A client of `cloud` that starts calls to one service at least
-    /// `rate` apart and gives a call `timeout` to finish.
-    pub fn new(
-        cloud: CloudConfig,
-        rate: Duration,
-        timeout: Duration,
-    ) -> Result<Self, OpenStackError> {
+    /// A client of `cloud` that gives a call `timeout` to finish.
+    pub fn new(cloud: CloudConfig, timeout: Duration) -> Result<Self, OpenStackError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("nodepool-rs/", env!("CARGO_PKG_VERSION")))
@@ -176,8 +167,6 @@ impl OpenStackClient {
             cloud,
             http,
             token: Mutex::new(None),
-            rate,
-            next_call: Default::default(),
             timeout,
         })
     }
@@ -221,18 +210,6 @@ impl OpenStackClient {
         })
     }
 
-    async fn wait_turn(&self, service: ServiceType) {
-        if self.rate.is_zero() {
-            return;
-        }
-        let mut next = self.next_call[service.index()].lock().await;
-        let now = Instant::now();
-        let start = next.map_or(now, |n| n.max(now));
-        *next = Some(start + self.rate);
-        drop(next);
-        tokio::time::sleep_until(start).await;
-    }
-
     /// Call `method path` of `service` (path relative to the versioned
     /// endpoint, or an absolute URL). 404 is returned as an error with
     /// status 404; callers that accept it check [`OpenStackError::status`].
@@ -251,7 +228,6 @@ impl OpenStackClient {
             } else {
                 format!("{}{path}", self.endpoint_of(&token, service)?)
             };
-            self.wait_turn(service).await;
             let mut req = self
                 .http
                 .request(method.clone(), &url)

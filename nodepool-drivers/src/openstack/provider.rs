@@ -6,8 +6,8 @@
 //! IPs are attached while the engine polls `get_instance`: an ACTIVE server
 //! of an `auto-floating-ip` pool without a public address gets one and is
 //! reported `Building` until Nova shows it. Leaked DOWN ports and (with
-//! `clean-floating-ips`) unattached floating IPs are cleaned when
-//! `list_instances` runs, the leak-cleanup pass, as upstream's
+//! `clean-floating-ips`) unattached floating IPs are cleaned when the
+//! listing's last page is read (the leak-cleanup pass), as upstream's
 //! `listResources` does.
 
 use std::collections::BTreeMap;
@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use nodepool_core::provider::{
-    for_each_instance, CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage,
-    InstanceState, LaunchSpec, Provider, ProviderCapabilities, Resources, DEFAULT_POLL_INTERVAL,
-    META_POOL,
+    wait_active_with, CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage, InstanceState,
+    LaunchSpec, Provider, ProviderCapabilities, Resources, META_POOL,
 };
 use nodepool_core::{Error, Result};
 use reqwest::Method;
@@ -90,18 +89,15 @@ impl OpenStackProvider {
         }
     }
 
-    /// A provider for `config` on the cloud `cloud` describes, with the
-    /// provider's `rate`.
+    /// A provider for `config` on the cloud `cloud` describes. The
+    /// provider's `rate` is not applied here: the engine's
+    /// [`RateLimit`](nodepool_core::provider::wrappers::RateLimit) wrapper
+    /// spaces the calls (see [`nodepool_core::provider::stack`]).
     pub fn connect(
         config: Arc<OpenStackConfig>,
         cloud: super::clouds_yaml::CloudConfig,
     ) -> std::result::Result<Self, OpenStackError> {
-        let rate = if config.rate.is_finite() && config.rate > 0.0 {
-            Duration::from_secs_f64(config.rate)
-        } else {
-            Duration::ZERO
-        };
-        let client = OpenStackClient::new(cloud, rate, CALL_TIMEOUT)?;
+        let client = OpenStackClient::new(cloud, CALL_TIMEOUT)?;
         Ok(Self::new(config, client))
     }
 
@@ -383,7 +379,6 @@ impl Provider for OpenStackProvider {
             image_upload: true,
             quota_query: true,
             instance_listing: true,
-            preregistered_nodes: false,
         }
     }
 
@@ -457,48 +452,23 @@ impl Provider for OpenStackProvider {
         Ok(Some(inst))
     }
 
-    /// Polls `get_instance` as
-    /// [`poll_until_active`](nodepool_core::provider::poll_until_active)
-    /// does, but a server that goes to ERROR with a quota fault (Nova's
+    /// The shared wait ([`wait_active_with`]) with OpenStack's
+    /// classifier: a server that goes to ERROR with a quota fault (Nova's
     /// `fault.message` with "quota exceeded", "number of ports exceeded",
     /// or both "exceeds" and "quota") is [`Error::QuotaExceeded`], so the
     /// engine aborts the node and pauses the pool instead of retrying the
     /// launch, as upstream does.
     async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = DEFAULT_POLL_INTERVAL;
-        loop {
-            let Some(inst) = self.get_instance(external_id).await? else {
-                return Err(self.err(OpenStackError::Failed(format!(
-                    "instance {external_id} disappeared while booting"
-                ))));
-            };
-            match &inst.state {
-                Some(InstanceState::Active) => return Ok(inst),
-                Some(InstanceState::Error(fault)) if is_quota_fault(fault) => {
-                    tracing::warn!(%external_id, %fault, "server failed for quota");
-                    return Err(Error::QuotaExceeded {
-                        provider: self.config.name.clone(),
-                        resource: quota_resource(fault),
-                    });
+        let quota_fault = |_: &Instance, fault: &str| {
+            is_quota_fault(fault).then(|| {
+                tracing::warn!(%external_id, %fault, "server failed for quota");
+                Error::QuotaExceeded {
+                    provider: self.config.name.clone(),
+                    resource: quota_resource(fault),
                 }
-                Some(InstanceState::Error(fault)) => {
-                    return Err(self.err(OpenStackError::Failed(format!(
-                        "instance {external_id} failed: {fault}"
-                    ))));
-                }
-                _ => {}
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("instance {external_id} to become active"),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
-        }
+            })
+        };
+        wait_active_with(self, external_id, timeout, &quota_fault).await
     }
 
     async fn delete_instance(&self, external_id: &str) -> Result<()> {
@@ -517,14 +487,6 @@ impl Provider for OpenStackProvider {
             .delete(ServiceType::Compute, &path)
             .await
             .map_err(|e| self.err(e))
-    }
-
-    /// Every server, walked a page at a time (`list_instances_page`, whose
-    /// last page also runs the network cleanup).
-    async fn list_instances(&self) -> Result<Vec<Instance>> {
-        let mut out = Vec::new();
-        for_each_instance(self, |instance| out.push(instance)).await?;
-        Ok(out)
     }
 
     /// `GET /servers/detail?limit=&marker=`: one of Nova's pages. The network

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use nodepool_core::model::Node;
 use nodepool_core::provider::{
-    CloudImage, ImageUploadSpec, Instance, InstanceState, LaunchSpec, Provider,
-    ProviderCapabilities, Resources,
+    Instance, InstancePage, InstanceState, LaunchSpec, Provider, ProviderCapabilities,
+    RegisteredHosts, Resources,
 };
 use nodepool_core::store::{LockTarget, NodeStore};
 use nodepool_core::{Error, Result};
@@ -31,9 +31,10 @@ use super::sync::{StaticSync, SyncMode, SyncReport};
 /// Nodes are not launched: [`Provider::create_instance`] hands out a
 /// configured host carrying the label (after checking it), and
 /// [`Provider::delete_instance`] is a no-op, since the host goes back to the
-/// pool when [`sync`](Self::sync) registers its slot again. Only
-/// [`ProviderCapabilities::preregistered_nodes`] is set; listing, quota and
-/// images return [`Error::Unsupported`]. One node uses one instance, no
+/// pool when [`sync`](Self::sync) registers its slot again. It answers
+/// [`Provider::registered`] with itself ([`RegisteredHosts`]); no
+/// capability is set, so listing, quota and images return
+/// [`Error::Unsupported`]. One node uses one instance, no
 /// cores and no RAM, as upstream counts it.
 #[derive(Debug)]
 pub struct StaticProvider {
@@ -189,10 +190,7 @@ impl Provider for StaticProvider {
     }
 
     fn capabilities(&self) -> ProviderCapabilities {
-        ProviderCapabilities {
-            preregistered_nodes: true,
-            ..ProviderCapabilities::default()
-        }
+        ProviderCapabilities::default()
     }
 
     async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources> {
@@ -278,26 +276,23 @@ impl Provider for StaticProvider {
         Ok(())
     }
 
-    async fn list_instances(&self) -> Result<Vec<Instance>> {
-        Err(self.unsupported("list_instances"))
+    /// Static hosts are not listed (no leaks to find).
+    async fn list_instances_page(
+        &self,
+        _marker: Option<&str>,
+        _limit: usize,
+    ) -> Result<InstancePage> {
+        Err(self.unsupported("list_instances_page"))
     }
 
-    async fn quota(&self) -> Result<Resources> {
-        Err(self.unsupported("quota"))
+    /// The provider is its own [`RegisteredHosts`].
+    fn registered(&self) -> Option<&dyn RegisteredHosts> {
+        Some(self)
     }
+}
 
-    async fn upload_image(&self, _spec: &ImageUploadSpec) -> Result<String> {
-        Err(self.unsupported("upload_image"))
-    }
-
-    async fn delete_image(&self, _external_id: &str) -> Result<()> {
-        Err(self.unsupported("delete_image"))
-    }
-
-    async fn list_images(&self) -> Result<Vec<CloudImage>> {
-        Err(self.unsupported("list_images"))
-    }
-
+#[async_trait]
+impl RegisteredHosts for StaticProvider {
     /// A [`SyncMode::Full`] pass when `full`, else [`sync`](Self::sync)
     /// (periodic, or full if none ran yet). Hosts that fail are logged by
     /// the pass and retried by the next one.
@@ -326,8 +321,8 @@ impl Provider for StaticProvider {
 
     /// [`StaticProvider::label_capacity`]: every label of the provider's
     /// pools, with its free ready records.
-    fn label_capacity(&self, nodes: &[Node]) -> Option<BTreeMap<String, u64>> {
-        Some(label_capacity(&self.config, nodes))
+    fn label_capacity(&self, nodes: &[Node]) -> BTreeMap<String, u64> {
+        label_capacity(&self.config, nodes)
     }
 }
 

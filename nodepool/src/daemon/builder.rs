@@ -31,12 +31,12 @@ use async_trait::async_trait;
 use nodepool_core::builder::{Builder, BuilderSettings};
 use nodepool_core::config::{Config, DriverRegistry};
 use nodepool_core::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
-use nodepool_core::model::{Component, ComponentState, Node, BUILDER};
+use nodepool_core::model::{Component, ComponentState, BUILDER};
+use nodepool_core::provider::wrappers::ProviderMetrics;
 use nodepool_core::provider::{
     CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, Provider,
-    ProviderCapabilities, Resources,
+    ProviderCapabilities, RegisteredHosts, Resources,
 };
-use nodepool_core::store::NodeStore;
 use nodepool_dib::{DibImageBuilder, DibSettings};
 use nodepool_drivers::fake::config::FakeConfig;
 use nodepool_drivers::openstack::OpenStackConfig;
@@ -137,9 +137,10 @@ fn script_dir() -> Option<PathBuf> {
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
 }
 
-/// The providers, each wrapped to log its uploads.
+/// The providers, each inside core's wrapper stack and wrapped to log its
+/// uploads. The builder reports no task metrics; they are kept per call.
 fn upload_providers(config: &Config, reg: &DriverRegistry) -> BTreeMap<String, Arc<dyn Provider>> {
-    build_providers(config, reg)
+    build_providers(config, reg, &Arc::new(ProviderMetrics::new()))
         .into_iter()
         .map(|(name, p)| {
             let logged: Arc<dyn Provider> = Arc::new(LoggedUploads { inner: p });
@@ -413,10 +414,6 @@ impl Provider for LoggedUploads {
         self.inner.wait_active(external_id, timeout).await
     }
 
-    async fn list_instances(&self) -> nodepool_core::Result<Vec<Instance>> {
-        self.inner.list_instances().await
-    }
-
     async fn list_instances_page(
         &self,
         marker: Option<&str>,
@@ -476,20 +473,8 @@ impl Provider for LoggedUploads {
         self.inner.list_images().await
     }
 
-    async fn sync_registered(
-        &self,
-        store: &dyn NodeStore,
-        full: bool,
-    ) -> nodepool_core::Result<()> {
-        self.inner.sync_registered(store, full).await
-    }
-
-    async fn node_alive(&self, store: &dyn NodeStore, node: &Node) -> nodepool_core::Result<bool> {
-        self.inner.node_alive(store, node).await
-    }
-
-    fn label_capacity(&self, nodes: &[Node]) -> Option<BTreeMap<String, u64>> {
-        self.inner.label_capacity(nodes)
+    fn registered(&self) -> Option<&dyn RegisteredHosts> {
+        self.inner.registered()
     }
 }
 

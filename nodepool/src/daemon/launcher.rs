@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::launcher::{Launcher, LauncherSettings};
+use nodepool_core::provider::wrappers::ProviderMetrics;
 use nodepool_core::scheduler::DefaultScheduler;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,8 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let reg = registry();
     let config = load_config(&options.config, options.secure.as_deref(), &reg)?;
     let store = open_store(&config, &options.state_dir).await?;
-    let providers = build_providers(&config, &reg);
+    let tasks = Arc::new(ProviderMetrics::new());
+    let providers = build_providers(&config, &reg, &tasks);
     info!(
         providers = providers.len(),
         store = store.backend(),
@@ -74,7 +76,8 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let counters_of = Arc::clone(&launcher);
     let census = launcher_census(Arc::clone(&launcher));
     let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()))
-        .with_census(Arc::clone(&census));
+        .with_census(Arc::clone(&census))
+        .with_tasks(Arc::clone(&tasks));
     let web = Arc::new(
         WebState::new(
             Arc::clone(&store),
@@ -116,6 +119,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
             counters: Arc::new(move || counters_of.counters()),
             config: Arc::new(move || config_of.config()),
             hostname: hostname(),
+            tasks: Arc::clone(&tasks),
         };
         super::statsd::spawn(settings, sources, cancel.clone());
     }
@@ -164,7 +168,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
                 let now = config_stamp(&options.config, options.secure.as_deref());
                 if now != stamp {
                     stamp = now;
-                    reload_config(&options, &reg, &launcher, &web);
+                    reload_config(&options, &reg, &launcher, &web, &tasks);
                 }
             }
             ended = &mut run_task => {
@@ -193,10 +197,11 @@ fn reload_config(
     reg: &nodepool_core::config::DriverRegistry,
     launcher: &Launcher,
     web: &WebState,
+    tasks: &Arc<ProviderMetrics>,
 ) {
     match load_config(&options.config, options.secure.as_deref(), reg) {
         Ok(config) => {
-            let providers = build_providers(&config, reg);
+            let providers = build_providers(&config, reg, tasks);
             info!(providers = providers.len(), "configuration reloaded");
             launcher.update_config(config.clone(), providers);
             web.set_config(config);

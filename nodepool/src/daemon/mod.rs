@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nodepool_core::config::{self, Config, ConfigErrors, DriverRegistry};
-use nodepool_core::provider::Provider;
+use nodepool_core::provider::wrappers::ProviderMetrics;
+use nodepool_core::provider::{stack, Provider};
 use nodepool_core::store::NodeStore;
 use tracing::{info, warn};
 
@@ -135,9 +136,14 @@ pub(crate) fn load_config(
 
 /// Build one provider per configured provider. A provider that cannot be
 /// built is logged and left out, so the others still run.
+///
+/// Each driver's provider is put inside core's wrapper stack
+/// ([`nodepool_core::provider::stack`]: capability check,
+/// `max-concurrency`, `rate`, task metrics into `tasks`).
 pub(crate) fn build_providers(
     config: &Config,
     reg: &DriverRegistry,
+    tasks: &Arc<ProviderMetrics>,
 ) -> BTreeMap<String, Arc<dyn Provider>> {
     let mut out = BTreeMap::new();
     for p in &config.providers {
@@ -147,7 +153,7 @@ pub(crate) fn build_providers(
         };
         match driver.create_provider(p) {
             Ok(provider) => {
-                out.insert(p.name.clone(), provider);
+                out.insert(p.name.clone(), stack(provider, p, tasks));
             }
             Err(e) => warn!(provider = %p.name, "provider not started: {e}"),
         }

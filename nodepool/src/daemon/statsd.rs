@@ -19,6 +19,14 @@
 //!   sampled at `1/n` so a statsd server counts `n` launches),
 //!   `nodepool.launch.error.unknown` (launches that failed after their
 //!   retries) and `nodepool.launch.error.quota` (aborted for quota);
+//! - upstream's task timers `nodepool.task.<provider>.<operation>`: per
+//!   provider call (`create_instance`, `get_instance`, `quota`, ...) since
+//!   the last report, a counter and a `|ms` timing of the mean duration
+//!   (sampled at `1/n` like `nodepool.launch.ready`), from the task
+//!   metrics of core's `Timed` provider wrapper. Upstream 11's openstacksdk
+//!   names the key after the REST call under the same
+//!   `nodepool.task.<provider>` prefix; here the operation is the
+//!   provider verb, whatever the driver;
 //! - counters without an upstream name under upstream's per-launcher root
 //!   `nodepool.launcher.<hostname>.`: `requests.fulfilled`,
 //!   `requests.failed`, `requests.declined`, `nodes.deleted`,
@@ -36,6 +44,7 @@ use std::time::Duration;
 use nodepool_core::config::Config;
 use nodepool_core::launcher::{Census, CounterSnapshot};
 use nodepool_core::model::{Component, NodeState};
+use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
 use tokio::net::UdpSocket;
 use tokio::sync::broadcast::error::RecvError;
@@ -104,6 +113,8 @@ pub(crate) struct StatsSources {
     pub(crate) config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     /// This launcher's host name, for `nodepool.launcher.<hostname>`.
     pub(crate) hostname: String,
+    /// The task metrics of the launcher's providers.
+    pub(crate) tasks: Arc<ProviderMetrics>,
 }
 
 /// Start reporting until `cancel`; the task ends with it.
@@ -133,7 +144,7 @@ async fn run(
     socket.connect(&settings.target).await?;
     info!(target = %settings.target, "reporting to statsd");
     let mut events = sources.store.watch();
-    let mut previous = CounterSnapshot::default();
+    let mut previous = Previous::default();
     loop {
         report(&socket, settings, sources, &mut previous).await;
         // Wait for a change (or the interval), then at least `min_interval`.
@@ -165,12 +176,19 @@ async fn run(
     Ok(())
 }
 
+/// What the last report saw, to send the counters' deltas.
+#[derive(Debug, Default)]
+struct Previous {
+    counters: CounterSnapshot,
+    tasks: Vec<OperationSnapshot>,
+}
+
 /// Read the store and counters and send one report.
 async fn report(
     socket: &UdpSocket,
     settings: &StatsdSettings,
     sources: &StatsSources,
-    previous: &mut CounterSnapshot,
+    previous: &mut Previous,
 ) {
     let mut lines = Vec::new();
     let pools = sources.store.list_components("pool").await;
@@ -184,8 +202,11 @@ async fn report(
     }
     lines.extend(gauge_lines(&limit_gauges(&(sources.config)())));
     let now = (sources.counters)();
-    lines.extend(counter_lines(previous, &now, &sources.hostname));
-    *previous = now;
+    lines.extend(counter_lines(&previous.counters, &now, &sources.hostname));
+    previous.counters = now;
+    let tasks = sources.tasks.snapshot();
+    lines.extend(task_lines(&previous.tasks, &tasks));
+    previous.tasks = tasks;
     for datagram in datagrams(&lines, settings.prefix.as_deref()) {
         if let Err(e) = socket.send(datagram.as_bytes()).await {
             // statsd is fire and forget: a server that is down loses data.
@@ -342,6 +363,34 @@ pub(crate) fn counter_lines(
     out
 }
 
+/// Upstream's `nodepool.task.<provider>.<operation>` counter and timer for
+/// the provider calls between two snapshots; operations without new calls
+/// are left out.
+pub(crate) fn task_lines(before: &[OperationSnapshot], now: &[OperationSnapshot]) -> Vec<String> {
+    let mut out = Vec::new();
+    for op in now {
+        let old = before
+            .iter()
+            .find(|b| b.provider == op.provider && b.operation == op.operation)
+            .map(|b| b.stats)
+            .unwrap_or_default();
+        let calls = op.stats.calls.saturating_sub(old.calls);
+        if calls == 0 {
+            continue;
+        }
+        let millis = op.stats.total.saturating_sub(old.total).as_millis() as u64;
+        let mean = millis / calls;
+        let key = format!("nodepool.task.{}.{}", op.provider, op.operation);
+        out.push(format!("{key}:{calls}|c"));
+        if calls == 1 {
+            out.push(format!("{key}:{mean}|ms"));
+        } else {
+            out.push(format!("{key}:{mean}|ms|@{}", 1.0 / calls as f64));
+        }
+    }
+    out
+}
+
 /// Pack lines (with the prefix) into newline-separated datagrams of at
 /// most [`MAX_DATAGRAM`] bytes; a longer line goes alone.
 pub(crate) fn datagrams(lines: &[String], prefix: Option<&str>) -> Vec<String> {
@@ -448,6 +497,26 @@ mod tests {
     }
 
     #[test]
+    fn task_metrics_send_upstream_task_timers_of_new_calls() {
+        let tasks = ProviderMetrics::new();
+        tasks.record("p1", "get_instance", Duration::from_millis(100), false);
+        let before = tasks.snapshot();
+        tasks.record("p1", "get_instance", Duration::from_millis(300), false);
+        tasks.record("p1", "get_instance", Duration::from_millis(100), true);
+        tasks.record("p1", "create_instance", Duration::from_millis(50), false);
+        assert_eq!(
+            task_lines(&before, &tasks.snapshot()),
+            [
+                "nodepool.task.p1.create_instance:1|c",
+                "nodepool.task.p1.create_instance:50|ms",
+                "nodepool.task.p1.get_instance:2|c",
+                "nodepool.task.p1.get_instance:200|ms|@0.5",
+            ]
+        );
+        assert!(task_lines(&tasks.snapshot(), &tasks.snapshot()).is_empty());
+    }
+
+    #[test]
     fn counters_send_deltas_under_upstream_names_and_skip_zeros() {
         let before = CounterSnapshot {
             launches_ready: 1,
@@ -547,6 +616,7 @@ mod tests {
                 counters: Arc::new(move || *read.lock().expect("lock")),
                 config: Arc::new(move || Arc::clone(&config)),
                 hostname: "h".to_owned(),
+                tasks: Arc::new(ProviderMetrics::new()),
             },
             cancel.clone(),
         );

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use nodepool_core::launcher::{Census, CounterSnapshot, Launcher};
 use nodepool_core::model::{NodeState, RequestState};
+use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
 
 /// Where the launcher's counters come from.
@@ -35,6 +36,7 @@ pub fn launcher_census(launcher: Arc<Launcher>) -> CensusSource {
 pub struct Metrics {
     source: Option<CounterSource>,
     census: Option<CensusSource>,
+    tasks: Option<Arc<ProviderMetrics>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -42,7 +44,64 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("source", &self.source.is_some())
             .field("census", &self.census.is_some())
+            .field("tasks", &self.tasks.is_some())
             .finish()
+    }
+}
+
+/// A metric family of the task metrics: name, type, help, value of a row.
+type TaskFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&OperationSnapshot) -> String,
+);
+
+/// Calls, errors and seconds per provider and operation (upstream's
+/// `nodepool.task.<provider>.<operation>` timers).
+fn render_tasks(out: &mut String, tasks: &[OperationSnapshot]) {
+    if tasks.is_empty() {
+        return;
+    }
+    let labels = |t: &OperationSnapshot| {
+        format!(
+            "{{provider=\"{}\",operation=\"{}\"}}",
+            t.provider.replace('\\', "\\\\").replace('"', "\\\""),
+            t.operation
+        )
+    };
+    let families: [TaskFamily; 4] = [
+        (
+            "nodepool_task_calls_total",
+            "counter",
+            "Provider calls by provider and operation.",
+            |t| t.stats.calls.to_string(),
+        ),
+        (
+            "nodepool_task_errors_total",
+            "counter",
+            "Provider calls that failed.",
+            |t| t.stats.errors.to_string(),
+        ),
+        (
+            "nodepool_task_seconds_total",
+            "counter",
+            "Time spent in provider calls.",
+            |t| t.stats.total.as_secs_f64().to_string(),
+        ),
+        (
+            "nodepool_task_last_seconds",
+            "gauge",
+            "Time the last provider call took.",
+            |t| t.stats.last.as_secs_f64().to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for t in tasks {
+            let _ = writeln!(out, "{name}{} {}", labels(t), value(t));
+        }
     }
 }
 
@@ -65,7 +124,15 @@ impl Metrics {
         Self {
             source: Some(source),
             census: None,
+            tasks: None,
         }
+    }
+
+    /// Expose the providers' task metrics (core's `Timed` wrapper) as
+    /// `nodepool_task_*{provider, operation}`.
+    pub fn with_tasks(mut self, tasks: Arc<ProviderMetrics>) -> Self {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Take node and request counts from `census` (a launcher's caches)
@@ -88,6 +155,9 @@ impl Metrics {
     /// requests by state (every state is listed, zeros included).
     pub fn render(&self, census: &Census) -> String {
         let mut out = String::new();
+        if let Some(tasks) = &self.tasks {
+            render_tasks(&mut out, &tasks.snapshot());
+        }
         if let Some(source) = &self.source {
             let c = source();
             counter(

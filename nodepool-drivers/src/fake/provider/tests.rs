@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 use nodepool_core::provider::{ImageRef, META_NODE_ID};
+use std::sync::Arc;
+
+use nodepool_core::provider::ProviderExt;
 use nodepool_core::testing::provider::{launch_spec, provider_suite, SuiteConfig};
+use nodepool_core::testing::wrappers::{stacked_provider_suite, wrapper_suite, WrapperSuiteConfig};
 
 use super::*;
 use crate::fake::cloud::{FakeCloudSettings, FaultSettings};
@@ -89,10 +93,38 @@ async fn suite_skips_image_test_without_image_file() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn capabilities_are_all_but_preregistered_nodes() {
-    let caps = provider_on(FakeCloud::default()).capabilities();
+async fn capabilities_are_all_and_no_hosts_are_preregistered() {
+    let provider = provider_on(FakeCloud::default());
+    let caps = provider.capabilities();
     assert!(caps.image_upload && caps.quota_query && caps.instance_listing);
-    assert!(!caps.preregistered_nodes);
+    assert!(provider.registered().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn fake_provider_passes_the_provider_suite_through_the_wrapper_stack() {
+    let provider = provider_on(FakeCloud::default());
+    let cloud = provider.cloud().clone();
+    let report = stacked_provider_suite(Arc::new(provider), &suite_config()).await;
+    assert!(
+        report.ran.contains(&"wait_active_reaches_active"),
+        "{report:?}"
+    );
+    assert!(cloud.instances().is_empty(), "the suite cleans up");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fake_provider_passes_the_wrapper_suite() {
+    let provider = provider_on(FakeCloud::default());
+    let cloud = provider.cloud().clone();
+    let report = wrapper_suite(Arc::new(provider), &WrapperSuiteConfig::new(suite_config())).await;
+    assert_eq!(
+        report.skipped,
+        vec![(
+            "capability_check_answers_without_the_driver",
+            "every optional operation is supported".to_string()
+        )]
+    );
+    assert!(cloud.instances().is_empty(), "the suite cleans up");
 }
 
 #[tokio::test(start_paused = true)]
@@ -207,7 +239,7 @@ async fn providers_sharing_a_cloud_share_its_quota() {
         matches!(err, Error::QuotaExceeded { ref provider, .. } if provider == "other-provider"),
         "{err}"
     );
-    let listed = b.list_instances().await.expect("list");
+    let listed = b.list_all_instances().await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(
         listed[0].metadata.get(META_NODE_ID),

@@ -10,6 +10,8 @@ use nodepool_core::testing::provider::{
     create_then_get_then_delete, delete_missing_instance_succeeds, label_resources_are_known,
     unsupported_operation_returns_unsupported, SuiteConfig,
 };
+use nodepool_core::testing::registered::{registered_suite, RegisteredSuiteConfig};
+use nodepool_core::testing::wrappers::{wrapper_suite, WrapperSuiteConfig};
 
 use super::*;
 use crate::static_hosts::sync::tests::{config, host};
@@ -50,7 +52,7 @@ async fn static_provider_passes_the_preregistered_part_of_the_provider_suite() {
     delete_missing_instance_succeeds(&provider).await;
     assert_eq!(
         unsupported_operation_returns_unsupported(&provider).await,
-        6
+        5
     );
 
     let created = provider
@@ -65,16 +67,11 @@ async fn static_provider_passes_the_preregistered_part_of_the_provider_suite() {
 }
 
 #[tokio::test]
-async fn capabilities_are_preregistered_nodes_only_and_a_node_is_one_instance() {
+async fn capabilities_are_none_the_hosts_are_registered_and_a_node_is_one_instance() {
     let net = Arc::new(ScriptedScanner::new());
     let provider = provider_on(&net, vec![host("h1", 22, &["small"], 1)]);
-    assert_eq!(
-        provider.capabilities(),
-        ProviderCapabilities {
-            preregistered_nodes: true,
-            ..ProviderCapabilities::default()
-        }
-    );
+    assert_eq!(provider.capabilities(), ProviderCapabilities::default());
+    assert!(provider.registered().is_some());
     let resources = provider
         .label_resources("main", "small")
         .await
@@ -213,4 +210,34 @@ async fn liveness_check_assumes_alive_without_host_key_checking() {
         .await
         .expect("check"));
     assert_eq!(net.probes("h1", 22), 0);
+}
+
+#[tokio::test]
+async fn static_provider_passes_the_registered_hosts_suite() {
+    let net = Arc::new(ScriptedScanner::new());
+    net.up("h1", 22, &[KEY]);
+    net.up("h2", 22, &[KEY]);
+    let provider = provider_on(
+        &net,
+        vec![host("h1", 22, &["small"], 2), host("h2", 22, &["small"], 1)],
+    );
+    let store = MemoryStore::new();
+    let report = registered_suite(
+        &provider,
+        &store,
+        &RegisteredSuiteConfig::new("main", "small"),
+    )
+    .await;
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(report.ran.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn static_provider_passes_the_wrapper_suite() {
+    let net = Arc::new(ScriptedScanner::new());
+    net.up("h1", 22, &[KEY]);
+    let provider = provider_on(&net, vec![host("h1", 22, &["small"], 1)]);
+    let cfg = WrapperSuiteConfig::new(SuiteConfig::new("main", "small"));
+    let report = wrapper_suite(Arc::new(provider), &cfg).await;
+    assert!(report.skipped.is_empty(), "{report:?}");
 }
