@@ -38,7 +38,7 @@ mod timed;
 
 pub use capability::CapabilityCheck;
 pub use concurrency::ConcurrencyLimit;
-pub use rate::RateLimit;
+pub use rate::{RateLimit, MAX_RATE};
 pub use timed::{OperationSnapshot, OperationStats, ProviderMetrics, Timed};
 
 /// What the wrappers of one provider are set to.
@@ -52,12 +52,13 @@ pub struct StackSettings {
 
 impl StackSettings {
     /// The settings of a parsed provider: its `rate` in seconds (zero,
-    /// negative or not finite: no spacing; drivers without a `rate` key
-    /// leave it at zero) and its `max-concurrency` (zero or negative: no
-    /// wrapper limit; at zero the launcher starts no launch at all).
+    /// negative or NaN: no spacing; beyond [`MAX_RATE`], infinite
+    /// included: [`MAX_RATE`]; drivers without a `rate` key leave it at
+    /// zero) and its `max-concurrency` (zero or negative: no wrapper limit;
+    /// at zero the launcher starts no launch at all).
     pub fn from_config(config: &ProviderConfig) -> Self {
-        let rate = if config.rate.is_finite() && config.rate > 0.0 {
-            Duration::from_secs_f64(config.rate)
+        let rate = if config.rate > 0.0 {
+            Duration::try_from_secs_f64(config.rate).map_or(MAX_RATE, |r| r.min(MAX_RATE))
         } else {
             Duration::ZERO
         };

@@ -10,6 +10,10 @@ use super::around_every_call;
 use crate::provider::Provider;
 use crate::Result;
 
+/// The longest spacing [`RateLimit`] keeps: a year (a `rate` beyond it
+/// stops the provider's calls just as well).
+pub const MAX_RATE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Starts the calls to the inner provider at least `rate` apart (upstream's
 /// provider `rate`: "seconds to wait between API calls"). Calls queue in
 /// the order they ask; a call that finds the last turn long past starts at
@@ -23,11 +27,13 @@ pub struct RateLimit<P> {
 }
 
 impl<P: Provider> RateLimit<P> {
-    /// Calls to `inner` start at least `rate` apart (zero: no spacing).
+    /// Calls to `inner` start at least `rate` apart (zero: no spacing;
+    /// more than [`MAX_RATE`] counts as [`MAX_RATE`], so no deadline
+    /// overflows).
     pub fn new(inner: P, rate: Duration) -> Self {
         Self {
             inner,
-            rate,
+            rate: rate.min(MAX_RATE),
             next: Mutex::new(None),
         }
     }

@@ -41,3 +41,36 @@ async fn the_stack_refuses_unsupported_calls_before_they_take_a_rate_turn() {
     assert_eq!(snapshot[0].operation, "get_instance");
     assert_eq!(snapshot[0].stats.calls, 2);
 }
+
+#[derive(Debug)]
+struct NoDriverConfig;
+
+impl crate::config::DriverConfig for NoDriverConfig {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn any_rate_number_gives_settings_without_panicking() {
+    let with_rate = |rate: f64| {
+        let mut config = crate::config::ProviderCommon {
+            name: "p".into(),
+            driver: "test".into(),
+            location: crate::config::Location::default(),
+            max_concurrency: -1,
+            priority: None,
+        }
+        .into_config(Arc::new(NoDriverConfig));
+        config.rate = rate;
+        StackSettings::from_config(&config).rate
+    };
+    assert_eq!(with_rate(0.5), Duration::from_millis(500));
+    assert_eq!(with_rate(1.0e30), MAX_RATE);
+    assert_eq!(with_rate(f64::INFINITY), MAX_RATE);
+    assert_eq!(with_rate(f64::NAN), Duration::ZERO);
+    assert_eq!(with_rate(-1.0), Duration::ZERO);
+    // A huge spacing set directly is capped, so deadlines never overflow.
+    let limited = RateLimit::new(MemoryProvider::new("p"), Duration::MAX);
+    assert_eq!(limited.rate(), MAX_RATE);
+}
