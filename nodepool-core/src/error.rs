@@ -156,15 +156,20 @@ pub enum Error {
         /// How long.
         after: Duration,
     },
-    /// A cloud API failure.
+    /// A cloud API failure, with the kind the driver gave it (a passing
+    /// fault is [`ErrorKind::Transient`], a refused request
+    /// [`ErrorKind::Permanent`], ...).
     #[error("provider {provider}: {message}")]
     Cloud {
         /// The provider name.
         provider: String,
+        /// What the caller may do next.
+        kind: ErrorKind,
         /// What the cloud said.
         message: String,
-        /// Whether a retry can help.
-        retryable: bool,
+        /// The client's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The store lost its connection or session; a retry after reconnect can help.
     #[error("store unavailable: {0}")]
@@ -227,13 +232,7 @@ impl Error {
             Error::QuotaExceeded { .. } => ErrorKind::Quota,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Timeout { .. } | Error::StoreUnavailable(_) => ErrorKind::Transient,
-            Error::Cloud { retryable, .. } => {
-                if *retryable {
-                    ErrorKind::Transient
-                } else {
-                    ErrorKind::Permanent
-                }
-            }
+            Error::Cloud { kind, .. } => *kind,
             Error::AlreadyExists { .. }
             | Error::LockLost { .. }
             | Error::RequestFailed { .. }
@@ -261,6 +260,16 @@ impl Error {
         }
     }
 
+    /// An [`Error::Cloud`] of provider `provider` without a source.
+    pub fn cloud(provider: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error::Cloud {
+            provider: provider.into(),
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// An [`Error::Cancelled`] for `what` ("the launcher").
     pub fn cancelled(what: impl Into<String>) -> Self {
         Error::Cancelled { what: what.into() }
@@ -285,7 +294,8 @@ mod tests {
         let refused = Error::Cloud {
             provider: "p".into(),
             message: "400 bad flavor".into(),
-            retryable: false,
+            kind: ErrorKind::Permanent,
+            source: None,
         };
         assert_eq!(refused.kind(), ErrorKind::Permanent);
         assert!(!refused.is_retryable());

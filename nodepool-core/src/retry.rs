@@ -60,11 +60,12 @@ mod tests {
     use super::*;
 
     fn cloud(retryable: bool) -> Error {
-        Error::Cloud {
-            provider: "p".into(),
-            message: "boom".into(),
-            retryable,
-        }
+        let kind = if retryable {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        };
+        Error::cloud("p", kind, "boom")
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod openstack_support;
 
 use nodepool_core::provider::Provider;
 use nodepool_core::Error;
+use nodepool_core::ErrorKind;
 use nodepool_drivers::openstack::auth::{Credentials, Secret};
 use nodepool_openstack_sim::SimConfig;
 use openstack_support::{password_cloud, provider, provider_with, sim, NODEPOOL_YAML};
@@ -32,7 +33,7 @@ async fn application_credential_authenticates() {
 }
 
 #[tokio::test]
-async fn wrong_password_is_a_permanent_error_without_the_password() {
+async fn wrong_password_is_a_config_error_without_the_password() {
     let sim = sim(SimConfig::default()).await;
     let p = provider_with(
         &sim,
@@ -44,7 +45,7 @@ async fn wrong_password_is_a_permanent_error_without_the_password() {
         matches!(
             err,
             Error::Cloud {
-                retryable: false,
+                kind: ErrorKind::Config,
                 ..
             }
         ),

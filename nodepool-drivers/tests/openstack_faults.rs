@@ -4,6 +4,7 @@
 
 mod openstack_support;
 
+use nodepool_core::ErrorKind;
 use std::time::Duration;
 
 use nodepool_core::provider::{InstanceState, Provider};
@@ -66,7 +67,7 @@ async fn server_error_500_is_a_retryable_cloud_error() {
         matches!(
             err,
             Error::Cloud {
-                retryable: true,
+                kind: ErrorKind::Transient,
                 ..
             }
         ),
@@ -97,7 +98,7 @@ async fn dropped_connection_is_a_retryable_cloud_error() {
         matches!(
             err,
             Error::Cloud {
-                retryable: true,
+                kind: ErrorKind::Transient,
                 ..
             }
         ),
@@ -122,7 +123,7 @@ async fn client_error_400_is_not_retryable() {
         matches!(
             err,
             Error::Cloud {
-                retryable: false,
+                kind: ErrorKind::Permanent,
                 ..
             }
         ),

@@ -57,8 +57,9 @@ pub struct ProcessProvider {
 fn io_error(provider: &str, what: impl std::fmt::Display, e: std::io::Error) -> Error {
     Error::Cloud {
         provider: provider.to_string(),
+        kind: nodepool_core::ErrorKind::of_io(&e),
         message: format!("{what}: {e}"),
-        retryable: true,
+        source: Some(Box::new(e)),
     }
 }
 
@@ -128,7 +129,8 @@ impl ProcessProvider {
                 .map_err(|e| Error::Cloud {
                     provider: self.config.name.clone(),
                     message: format!("{}: {e}", path.display()),
-                    retryable: false,
+                    kind: nodepool_core::ErrorKind::Permanent,
+                    source: None,
                 }),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(&self.config.name, path.display(), e)),
@@ -260,7 +262,8 @@ impl Provider for ProcessProvider {
             .ok_or_else(|| Error::Cloud {
                 provider: self.config.name.clone(),
                 message: format!("no label {:?} in pool {:?}", spec.label, spec.pool),
-                retryable: false,
+                kind: nodepool_core::ErrorKind::Permanent,
+                source: None,
             })?;
         if let Some(limit) = self.config.instances {
             if self.records().await?.len() as u64 >= limit {
@@ -314,7 +317,8 @@ impl Provider for ProcessProvider {
                 .map_err(|e| Error::Cloud {
                     provider: self.config.name.clone(),
                     message: format!("starting {program:?}: {e}"),
-                    retryable: false,
+                    kind: nodepool_core::ErrorKind::Permanent,
+                    source: None,
                 });
             let child = match child {
                 Ok(child) => child,

@@ -2,6 +2,7 @@
 //! classifies a failed boot, walking the paged listing, checking a
 //! capability. None of them is a trait method a driver could get wrong.
 
+use crate::ErrorKind;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -67,7 +68,8 @@ async fn poll<P: Provider + ?Sized>(
     let cloud_error = |message: String| Error::Cloud {
         provider: provider.name().to_string(),
         message,
-        retryable: true,
+        kind: ErrorKind::Transient,
+        source: None,
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delay = interval;
@@ -123,7 +125,8 @@ pub async fn for_each_instance<P: Provider + ?Sized>(
                 return Err(Error::Cloud {
                     provider: provider.name().to_string(),
                     message: format!("instance listing does not advance past marker {next}"),
-                    retryable: false,
+                    kind: ErrorKind::Permanent,
+                    source: None,
                 });
             }
             Some(next) => marker = Some(next),

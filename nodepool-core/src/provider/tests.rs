@@ -1,6 +1,7 @@
 //! Tests of the trait's defaults, the smart-pointer impls and the
 //! [`ProviderExt`] helpers, on the in-core memory cloud.
 
+use crate::ErrorKind;
 use std::sync::Arc;
 
 use super::*;
@@ -86,7 +87,7 @@ async fn wait_active_with_returns_the_classifiers_error_for_a_failed_boot() {
         matches!(
             generic,
             Err(Error::Cloud {
-                retryable: true,
+                kind: ErrorKind::Transient,
                 ..
             })
         ),

@@ -11,6 +11,7 @@
 //! creation, then `Active` (or `Error` for an injected boot failure); nothing
 //! runs in the background.
 
+use nodepool_core::ErrorKind;
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
@@ -404,7 +405,8 @@ impl State {
             return Err(Error::Cloud {
                 provider: provider.to_string(),
                 message: format!("injected fault: {operation} failed"),
-                retryable: true,
+                kind: ErrorKind::Transient,
+                source: None,
             });
         }
         Ok(())
@@ -502,7 +504,8 @@ impl FakeCloud {
         let not_found = |what: String| Error::Cloud {
             provider: provider.to_string(),
             message: what,
-            retryable: false,
+            kind: ErrorKind::Permanent,
+            source: None,
         };
         if let Some(ImageRef::Uploaded { external_id, .. }) = &request.image {
             if !state.images.contains_key(external_id) {

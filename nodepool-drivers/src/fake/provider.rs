@@ -18,6 +18,7 @@
 //! );
 //! ```
 
+use nodepool_core::ErrorKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -154,7 +155,8 @@ impl FakeProvider {
         Error::Cloud {
             provider: self.name.clone(),
             message,
-            retryable: true,
+            kind: ErrorKind::Transient,
+            source: None,
         }
     }
 
@@ -236,7 +238,8 @@ impl Provider for FakeProvider {
             return Err(Error::Cloud {
                 provider: self.name.clone(),
                 message: format!("cannot read image file {}: {e}", spec.path.display()),
-                retryable: false,
+                kind: ErrorKind::Permanent,
+                source: None,
             });
         }
         self.cloud

@@ -1,7 +1,7 @@
 //! The driver's own error type, converted to [`nodepool_core::Error`] with
 //! the provider's name. Messages never carry credentials or tokens.
 
-use nodepool_core::Error;
+use nodepool_core::{Error, ErrorKind};
 
 /// What went wrong talking to the cloud.
 #[derive(Debug, thiserror::Error)]
@@ -79,21 +79,33 @@ pub enum OpenStackError {
 }
 
 impl OpenStackError {
-    /// Whether trying again may help: transport errors, 5xx, 409 and 429
-    /// yes; quota yes (after waiting); other 4xx and config no.
-    pub fn is_retryable(&self) -> bool {
+    /// What the caller may do next: transport errors, 5xx, 408, 409 and
+    /// 429 are passing; quota waits for capacity; 404 and missing
+    /// resources are not found; bad credentials, endpoints and settings
+    /// are config; other 4xx and local I/O are permanent.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            OpenStackError::Transport { .. } | OpenStackError::Quota { .. } => true,
-            OpenStackError::Http { status, .. } => {
-                *status >= 500 || *status == 409 || *status == 429 || *status == 408
-            }
-            OpenStackError::Failed(_) | OpenStackError::BadResponse { .. } => true,
+            OpenStackError::Quota { .. } => ErrorKind::Quota,
+            OpenStackError::Transport { .. }
+            | OpenStackError::Failed(_)
+            | OpenStackError::BadResponse { .. } => ErrorKind::Transient,
+            OpenStackError::Http { status, .. } => match *status {
+                404 => ErrorKind::NotFound,
+                408 | 409 | 429 => ErrorKind::Transient,
+                s if s >= 500 => ErrorKind::Transient,
+                _ => ErrorKind::Permanent,
+            },
+            OpenStackError::NotFound(_) => ErrorKind::NotFound,
             OpenStackError::Config(_)
             | OpenStackError::AuthFailed { .. }
-            | OpenStackError::NoEndpoint { .. }
-            | OpenStackError::NotFound(_)
-            | OpenStackError::Io(_) => false,
+            | OpenStackError::NoEndpoint { .. } => ErrorKind::Config,
+            OpenStackError::Io(_) => ErrorKind::Permanent,
         }
+    }
+
+    /// Whether trying again may help ([`ErrorKind::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
     }
 
     /// The HTTP status, for an answer with an error status.
@@ -113,8 +125,9 @@ impl OpenStackError {
             },
             other => Error::Cloud {
                 provider: provider.to_string(),
-                retryable: other.is_retryable(),
+                kind: other.kind(),
                 message: other.to_string(),
+                source: Some(Box::new(other)),
             },
         }
     }

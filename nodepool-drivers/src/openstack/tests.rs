@@ -509,10 +509,11 @@ fn create_provider_names_a_cloud_missing_from_clouds_yaml() {
         Err(Error::Cloud {
             provider,
             message,
-            retryable,
+            kind,
+            ..
         }) => {
             assert_eq!(provider, "cloud");
-            assert!(!retryable);
+            assert_eq!(kind, nodepool_core::ErrorKind::Config);
             assert!(
                 message.contains("no-such-cloud-anywhere") || message.contains("no clouds.yaml"),
                 "{message}"

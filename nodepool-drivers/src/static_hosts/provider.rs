@@ -14,7 +14,7 @@ use nodepool_core::provider::{
     RegisteredHosts, Resources,
 };
 use nodepool_core::store::{LockTarget, NodeStore};
-use nodepool_core::{Error, Result};
+use nodepool_core::{Error, ErrorKind, Result};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -243,7 +243,11 @@ impl Provider for StaticProvider {
                 Err(e) => errors.push((host, e)),
             }
         }
-        let retryable = errors.iter().any(|(_, e)| e.is_retryable());
+        let kind = if errors.iter().any(|(_, e)| e.is_retryable()) {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        };
         let messages: Vec<String> = errors
             .iter()
             .map(|(host, e)| format!("{}: {e}", HostId::of_config(host)))
@@ -256,7 +260,8 @@ impl Provider for StaticProvider {
                 spec.pool,
                 messages.join("; ")
             ),
-            retryable,
+            kind,
+            source: None,
         })
     }
 

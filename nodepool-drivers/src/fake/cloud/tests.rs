@@ -1,6 +1,7 @@
 //! Tests of the fake cloud: upstream defaults, quota, boot delay, faults.
 
 use super::*;
+use nodepool_core::ErrorKind;
 
 fn request(n: u32) -> CreateRequest {
     CreateRequest {
@@ -157,7 +158,7 @@ fn unknown_az_or_uploaded_image_is_refused() {
     assert!(matches!(
         cloud.create(r),
         Err(Error::Cloud {
-            retryable: false,
+            kind: ErrorKind::Permanent,
             ..
         })
     ));
@@ -169,7 +170,7 @@ fn unknown_az_or_uploaded_image_is_refused() {
     assert!(matches!(
         cloud.create(r),
         Err(Error::Cloud {
-            retryable: false,
+            kind: ErrorKind::Permanent,
             ..
         })
     ));
@@ -185,7 +186,8 @@ fn error_pattern(cloud: &FakeCloud) -> String {
                 '.'
             }
             Err(Error::Cloud {
-                retryable: true, ..
+                kind: ErrorKind::Transient,
+                ..
             }) => 'x',
             Err(e) => panic!("unexpected error {e}"),
         })

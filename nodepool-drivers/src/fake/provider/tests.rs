@@ -1,5 +1,6 @@
 //! Tests of the fake provider, including the provider conformance suite.
 
+use nodepool_core::ErrorKind;
 use std::path::PathBuf;
 
 use nodepool_core::provider::{ImageRef, META_NODE_ID};
@@ -206,7 +207,7 @@ async fn wait_until_active_reports_boot_failure() {
         matches!(
             err,
             Error::Cloud {
-                retryable: true,
+                kind: ErrorKind::Transient,
                 ..
             }
         ),
@@ -297,7 +298,7 @@ async fn upload_of_missing_file_fails() {
         matches!(
             err,
             Error::Cloud {
-                retryable: false,
+                kind: ErrorKind::Permanent,
                 ..
             }
         ),
