@@ -143,7 +143,9 @@ diskimages:
 
     fn log(&self) -> String {
         let log = std::fs::read_to_string(self.builder_log()).unwrap_or_default();
-        format!("--- builder log ---\n{log}")
+        let launcher =
+            std::fs::read_to_string(self.dir.path().join("launcher.log")).unwrap_or_default();
+        format!("--- builder log ---\n{log}--- launcher log ---\n{launcher}")
     }
 
     /// Start `nodepool builder` with extra environment.
@@ -160,6 +162,21 @@ diskimages:
         }
         Daemon {
             child: cmd.spawn().expect("start builder"),
+        }
+    }
+
+    /// Start `nodepool launcher` beside the builder, on the same state
+    /// directory, logging to `launcher.log`.
+    fn start_launcher(&self) -> Daemon {
+        let log = File::create(self.dir.path().join("launcher.log")).expect("log file");
+        let mut cmd = self.command();
+        cmd.arg("launcher")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", "info");
+        Daemon {
+            child: cmd.spawn().expect("start launcher"),
         }
     }
 
@@ -524,4 +541,45 @@ fn image_delete_marks_an_unknown_upload_not_found() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "Image upload not found"
     );
+}
+
+#[test]
+fn launcher_and_builder_as_two_processes_boot_from_the_builders_upload() {
+    let env = Env::new();
+    env.write_config("\n      - name: fake-image", false);
+    // min-ready 1 of `small` (diskimage fake-image), and a web port of its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(env.config()).expect("config");
+    let text = text.replacen(
+        "labels:\n  - name: small\n",
+        "labels:\n  - name: small\n    min-ready: 1\n",
+        1,
+    ) + &format!("webapp:\n  port: {port}\n  listen_address: 127.0.0.1\n");
+    std::fs::write(env.config(), text).expect("write config");
+    let mut builder = env.start_builder(&[]);
+    let mut launcher = env.start_launcher();
+
+    env.wait_for("a ready upload to fake-provider", || {
+        env.json("image-list")
+            .into_iter()
+            .find(|u| u["provider"] == "fake-provider" && u["state"] == "ready")
+    });
+    // A label with a diskimage boots only from an upload: the builder's,
+    // made by the fake cloud of another process.
+    env.wait_for("a ready node of small", || {
+        env.json("list")
+            .into_iter()
+            .find(|n| n["label"] == serde_json::json!(["small"]) && n["state"] == "ready")
+    });
+    let log = env.log();
+    assert!(!log.contains("not found"), "{log}");
+    assert!(
+        launcher.stop(&env).success(),
+        "launcher exit\n{}",
+        env.log()
+    );
+    assert!(builder.stop(&env).success(), "builder exit\n{}", env.log());
 }

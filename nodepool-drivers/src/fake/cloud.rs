@@ -264,6 +264,17 @@ fn first_serial() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `external_id` has the shape of an image a fake cloud uploads
+/// (`fake-image-<hex>`): one that another process's fake cloud made (the
+/// builder's, when the launcher runs as a process of its own, as upstream's
+/// daemons do). Upstream's fake boots from any image id; ours from its own
+/// uploads and from these.
+fn uploaded_elsewhere(external_id: &str) -> bool {
+    external_id
+        .strip_prefix("fake-image-")
+        .is_some_and(|hex| !hex.is_empty() && u64::from_str_radix(hex, 16).is_ok())
+}
+
 /// The cloud's id of server `n`.
 fn external_id(n: u64) -> String {
     format!("fake-{n:08x}")
@@ -501,24 +512,28 @@ impl FakeCloud {
         if ram + need.ram.unwrap_or(0) > state.settings.max_ram {
             return Err(quota_error("ram"));
         }
-        let not_found = |what: String| Error::Cloud {
+        let refused = |kind: ErrorKind, what: String| Error::Cloud {
             provider: provider.to_string(),
             message: what,
-            kind: ErrorKind::Permanent,
+            kind,
             source: None,
         };
         if let Some(ImageRef::Uploaded { external_id, .. }) = &request.image {
-            if !state.images.contains_key(external_id) {
-                return Err(not_found(format!("image {external_id} not found")));
+            if !state.images.contains_key(external_id) && !uploaded_elsewhere(external_id) {
+                return Err(refused(
+                    ErrorKind::NotFound,
+                    format!("image {external_id} not found"),
+                ));
             }
         }
         let n = state.next_id();
         let az = match request.az {
             Some(az) if state.settings.azs.contains(&az) => Some(az),
             Some(az) => {
-                return Err(not_found(format!(
-                    "availability zone {az} is not available"
-                )))
+                return Err(refused(
+                    ErrorKind::Permanent,
+                    format!("availability zone {az} is not available"),
+                ))
             }
             None if state.settings.azs.is_empty() => None,
             None => {

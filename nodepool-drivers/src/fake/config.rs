@@ -23,6 +23,12 @@
 //!       seed: 42             # fault RNG seed (default: the cloud's)
 //!     pools: [...]
 //! ```
+//!
+//! Each process has a fake cloud of its own, in memory. A launcher boots
+//! from uploads another process's fake cloud made (ids `fake-image-<hex>`,
+//! the builder's when `nodepool builder` and `nodepool launcher` run as two
+//! processes, as upstream's daemons do), and never reuses an instance id
+//! after a restart (ids start at the microseconds since the epoch).
 
 use std::any::Any;
 use std::sync::Arc;

@@ -170,10 +170,27 @@ fn unknown_az_or_uploaded_image_is_refused() {
     assert!(matches!(
         cloud.create(r),
         Err(Error::Cloud {
-            kind: ErrorKind::Permanent,
+            kind: ErrorKind::NotFound,
             ..
         })
     ));
+}
+
+#[test]
+fn boots_from_an_upload_another_processs_fake_cloud_made() {
+    // The builder's process uploads; the launcher's has a cloud of its own.
+    let builder = FakeCloud::default();
+    let upload = builder
+        .upload_image("fake-provider", "fake-image-0000000001", BTreeMap::new())
+        .expect("upload");
+    let launcher = FakeCloud::default();
+    let mut r = request(1);
+    r.image = Some(ImageRef::Uploaded {
+        diskimage: "fake-image".to_string(),
+        external_id: upload.clone(),
+    });
+    let instance = launcher.create(r).expect("boots from the other upload");
+    assert_eq!(instance.image_id.as_deref(), Some(upload.as_str()));
 }
 
 /// Which of 200 creates fail, as a string of `x` and `.`.
