@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::nodes::NodeCache;
 use super::requests::RequestCache;
+use super::settings::LauncherSettings;
 use super::stats::Counters;
 use super::util::lock;
-use super::LauncherSettings;
 use crate::config::{Config, PoolConfig, ProviderConfig};
 use crate::provider::{Provider, Resources};
 use crate::scheduler::Scheduler;

@@ -1,7 +1,7 @@
 //! Leaked instances: instances carrying our provider's metadata whose node
 //! the store does not know. Upstream deletes one when it sees it leaked in
 //! two cleanup passes; here, once it has been seen leaked for
-//! [`LauncherSettings::leak_grace`](super::LauncherSettings::leak_grace).
+//! [`LauncherSettings::leak_grace`](super::settings::LauncherSettings::leak_grace).
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -28,11 +28,13 @@
 //!
 //! # Files, lowest layer first
 //!
-//! Each file imports only files above it in this list.
+//! Each file imports only files above it in this list (`mod.rs` re-exports
+//! the public types and wraps the supervisor in [`Launcher`]).
 //!
 //! | file | its one job |
 //! |---|---|
 //! | `util.rs` | poison-tolerant `lock`, the store's clock `now`, `wait_or_tick` |
+//! | `settings.rs` | `LauncherSettings` and the `ReadyHook` trait (public) |
 //! | `stats.rs` | counters and status snapshots (public) |
 //! | `cache.rs` | a cache of one kind of store record kept current from watch events (kube's reflector) |
 //! | `nodes.rs`, `requests.rs` | the node and request caches: compact summaries; node ↔ resources JSON |
@@ -82,6 +84,7 @@ mod nodes;
 mod pool;
 mod registered;
 mod requests;
+mod settings;
 mod stats;
 mod supervisor;
 #[cfg(test)]
@@ -91,92 +94,20 @@ mod util;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::model::Node;
-use crate::provider::{Instance, Provider};
+use crate::provider::Provider;
 use crate::scheduler::Scheduler;
 use crate::store::NodeStore;
 use crate::Result;
 
 pub use census::{Census, NodeGroup, RequestGroup};
+pub use settings::{LauncherSettings, ReadyHook};
 pub use stats::{CounterSnapshot, Counters, LauncherStatus, PoolStatus};
 
 use supervisor::Supervisor;
-
-/// A post-boot check run on every node before it becomes `ready`
-/// (upstream's host-key scan; here also any "ready script").
-///
-/// The engine calls it once the instance is active, within the provider's
-/// `boot-timeout`. An error fails this launch attempt (the instance is
-/// deleted and the launch retried, as upstream does for a failed key scan).
-#[async_trait]
-pub trait ReadyHook: Send + Sync + Debug + 'static {
-    /// Check `node` (label `label`, booted as `instance`). Returns host keys
-    /// to record on the node (may be empty).
-    async fn check(&self, node: &Node, label: &str, instance: &Instance) -> Result<Vec<String>>;
-}
-
-/// How a [`Launcher`] runs. [`LauncherSettings::new`] gives upstream's
-/// defaults.
-#[derive(Debug, Clone)]
-pub struct LauncherSettings {
-    /// This host's name: the launcher component's name and the prefix of
-    /// every pool worker id.
-    pub hostname: String,
-    /// Safety-net interval of each pool worker's pass (events drive it).
-    pub pool_interval: Duration,
-    /// Interval of the deletion sweep (upstream's `delete_interval`, 5 s).
-    pub delete_interval: Duration,
-    /// Interval of the periodic cleanup: lost requests, max-ready-age,
-    /// max-hold-age, leaked instances (upstream's `cleanup_interval`, 60 s).
-    pub cleanup_interval: Duration,
-    /// Interval of the min-ready check (upstream: every loop, 1 s). A
-    /// label whose min-ready request failed (declined at quota, launch
-    /// failures) is requested again no sooner than this, as upstream's loop
-    /// would; store events wake the check sooner for other labels.
-    pub min_ready_interval: Duration,
-    /// An instance with our metadata whose node is unknown is deleted once
-    /// it has been seen leaked for this long.
-    pub leak_grace: Duration,
-    /// How long a provider's quota (and unmanaged usage) is cached.
-    pub quota_cache_ttl: Duration,
-    /// Most node deletions running at once.
-    pub delete_concurrency: usize,
-    /// Most requests one pool worker handles at once (upstream has no such
-    /// bound; `max-concurrency` still applies below it). Accepted requests
-    /// beyond it stay `requested` for a later pass, which a handler that
-    /// finishes triggers. Bounds the memory of a burst, e.g. `min-ready`
-    /// asking for thousands of nodes at once: a handler with its launch in
-    /// flight holds ~30 KB (its task, its request and node records, its
-    /// store calls queued). The default, 128, still launches 128 nodes of a
-    /// pool at once (~2 a second with one-minute boots).
-    pub max_handlers_per_pool: usize,
-    /// Optional post-boot check.
-    pub ready_hook: Option<Arc<dyn ReadyHook>>,
-}
-
-impl LauncherSettings {
-    /// Defaults for `hostname`.
-    pub fn new(hostname: impl Into<String>) -> Self {
-        Self {
-            hostname: hostname.into(),
-            pool_interval: Duration::from_secs(10),
-            delete_interval: Duration::from_secs(5),
-            cleanup_interval: Duration::from_secs(60),
-            min_ready_interval: Duration::from_secs(1),
-            leak_grace: Duration::from_secs(60),
-            quota_cache_ttl: Duration::from_secs(300),
-            delete_concurrency: 32,
-            max_handlers_per_pool: 128,
-            ready_hook: None,
-        }
-    }
-}
 
 /// The launcher engine. Build it with [`Launcher::new`], start it with
 /// [`Launcher::run`]; [`Launcher::update_config`] applies a new config
