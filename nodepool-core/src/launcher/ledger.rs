@@ -214,3 +214,59 @@ impl Ledgers {
         lock(&self.pools).values().map(|l| l.status()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_request_leaves_waiting_and_counts_its_launches_until_finished() {
+        let ledger = Ledger::new("host", "cloud", "main");
+        assert!(ledger
+            .launcher_id
+            .starts_with("host-PoolWorker.cloud-main-"));
+        ledger.wait("100-1".to_string());
+        ledger.wait("100-2".to_string());
+        ledger.start("100-1", Active::default());
+        ledger.node_created("100-1", "0000000001");
+        ledger.launching("100-1", 2);
+        ledger.launching("100-1", -1);
+        ledger.node_created("gone", "0000000002");
+
+        let book = ledger.book();
+        assert_eq!(book.waiting.iter().collect::<Vec<_>>(), ["100-2"]);
+        assert_eq!(
+            book.active["100-1"].created.iter().collect::<Vec<_>>(),
+            ["0000000001"]
+        );
+        let status = ledger.status();
+        assert_eq!(status.active_requests, ["100-1"]);
+        assert_eq!(status.waiting_requests, ["100-2"]);
+        assert_eq!(status.launching, 1);
+
+        ledger.set_aborted("100-1", true);
+        assert!(ledger.book().active["100-1"].aborted);
+        ledger.finish("100-1");
+        ledger.keep_waiting(|_| false);
+        let status = ledger.status();
+        assert!(status.active_requests.is_empty() && status.waiting_requests.is_empty());
+        assert_eq!(status.launching, 0);
+    }
+
+    #[test]
+    fn a_stopped_worker_does_not_remove_its_successors_ledger() {
+        let ledgers = Ledgers::default();
+        let old = Arc::new(Ledger::new("host", "cloud", "main"));
+        let new = Arc::new(Ledger::new("host", "cloud", "main"));
+        ledgers.insert(old.clone());
+        ledgers.insert(new.clone());
+        ledgers.remove(&old);
+        assert_eq!(ledgers.status().len(), 1);
+        assert_eq!(ledgers.status()[0].launcher_id, new.launcher_id);
+        assert!(new.set_paused(true), "the pause changed");
+        assert!(!new.set_paused(true), "already paused");
+        assert!(ledgers.status()[0].paused);
+        ledgers.remove(&new);
+        assert!(ledgers.status().is_empty());
+    }
+}
