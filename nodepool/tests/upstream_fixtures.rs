@@ -399,10 +399,7 @@ fn config_validate_rejects_upstream_bad_fixture_with_positions() {
 
 #[test]
 fn config_validate_accepts_the_quickstart_example() {
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/quickstart.yaml"
-    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart.yaml");
     let out = nodepool_cmd(&["-c", example, "config-validate"]);
     assert_eq!(
         out.status.code(),

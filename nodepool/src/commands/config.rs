@@ -130,10 +130,7 @@ mod tests {
 
     #[test]
     fn quickstart_example_has_the_documented_shape() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/quickstart.yaml"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart.yaml");
         let config = match load(&cli_for(path)) {
             Ok(c) => c,
             Err(e) => panic!("expected the example to load:\n{e}"),
