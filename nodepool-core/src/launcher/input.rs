@@ -150,18 +150,8 @@ pub(crate) async fn build(
             })
     };
     // Nodes our handlers created are counted through their plans instead.
-    let created: BTreeSet<&str> = data
-        .book
-        .active
-        .values()
-        .flat_map(|a| a.created.iter().map(String::as_str))
-        .collect();
-    let reserved: BTreeSet<&str> = data
-        .book
-        .active
-        .values()
-        .flat_map(|a| a.reused.iter().map(String::as_str))
-        .collect();
+    let created = data.book.created_nodes();
+    let reserved = data.book.reserved_nodes();
     let mut pool_used = Resources::default();
     let mut provider_used = Resources::default();
     let mut ready_nodes = Vec::new();
@@ -189,12 +179,10 @@ pub(crate) async fn build(
             }
         }
     });
-    for active in data.book.active.values() {
-        for label in &active.launch_labels {
-            let size = labels.get(label).copied().unwrap_or_default();
-            add(&mut pool_used, &size);
-            add(&mut provider_used, &size);
-        }
+    for label in data.book.launch_labels() {
+        let size = labels.get(label).copied().unwrap_or_default();
+        add(&mut pool_used, &size);
+        add(&mut provider_used, &size);
     }
 
     let label_capacity = registered::label_capacity(

@@ -34,11 +34,51 @@ pub(crate) struct Active {
     pub(crate) aborted: bool,
 }
 
-/// The pool's bookkeeping of its own work.
+/// The pool's bookkeeping of its own work: a pass reads a copy.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Book {
-    pub(crate) active: BTreeMap<String, Active>,
-    pub(crate) waiting: BTreeSet<String>,
+    active: BTreeMap<String, Active>,
+    waiting: BTreeSet<String>,
+}
+
+impl Book {
+    /// Whether a handler has request `id`.
+    pub(crate) fn is_active(&self, id: &str) -> bool {
+        self.active.contains_key(id)
+    }
+
+    /// Whether request `id` waits at a limit.
+    pub(crate) fn is_waiting(&self, id: &str) -> bool {
+        self.waiting.contains(id)
+    }
+
+    /// Whether a handler waits for quota after a launch was aborted.
+    pub(crate) fn any_aborted(&self) -> bool {
+        self.active.values().any(|a| a.aborted)
+    }
+
+    /// The nodes the handlers created (counted through their plans).
+    pub(crate) fn created_nodes(&self) -> BTreeSet<&str> {
+        self.active
+            .values()
+            .flat_map(|a| a.created.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The ready nodes the handlers were promised.
+    pub(crate) fn reserved_nodes(&self) -> BTreeSet<&str> {
+        self.active
+            .values()
+            .flat_map(|a| a.reused.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The label of every node the handlers launch (all attempts).
+    pub(crate) fn launch_labels(&self) -> impl Iterator<Item = &str> {
+        self.active
+            .values()
+            .flat_map(|a| a.launch_labels.iter().map(String::as_str))
+    }
 }
 
 /// One pool worker's ledger; see the module doc.

@@ -141,21 +141,21 @@ impl PoolWorker {
                 .filter(|(id, r)| {
                     r.state == Some(RequestState::Requested)
                         && !r.declined_by(&ledger.launcher_id)
-                        && !book.active.contains_key(*id)
+                        && !book.is_active(id)
                 })
                 .collect();
             open.sort_by(|(a, x), (b, y)| {
                 request_order(a, x.relative_priority).cmp(&request_order(b, y.relative_priority))
             });
             open.into_iter()
-                .map(|(id, r)| r.info(id, book.waiting.contains(id)))
+                .map(|(id, r)| r.info(id, book.is_waiting(id)))
                 .collect()
         });
         {
             let open_ids: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
             ledger.keep_waiting(|id| open_ids.contains(id));
         }
-        let aborted = book.active.values().any(|a| a.aborted);
+        let aborted = book.any_aborted();
         if open.is_empty() {
             self.set_paused(aborted).await;
             return Ok(());
