@@ -51,6 +51,7 @@
 //! | `handler.rs` | one accepted request from `requested` to `fulfilled`/declined, in upstream's lock order; declining |
 //! | `pool.rs` | `PoolWorker`: a pool's passes: caches → scheduler → decline / wait / start a handler |
 //! | `supervisor.rs` | `Supervisor`: builds the stages, runs the tasks and one worker per pool, dispatches store events, applies config changes, drains |
+//! | `tests.rs` | unit tests of the pure helpers (request order, metadata, resources JSON) |
 //!
 //! Stages talk through handles, never through another stage's mutex: the
 //! supervisor wakes pools through `Ledgers`, offers a node to the
