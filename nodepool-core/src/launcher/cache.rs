@@ -24,7 +24,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast::Receiver;
 use tracing::{debug, info};
 
-use super::shared::lock;
+use super::util::lock;
 use crate::store::{NodeStore, StoreEvent};
 use crate::{Error, Result};
 

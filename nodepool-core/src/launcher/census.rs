@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::shared::Shared;
+use super::context::Context;
 use crate::model::{Node, NodeRequest, NodeState, RequestState};
 use crate::store::NodeStore;
 use crate::Result;
@@ -94,13 +94,13 @@ impl Census {
 type NodeKey<'a> = (Option<NodeState>, Option<&'a str>, Vec<&'a str>);
 
 /// The census of the caches, synced first.
-pub(crate) async fn take(shared: &Shared) -> Result<Census> {
-    shared.nodes.sync(&*shared.store).await?;
-    shared.requests.sync(&*shared.store).await?;
+pub(crate) async fn take(ctx: &Context) -> Result<Census> {
+    ctx.nodes.sync(&*ctx.store).await?;
+    ctx.requests.sync(&*ctx.store).await?;
     // Group on borrowed names first (few distinct groups), then own each
     // group's names once.
     let mut census = Census::default();
-    shared.nodes.with(|nodes| {
+    ctx.nodes.with(|nodes| {
         let mut groups: BTreeMap<NodeKey<'_>, u64> = BTreeMap::new();
         for node in nodes.values() {
             let key = (
@@ -119,7 +119,7 @@ pub(crate) async fn take(shared: &Shared) -> Result<Census> {
             census.nodes.insert(group, n);
         }
     });
-    shared.requests.with(|requests| {
+    ctx.requests.with(|requests| {
         let mut groups: BTreeMap<(Option<RequestState>, Vec<&str>), u64> = BTreeMap::new();
         for request in requests.values() {
             let key = (

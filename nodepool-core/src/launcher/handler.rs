@@ -9,7 +9,6 @@
 //! When the store fails midway (a lost connection), the handler abandons
 //! the request without leaving anything cleanup cannot take (`abandon`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +16,12 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::context::Context;
 use super::launch::{self, LaunchContext, Outcome};
-use super::pool::{self, PoolState};
-use super::shared::{lock, Shared};
+use super::ledger::{Ledger, Ledgers, POOL_KIND};
+use super::registered;
 use super::stats::Counter;
+use super::util::now;
 use crate::model::json::JsonValue;
 use crate::model::{Node, NodeRequest, NodeState, RequestState};
 use crate::store::{LockHandle, LockOptions, LockTarget};
@@ -57,9 +58,9 @@ enum Done {
 }
 
 struct Handler {
-    shared: Arc<Shared>,
-    state: Arc<PoolState>,
-    ctx: LaunchContext,
+    ctx: Arc<Context>,
+    ledger: Arc<Ledger>,
+    launch: LaunchContext,
     request: NodeRequest,
     request_lock: LockHandle,
     held: Vec<Held>,
@@ -68,49 +69,49 @@ struct Handler {
 }
 
 /// Handle `plan` to its end; always clears the pool's bookkeeping.
+///
+/// The pool's ledger records the request from the pass's
+/// [`Ledger::start`] to the [`Ledger::finish`] here; then the provider's
+/// pools are woken (`ledgers`), as quota or ready nodes may have freed up.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
-    state: Arc<PoolState>,
+    ctx: Arc<Context>,
+    ledgers: Arc<Ledgers>,
+    ledger: Arc<Ledger>,
     plan: Plan,
     cancel: CancellationToken,
 ) {
     let span = info_span!(
         "request",
         request_id = %plan.request_id,
-        provider = %state.provider,
-        pool = %state.pool
+        provider = %ledger.provider,
+        pool = %ledger.pool
     );
     let request_id = plan.request_id.clone();
-    let result = handle(shared.clone(), state.clone(), plan, cancel)
+    let result = handle(ctx, ledger.clone(), plan, cancel)
         .instrument(span.clone())
         .await;
     if let Err(e) = result {
         span.in_scope(|| warn!(error = %e, "request handling failed"));
     }
-    lock(&state.book).active.remove(&request_id);
-    shared.wake_pools(Some(&state.provider));
+    ledger.finish(&request_id);
+    ledgers.wake(Some(&ledger.provider));
 }
 
 async fn handle(
-    shared: Arc<Shared>,
-    state: Arc<PoolState>,
+    ctx: Arc<Context>,
+    ledger: Arc<Ledger>,
     plan: Plan,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let snapshot = shared.snapshot();
-    let (Some(provider_cfg), Some(provider)) = (
-        snapshot.config.provider(&state.provider),
-        snapshot.providers.get(&state.provider),
-    ) else {
+    let snapshot = ctx.snapshot();
+    let Some((provider_cfg, pool_cfg, provider)) = snapshot.pool(&ledger.provider, &ledger.pool)
+    else {
         return Ok(());
     };
-    let Some(pool_cfg) = provider_cfg.pools.iter().find(|p| p.name == state.pool) else {
-        return Ok(());
-    };
-    let ctx = LaunchContext {
-        shared: shared.clone(),
+    let launch = LaunchContext {
+        context: ctx.clone(),
         provider: provider.clone(),
-        runtime: shared.runtime(&state.provider),
+        runtime: ctx.runtime(&ledger.provider),
         provider_cfg: provider_cfg.clone(),
         pool_cfg: pool_cfg.clone(),
         request: None,
@@ -120,9 +121,9 @@ async fn handle(
     // may come from a listing older than the request's handling by another
     // pass, and a lock taken only to see that costs three writes.
     let still_requested = |r: &NodeRequest| {
-        r.state == Some(RequestState::Requested) && !r.declined_by.contains(&state.launcher_id)
+        r.state == Some(RequestState::Requested) && !r.declined_by.contains(&ledger.launcher_id)
     };
-    match shared.store.get_request(&plan.request_id).await {
+    match ctx.store.get_request(&plan.request_id).await {
         Ok(Some(r)) if still_requested(&r) => {}
         other => {
             debug!(
@@ -133,29 +134,29 @@ async fn handle(
         }
     }
     let target = LockTarget::Request(plan.request_id.clone());
-    let Ok(request_lock) = shared.store.lock(&target, &LockOptions::try_once()).await else {
+    let Ok(request_lock) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
         debug!("request is locked by someone else");
         return Ok(());
     };
-    let request = match shared.store.get_request(&plan.request_id).await {
+    let request = match ctx.store.get_request(&plan.request_id).await {
         Ok(Some(r)) if still_requested(&r) => r,
         other => {
             debug!(
                 found = other.is_ok(),
                 "request is gone or no longer requested"
             );
-            let _ = shared.store.unlock(&request_lock).await;
+            let _ = ctx.store.unlock(&request_lock).await;
             return Ok(());
         }
     };
-    let ctx = LaunchContext {
+    let launch = LaunchContext {
         request: Some(request.safe_attributes()),
-        ..ctx
+        ..launch
     };
     let mut h = Handler {
-        shared,
-        state,
         ctx,
+        ledger,
+        launch,
         request,
         request_lock,
         held: Vec::new(),
@@ -163,9 +164,9 @@ async fn handle(
     };
     info!("accepting node request");
     h.request.state = Some(RequestState::Pending);
-    h.request.state_time = Some(super::shared::now());
-    if let Err(e) = h.shared.store.update_request(&h.request).await {
-        let _ = h.shared.store.unlock(&h.request_lock).await;
+    h.request.state_time = Some(now());
+    if let Err(e) = h.ctx.store.update_request(&h.request).await {
+        let _ = h.ctx.store.unlock(&h.request_lock).await;
         return Err(e);
     }
 
@@ -196,23 +197,18 @@ impl Handler {
     /// taken meanwhile (the request then goes back to `requested`).
     async fn allocate_reused(&mut self, plan: &Plan) -> Result<bool> {
         for (index, node_id) in &plan.reuse {
-            if !self.alive(node_id).await {
+            if !registered::alive(&self.ctx, &*self.launch.provider, node_id).await {
                 return Ok(false);
             }
             let target = LockTarget::Node(node_id.clone());
-            let Ok(lock) = self
-                .shared
-                .store
-                .lock(&target, &LockOptions::try_once())
-                .await
-            else {
+            let Ok(lock) = self.ctx.store.lock(&target, &LockOptions::try_once()).await else {
                 debug!(node_id = %node_id, "ready node was locked meanwhile");
                 return Ok(false);
             };
-            let node = match self.shared.store.get_node(node_id).await {
+            let node = match self.ctx.store.get_node(node_id).await {
                 Ok(Some(n)) if n.state == Some(NodeState::Ready) && n.allocated_to.is_none() => n,
                 _ => {
-                    let _ = self.shared.store.unlock(&lock).await;
+                    let _ = self.ctx.store.unlock(&lock).await;
                     return Ok(false);
                 }
             };
@@ -226,38 +222,10 @@ impl Handler {
                 lock,
                 reused: true,
             });
-            self.shared.store.update_node(&node).await?;
+            self.ctx.store.update_node(&node).await?;
             debug!(node_id = %node_id, "reusing ready node");
         }
         Ok(true)
-    }
-
-    /// Whether the provider still vouches for a ready node before it is
-    /// handed out (pre-registered hosts are checked; a dead one's record is
-    /// dropped by the provider and the request goes back to wait for
-    /// another node). Other providers' nodes are not checked.
-    async fn alive(&self, node_id: &str) -> bool {
-        let Some(hosts) = self.ctx.provider.registered() else {
-            return true;
-        };
-        let node = match self.shared.store.get_node(node_id).await {
-            Ok(Some(n)) => n,
-            _ => return false,
-        };
-        match hosts.node_alive(&*self.shared.store, &node).await {
-            Ok(true) => true,
-            Ok(false) => {
-                info!(
-                    node_id,
-                    "ready node failed its liveness check; not handed out"
-                );
-                false
-            }
-            Err(e) => {
-                warn!(node_id, error = %e, "could not check a ready node; not handed out");
-                false
-            }
-        }
     }
 
     /// Create, lock and launch the new nodes; relaunch aborted ones when
@@ -269,21 +237,23 @@ impl Handler {
                 let node = self.create_node(index, &label).await?;
                 batch.push((index, node));
             }
-            let rt = self.ctx.runtime.clone();
-            rt.launching.fetch_add(batch.len(), Ordering::Relaxed);
-            self.set_launching(batch.len() as isize);
-            let ctx = &self.ctx;
+            let rt = self.launch.runtime.clone();
+            rt.launches_started(batch.len());
+            self.ledger
+                .launching(&self.request.id, batch.len() as isize);
+            let launch_ctx = &self.launch;
             let results = join_all(batch.into_iter().map(|(index, mut node)| {
                 let span = info_span!("launch", node_id = %node.id);
                 async move {
-                    let outcome = launch::launch(ctx, &mut node).await;
+                    let outcome = launch::launch(launch_ctx, &mut node).await;
                     (index, node, outcome)
                 }
                 .instrument(span)
             }))
             .await;
-            rt.launching.fetch_sub(results.len(), Ordering::Relaxed);
-            self.set_launching(-(results.len() as isize));
+            rt.launches_ended(results.len());
+            self.ledger
+                .launching(&self.request.id, -(results.len() as isize));
 
             let mut failed = false;
             for (index, node, outcome) in results {
@@ -300,7 +270,7 @@ impl Handler {
                         // The aborted node is unlocked for cleanup; a new one
                         // is launched once quota frees up.
                         let held = self.held.remove(pos);
-                        let _ = self.shared.store.unlock(&held.lock).await;
+                        let _ = self.ctx.store.unlock(&held.lock).await;
                         let label = node.labels.first().cloned().unwrap_or_default();
                         todo.push((index, label));
                     }
@@ -310,27 +280,14 @@ impl Handler {
                 return Ok(Done::Failed);
             }
             if !todo.is_empty() {
-                self.set_aborted(true);
+                self.ledger.set_aborted(&self.request.id, true);
                 info!("pausing after a quota abort until quota frees up");
-                let freed = self.state.quota_freed.notified();
+                let freed = self.ledger.quota_freed();
                 let _ = tokio::time::timeout(Duration::from_secs(10), freed).await;
-                self.set_aborted(false);
+                self.ledger.set_aborted(&self.request.id, false);
             }
         }
         Ok(Done::Fulfilled)
-    }
-
-    fn set_launching(&self, delta: isize) {
-        if let Some(a) = lock(&self.state.book).active.get_mut(&self.request.id) {
-            a.launching = a.launching.saturating_add_signed(delta);
-        }
-    }
-
-    fn set_aborted(&self, aborted: bool) {
-        if let Some(a) = lock(&self.state.book).active.get_mut(&self.request.id) {
-            a.aborted = aborted;
-        }
-        self.state.wake.notify_one();
     }
 
     /// Create a node `init`, lock it, then store it `building` (upstream's
@@ -338,27 +295,25 @@ impl Handler {
     async fn create_node(&mut self, index: usize, label: &str) -> Result<Node> {
         let mut node = Node::new(NodeState::Init);
         node.labels = vec![label.to_string()];
-        node.provider = Some(self.state.provider.clone());
-        node.pool = Some(self.state.pool.clone());
-        node.launcher = Some(self.state.launcher_id.clone());
+        node.provider = Some(self.ledger.provider.clone());
+        node.pool = Some(self.ledger.pool.clone());
+        node.launcher = Some(self.ledger.launcher_id.clone());
         node.allocated_to = Some(self.request.id.clone());
         node.tenant_name = self.request.tenant_name.clone();
         node.requestor = self.request.requestor.clone();
-        node.created_time = Some(super::shared::now());
-        node.attributes = self.ctx.pool_cfg.node_attributes.as_ref().and_then(|v| {
+        node.created_time = Some(now());
+        node.attributes = self.launch.pool_cfg.node_attributes.as_ref().and_then(|v| {
             match JsonValue::from(v.clone()) {
                 JsonValue::Object(o) => Some(o),
                 _ => None,
             }
         });
-        node.id = self.shared.store.create_node(&node).await?;
-        if let Some(a) = lock(&self.state.book).active.get_mut(&self.request.id) {
-            a.created.insert(node.id.clone());
-        }
+        node.id = self.ctx.store.create_node(&node).await?;
+        self.ledger.node_created(&self.request.id, &node.id);
         // Known before it is locked, so that an abandon can find it.
         self.created.push(node.id.clone());
         let lock = self
-            .shared
+            .ctx
             .store
             .lock(&LockTarget::Node(node.id.clone()), &LockOptions::try_once())
             .await?;
@@ -369,9 +324,9 @@ impl Handler {
             lock,
             reused: false,
         });
-        launch::prepare(&self.ctx, &mut node).await;
+        launch::prepare(&self.launch, &mut node).await;
         node.set_state(NodeState::Building);
-        self.shared.store.update_node(&node).await?;
+        self.ctx.store.update_node(&node).await?;
         if let Some(h) = self.held.iter_mut().find(|h| h.node.id == node.id) {
             h.node = node.clone();
         }
@@ -385,12 +340,12 @@ impl Handler {
         ordered.sort_by_key(|h| h.index);
         self.request.nodes = ordered.iter().map(|h| h.node.id.clone()).collect();
         self.request.state = Some(RequestState::Fulfilled);
-        self.request.state_time = Some(super::shared::now());
+        self.request.state_time = Some(now());
         self.unlock_nodes().await;
-        match self.shared.store.update_request(&self.request).await {
+        match self.ctx.store.update_request(&self.request).await {
             Ok(()) => {
                 info!(nodes = ?self.request.nodes, "fulfilled node request");
-                self.shared.counters.bump(Counter::RequestsFulfilled);
+                self.ctx.counters.bump(Counter::RequestsFulfilled);
             }
             Err(Error::RequestNotFound { .. }) => {
                 info!("node request disappeared; releasing its nodes");
@@ -398,7 +353,7 @@ impl Handler {
             }
             Err(e) => warn!(error = %e, "could not store the fulfilled request"),
         }
-        let _ = self.shared.store.unlock(&self.request_lock).await;
+        let _ = self.ctx.store.unlock(&self.request_lock).await;
         Ok(())
     }
 
@@ -407,13 +362,13 @@ impl Handler {
     async fn finish_declined(mut self) -> Result<()> {
         info!("declining node request because nodes failed");
         self.unlock_nodes().await;
-        let state = self.state.clone();
+        let ledger = self.ledger.clone();
         let result = async {
-            pool::mark_declined(&self.shared, &state, &mut self.request).await?;
-            self.shared.store.update_request(&self.request).await
+            mark_declined(&self.ctx, &ledger, &mut self.request).await?;
+            self.ctx.store.update_request(&self.request).await
         }
         .await;
-        let _ = self.shared.store.unlock(&self.request_lock).await;
+        let _ = self.ctx.store.unlock(&self.request_lock).await;
         result
     }
 
@@ -423,7 +378,7 @@ impl Handler {
         for h in &mut self.held {
             if h.reused {
                 h.node.allocated_to = None;
-                if let Err(e) = self.shared.store.update_node(&h.node).await {
+                if let Err(e) = self.ctx.store.update_node(&h.node).await {
                     warn!(node_id = %h.node.id, error = %e, "could not release node");
                 }
             }
@@ -431,12 +386,12 @@ impl Handler {
         self.unlock_nodes().await;
         self.request.state = Some(RequestState::Requested);
         self.request.nodes.clear();
-        self.request.state_time = Some(super::shared::now());
-        let result = match self.shared.store.update_request(&self.request).await {
+        self.request.state_time = Some(now());
+        let result = match self.ctx.store.update_request(&self.request).await {
             Err(Error::RequestNotFound { .. }) => Ok(()),
             other => other,
         };
-        let _ = self.shared.store.unlock(&self.request_lock).await;
+        let _ = self.ctx.store.unlock(&self.request_lock).await;
         result
     }
 
@@ -451,7 +406,7 @@ impl Handler {
     /// request is reset, an unlocked `init` node of a gone request or
     /// launcher is deleted).
     async fn abandon(mut self) {
-        let store = self.shared.store.clone();
+        let store = self.ctx.store.clone();
         for h in &mut self.held {
             let result = if h.reused || h.node.state == Some(NodeState::Ready) {
                 h.node.allocated_to = None;
@@ -480,7 +435,7 @@ impl Handler {
         }
         self.request.state = Some(RequestState::Requested);
         self.request.nodes.clear();
-        self.request.state_time = Some(super::shared::now());
+        self.request.state_time = Some(now());
         match store.update_request(&self.request).await {
             Ok(()) | Err(Error::RequestNotFound { .. }) => {}
             Err(e) => warn!(error = %e, "could not give back an abandoned request"),
@@ -495,13 +450,13 @@ impl Handler {
     /// request (only this handler, holding the request lock, makes them).
     async fn strays(&mut self) -> Vec<String> {
         let mut strays = std::mem::take(&mut self.created);
-        if let Err(e) = self.shared.nodes.sync(&*self.shared.store).await {
+        if let Err(e) = self.ctx.nodes.sync(&*self.ctx.store).await {
             debug!(error = %e, "cannot look for init nodes of the abandoned request");
             return strays;
         }
         let request = self.request.id.as_str();
-        let launcher = self.state.launcher_id.as_str();
-        self.shared.nodes.with(|nodes| {
+        let launcher = self.ledger.launcher_id.as_str();
+        self.ctx.nodes.with(|nodes| {
             for (id, n) in nodes {
                 if n.state == Some(NodeState::Init)
                     && n.allocated_to.as_deref() == Some(request)
@@ -519,7 +474,7 @@ impl Handler {
     /// this request, mark it `deleting` (upstream's lost-request reset does
     /// the same to such nodes).
     async fn discard_stray(&self, id: &str) {
-        let store = &self.shared.store;
+        let store = &self.ctx.store;
         let target = LockTarget::Node(id.to_string());
         let handle = match store.lock(&target, &LockOptions::try_once()).await {
             Ok(handle) => handle,
@@ -554,7 +509,7 @@ impl Handler {
 
     async fn unlock_nodes(&mut self) {
         for h in &self.held {
-            if let Err(e) = self.shared.store.unlock(&h.lock).await {
+            if let Err(e) = self.ctx.store.unlock(&h.lock).await {
                 debug!(node_id = %h.node.id, error = %e, "node lock already gone");
             }
         }
@@ -565,21 +520,69 @@ impl Handler {
     async fn release_allocations(&mut self) {
         for h in &self.held {
             let target = LockTarget::Node(h.node.id.clone());
-            let Ok(lock) = self
-                .shared
-                .store
-                .lock(&target, &LockOptions::try_once())
-                .await
-            else {
+            let Ok(lock) = self.ctx.store.lock(&target, &LockOptions::try_once()).await else {
                 continue;
             };
-            if let Ok(Some(mut node)) = self.shared.store.get_node(&h.node.id).await {
+            if let Ok(Some(mut node)) = self.ctx.store.get_node(&h.node.id).await {
                 if node.allocated_to.as_deref() == Some(self.request.id.as_str()) {
                     node.allocated_to = None;
-                    let _ = self.shared.store.update_node(&node).await;
+                    let _ = self.ctx.store.update_node(&node).await;
                 }
             }
-            let _ = self.shared.store.unlock(&lock).await;
+            let _ = self.ctx.store.unlock(&lock).await;
         }
     }
+}
+
+/// Decline a request for this pool; fail it when every registered pool has
+/// declined it (upstream's `_declineRequest`).
+pub(crate) async fn decline(ctx: &Context, ledger: &Ledger, request_id: &str) -> Result<()> {
+    let target = LockTarget::Request(request_id.to_string());
+    let Ok(handle) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
+        return Ok(());
+    };
+    let result = async {
+        let Some(mut request) = ctx.store.get_request(request_id).await? else {
+            return Ok(());
+        };
+        if request.state != Some(RequestState::Requested)
+            || request.declined_by.contains(&ledger.launcher_id)
+        {
+            return Ok(());
+        }
+        mark_declined(ctx, ledger, &mut request).await?;
+        ctx.store.update_request(&request).await
+    }
+    .await;
+    if let Err(e) = ctx.store.unlock(&handle).await {
+        debug!(error = %e, "request lock already gone");
+    }
+    result
+}
+
+/// Add this pool to `declined_by`; the request fails if every registered
+/// pool declined it, else goes back to `requested`.
+pub(crate) async fn mark_declined(
+    ctx: &Context,
+    ledger: &Ledger,
+    request: &mut NodeRequest,
+) -> Result<()> {
+    if !request.declined_by.contains(&ledger.launcher_id) {
+        request.declined_by.push(ledger.launcher_id.clone());
+    }
+    ctx.counters.bump(Counter::RequestsDeclined);
+    let pools = ctx.store.list_components(POOL_KIND).await?;
+    let all_declined = pools.iter().all(|c| {
+        c.id.as_ref()
+            .is_some_and(|id| request.declined_by.contains(id))
+    });
+    request.state = Some(if all_declined {
+        info!(request_id = %request.id, "every pool declined: failing request");
+        ctx.counters.bump(Counter::RequestsFailed);
+        RequestState::Failed
+    } else {
+        RequestState::Requested
+    });
+    request.state_time = Some(now());
+    Ok(())
 }

@@ -3,17 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::{debug, warn};
 
-use super::launch;
+use super::context::{Context, ProviderRuntime};
+use super::ledger::Book;
 use super::nodes::NodeSummary;
-use super::pool::{Book, PoolState};
-use super::shared::{lock, ProviderRuntime, Shared};
+use super::registered;
+use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{Config, PoolConfig, ProviderConfig};
-use crate::model::json::{JsonObject, JsonValue};
-use crate::model::{Component, Node, NodeState};
+use crate::model::{Component, NodeState};
 use crate::provider::{for_each_instance, Provider, Resources};
 use crate::scheduler::{
     CloudQuota, LauncherPool, PoolInfo, ReadyNode, RequestInfo, SchedulingInput, TenantUsage,
@@ -30,36 +29,6 @@ pub(crate) struct PassData<'a> {
     pub(crate) runtime: &'a ProviderRuntime,
     pub(crate) components: &'a [Component],
     pub(crate) book: &'a Book,
-}
-
-/// The resources a node record says it uses.
-pub(crate) fn node_resources(node: &Node) -> Option<Resources> {
-    let r = node.resources.as_ref()?;
-    let get = |k: &str| {
-        r.get(k)
-            .and_then(JsonValue::as_i64)
-            .map(|v| u64::try_from(v).unwrap_or(0))
-    };
-    Some(Resources {
-        instances: get("instances"),
-        cores: get("cores"),
-        ram: get("ram"),
-    })
-}
-
-/// Resources as upstream writes them on a node (`{"cores":…, "instances":…,
-/// "ram":…}`).
-pub(crate) fn resources_json(r: &Resources) -> JsonObject {
-    let mut o = JsonObject::new();
-    let put = |o: &mut JsonObject, k: &str, v: Option<u64>| {
-        if let Some(v) = v {
-            o.insert(k, JsonValue::Int(i128::from(v)));
-        }
-    };
-    put(&mut o, "cores", r.cores);
-    put(&mut o, "instances", Some(r.instances.unwrap_or(1)));
-    put(&mut o, "ram", r.ram);
-    o
 }
 
 fn add(total: &mut Resources, r: &Resources) {
@@ -80,23 +49,19 @@ pub(crate) async fn label_resources(
     pool: &str,
     label: &str,
 ) -> Result<Resources> {
-    let key = (pool.to_string(), label.to_string());
-    if let Some(r) = lock(&runtime.label_resources).get(&key) {
-        return Ok(*r);
+    if let Some(r) = runtime.label_resources(pool, label) {
+        return Ok(r);
     }
     let r = provider.label_resources(pool, label).await?;
-    lock(&runtime.label_resources).insert(key, r);
+    runtime.set_label_resources(pool, label, r);
     Ok(r)
 }
 
 /// The cloud's limits minus what instances nodepool does not manage use,
 /// cached for `quota_cache_ttl`.
-async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> {
-    let ttl = shared.settings.quota_cache_ttl;
-    if let Some((at, q)) = *lock(&data.runtime.quota) {
-        if at.elapsed() < ttl {
-            return Ok(q);
-        }
+async fn cloud_quota(ctx: &Context, data: &PassData<'_>) -> Result<Resources> {
+    if let Some(q) = data.runtime.quota(ctx.settings.quota_cache_ttl) {
+        return Ok(q);
     }
     let mut quota = data.provider.quota().await?;
     if data.provider.capabilities().instance_listing {
@@ -109,18 +74,15 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
         let provider_name = &data.provider_cfg.name;
         for_each_instance(&**data.provider, |instance| {
             let node_id = instance.node_id_of(provider_name);
-            if !node_id.is_some_and(|id| shared.nodes.contains(id)) {
+            if !node_id.is_some_and(|id| ctx.nodes.contains(id)) {
                 candidates.push((node_id.map(str::to_string), instance.resources));
             }
         })
         .await?;
-        shared.nodes.sync(&*shared.store).await?;
+        ctx.nodes.sync(&*ctx.store).await?;
         let mut unmanaged = Resources::default();
         for (node_id, resources) in &candidates {
-            if !node_id
-                .as_deref()
-                .is_some_and(|id| shared.nodes.contains(id))
-            {
+            if !node_id.as_deref().is_some_and(|id| ctx.nodes.contains(id)) {
                 add(&mut unmanaged, resources);
             }
         }
@@ -131,7 +93,7 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
             ram: sub(quota.ram, unmanaged.ram),
         };
     }
-    *lock(&data.runtime.quota) = Some((Instant::now(), quota));
+    data.runtime.set_quota(quota);
     Ok(quota)
 }
 
@@ -139,8 +101,8 @@ async fn cloud_quota(shared: &Shared, data: &PassData<'_>) -> Result<Resources> 
 /// are taken). Problems reading quota or label resources are logged; the
 /// affected label is left out (and so declined).
 pub(crate) async fn build(
-    shared: &Shared,
-    state: &PoolState,
+    ctx: &Context,
+    launcher_id: &str,
     data: &PassData<'_>,
     open: Vec<RequestInfo>,
 ) -> SchedulingInput {
@@ -160,7 +122,7 @@ pub(crate) async fn build(
             }
         }
         if let Some(diskimage) = &label.diskimage {
-            match launch::newest_upload(&*shared.store, diskimage, provider_name).await {
+            match newest_upload(&*ctx.store, diskimage, provider_name).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     labels_without_image.insert(label.name.clone());
@@ -188,22 +150,12 @@ pub(crate) async fn build(
             })
     };
     // Nodes our handlers created are counted through their plans instead.
-    let created: BTreeSet<&str> = data
-        .book
-        .active
-        .values()
-        .flat_map(|a| a.created.iter().map(String::as_str))
-        .collect();
-    let reserved: BTreeSet<&str> = data
-        .book
-        .active
-        .values()
-        .flat_map(|a| a.reused.iter().map(String::as_str))
-        .collect();
+    let created = data.book.created_nodes();
+    let reserved = data.book.reserved_nodes();
     let mut pool_used = Resources::default();
     let mut provider_used = Resources::default();
     let mut ready_nodes = Vec::new();
-    shared.nodes.with(|nodes| {
+    ctx.nodes.with(|nodes| {
         for (id, node) in nodes {
             if !node.provider_is(provider_name) {
                 continue;
@@ -227,19 +179,24 @@ pub(crate) async fn build(
             }
         }
     });
-    for active in data.book.active.values() {
-        for label in &active.launch_labels {
-            let size = labels.get(label).copied().unwrap_or_default();
-            add(&mut pool_used, &size);
-            add(&mut provider_used, &size);
-        }
+    for label in data.book.launch_labels() {
+        let size = labels.get(label).copied().unwrap_or_default();
+        add(&mut pool_used, &size);
+        add(&mut provider_used, &size);
     }
 
-    let label_capacity = pool_label_capacity(shared, data, &reserved).await;
+    let label_capacity = registered::label_capacity(
+        ctx,
+        &**data.provider,
+        provider_name,
+        data.pool_cfg,
+        &reserved,
+    )
+    .await;
 
     let caps = data.provider.capabilities();
     let cloud = if caps.quota_query && !data.pool_cfg.ignore_provider_quota {
-        match cloud_quota(shared, data).await {
+        match cloud_quota(ctx, data).await {
             Ok(limits) => Some(CloudQuota {
                 limits,
                 used: provider_used,
@@ -256,7 +213,7 @@ pub(crate) async fn build(
     let mut tenants = BTreeMap::new();
     for t in &data.config.tenant_resource_limits {
         let mut used = Resources::default();
-        shared.nodes.with(|nodes| {
+        ctx.nodes.with(|nodes| {
             for node in nodes.values() {
                 if node.tenant_name.as_deref() == Some(t.tenant_name.as_str()) {
                     if let Some(r) = &node.resources {
@@ -284,7 +241,7 @@ pub(crate) async fn build(
         pool: PoolInfo {
             provider: provider_name.to_string(),
             pool: pool_name.to_string(),
-            launcher_id: state.launcher_id.clone(),
+            launcher_id: launcher_id.to_string(),
             labels,
             limits: Resources {
                 instances: limit(data.pool_cfg.max_servers),
@@ -303,41 +260,6 @@ pub(crate) async fn build(
         tenants,
         launchers,
     }
-}
-
-/// The provider's per-label capacity for this pool: counted on the pool's
-/// records that no handler has been promised, limited to the pool's labels
-/// (a label of another pool is this pool's to decline, not to defer).
-///
-/// Only providers with a per-label limit (static hosts: few records) get
-/// the full records, read for the purpose.
-async fn pool_label_capacity(
-    shared: &Shared,
-    data: &PassData<'_>,
-    reserved: &BTreeSet<&str>,
-) -> BTreeMap<String, u64> {
-    let Some(hosts) = data.provider.registered() else {
-        return BTreeMap::new();
-    };
-    let provider = data.provider_cfg.name.as_str();
-    let pool = data.pool_cfg.name.as_str();
-    let nodes: Vec<Node> = match shared.store.list_nodes().await {
-        Ok(nodes) => nodes
-            .into_iter()
-            .filter(|n| {
-                n.provider.as_deref() == Some(provider)
-                    && n.pool.as_deref() == Some(pool)
-                    && !reserved.contains(n.id.as_str())
-            })
-            .collect(),
-        Err(e) => {
-            warn!(error = %e, "cannot list nodes for the label capacity");
-            Vec::new()
-        }
-    };
-    let mut capacity = hosts.label_capacity(&nodes);
-    capacity.retain(|label, _| data.pool_cfg.labels.iter().any(|l| &l.name == label));
-    capacity
 }
 
 /// A registered pool component as the scheduler sees it.

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::input::{label_resources, resources_json};
-use super::shared::{ProviderRuntime, Shared};
+use super::context::{Context, ProviderRuntime};
+use super::input::label_resources;
+use super::nodes::resources_json;
 use super::stats::Counter;
+use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
 use crate::model::{Node, NodeState};
 use crate::provider::{
@@ -33,7 +35,7 @@ pub(crate) enum Outcome {
 /// What a launch needs besides the node.
 #[derive(Debug, Clone)]
 pub(crate) struct LaunchContext {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) context: Arc<Context>,
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) runtime: Arc<ProviderRuntime>,
     pub(crate) provider_cfg: ProviderConfig,
@@ -49,10 +51,6 @@ impl LaunchContext {
         self.pool_cfg.labels.iter().find(|l| &l.name == name)
     }
 }
-
-/// The newest ready upload of `diskimage` to `provider`: the builder's rule
-/// (falls back to the previous build's upload when the newest is gone).
-pub(crate) use crate::builder::newest_ready_upload_in as newest_upload;
 
 /// Fill the node's fields known before launching (image, login, resources):
 /// the caller stores them with the `building` state.
@@ -86,7 +84,7 @@ pub(crate) async fn prepare(ctx: &LaunchContext, node: &mut Node) {
 }
 
 /// The instance metadata upstream sets: the nodepool keys and `groups`
-/// ("<provider>,<image>,<label>").
+/// (`"<provider>,<image>,<label>"`).
 pub(crate) fn metadata(
     provider: &str,
     pool: &str,
@@ -122,14 +120,14 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
         attempt += 1;
         match attempt_once(ctx, node).await {
             Ok(()) => {
-                ctx.shared.counters.launch_ready(started.elapsed());
+                ctx.context.counters.launch_ready(started.elapsed());
                 info!(attempt, took = ?started.elapsed(), "node is ready");
                 return Outcome::Ready;
             }
             Err(Error::QuotaExceeded { resource, .. }) => {
                 info!(%resource, "aborting node: the cloud is out of quota");
                 ctx.runtime.invalidate_quota();
-                ctx.shared.counters.bump(Counter::LaunchesAborted);
+                ctx.context.counters.bump(Counter::LaunchesAborted);
                 node.set_state(NodeState::Aborted);
                 store_node(ctx, node).await;
                 return Outcome::Aborted;
@@ -142,13 +140,13 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
                         // Keep the id so cleanup deletes it with the node.
                         node.set_state(NodeState::Failed);
                         store_node(ctx, node).await;
-                        ctx.shared.counters.bump(Counter::LaunchesFailed);
+                        ctx.context.counters.bump(Counter::LaunchesFailed);
                         return Outcome::Failed;
                     }
                     node.external_id = None;
                 }
                 if attempt >= retries {
-                    ctx.shared.counters.bump(Counter::LaunchesFailed);
+                    ctx.context.counters.bump(Counter::LaunchesFailed);
                     node.set_state(NodeState::Failed);
                     store_node(ctx, node).await;
                     return Outcome::Failed;
@@ -159,7 +157,7 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
 }
 
 async fn store_node(ctx: &LaunchContext, node: &Node) {
-    if let Err(e) = ctx.shared.store.update_node(node).await {
+    if let Err(e) = ctx.context.store.update_node(node).await {
         warn!(error = %e, "could not store the node");
     }
 }
@@ -172,7 +170,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
     })?;
     let image = match (&label.diskimage, &label.cloud_image) {
         (Some(diskimage), _) => {
-            let upload = newest_upload(&*ctx.shared.store, diskimage, &ctx.provider_cfg.name)
+            let upload = newest_upload(&*ctx.context.store, diskimage, &ctx.provider_cfg.name)
                 .await?
                 .ok_or_else(|| Error::NotFound {
                     kind: "current cloud image",
@@ -203,7 +201,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
     let created = ctx.provider.create_instance(&spec).await?;
     // Record the id before waiting: a crash from here on leaks nothing.
     node.external_id = Some(created.external_id.clone());
-    ctx.shared.store.update_node(node).await?;
+    ctx.context.store.update_node(node).await?;
 
     let launch_timeout = secs(ctx.provider_cfg.launch_timeout, 3600.0);
     let instance = ctx
@@ -212,7 +210,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
         .await?;
     fill_from_instance(node, &instance);
 
-    if let Some(hook) = &ctx.shared.settings.ready_hook {
+    if let Some(hook) = &ctx.context.settings.ready_hook {
         let boot_timeout = secs(ctx.provider_cfg.boot_timeout, 60.0);
         let keys = tokio::time::timeout(boot_timeout, hook.check(node, &label.name, &instance))
             .await
@@ -225,7 +223,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
         }
     }
     node.set_state(NodeState::Ready);
-    ctx.shared.store.update_node(node).await
+    ctx.context.store.update_node(node).await
 }
 
 fn secs(value: f64, default: f64) -> Duration {

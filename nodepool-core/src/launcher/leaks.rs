@@ -1,14 +1,14 @@
 //! Leaked instances: instances carrying our provider's metadata whose node
 //! the store does not know. Upstream deletes one when it sees it leaked in
 //! two cleanup passes; here, once it has been seen leaked for
-//! [`LauncherSettings::leak_grace`](super::LauncherSettings::leak_grace).
+//! [`LauncherSettings::leak_grace`](super::settings::LauncherSettings::leak_grace).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::shared::Shared;
+use super::context::Context;
 use super::stats::Counter;
 use crate::provider::for_each_instance;
 use crate::Result;
@@ -21,13 +21,13 @@ pub(crate) struct LeakTracker {
 
 impl LeakTracker {
     /// One pass over every provider that can list its instances.
-    pub(crate) async fn pass(&mut self, shared: &Shared) -> Result<()> {
+    pub(crate) async fn pass(&mut self, ctx: &Context) -> Result<()> {
         // Nodes first: an instance is created after its node record, so an
         // instance newer than this listing is at worst "seen" once and spared
         // by the grace period.
-        shared.nodes.sync(&*shared.store).await?;
+        ctx.nodes.sync(&*ctx.store).await?;
         let mut still_leaked = HashMap::new();
-        for (name, provider) in shared.all_providers() {
+        for (name, provider) in ctx.all_providers() {
             if !provider.capabilities().instance_listing {
                 continue;
             }
@@ -40,7 +40,7 @@ impl LeakTracker {
                 let Some(node_id) = instance.node_id_of(&name) else {
                     return;
                 };
-                let known = shared
+                let known = ctx
                     .nodes
                     .with(|nodes| nodes.get(node_id).is_some_and(|n| n.provider_is(&name)));
                 if !known {
@@ -66,7 +66,7 @@ impl LeakTracker {
                     .get(&key)
                     .copied()
                     .unwrap_or_else(Instant::now);
-                if first.elapsed() >= shared.settings.leak_grace {
+                if first.elapsed() >= ctx.settings.leak_grace {
                     info!(
                         provider = %name,
                         node_id = %node_id,
@@ -74,7 +74,7 @@ impl LeakTracker {
                         "deleting leaked instance"
                     );
                     match provider.delete_instance(&external_id).await {
-                        Ok(()) => shared.counters.bump(Counter::LeakedInstancesDeleted),
+                        Ok(()) => ctx.counters.bump(Counter::LeakedInstancesDeleted),
                         Err(e) => {
                             warn!(external_id = %external_id, error = %e, "cannot delete leaked instance");
                             still_leaked.insert(key, first);

@@ -2,21 +2,21 @@
 //! against the core traits.
 //!
 //! A [`Launcher`] runs, until cancelled:
-//! - one **pool worker** per provider pool (`pool`): it reads the open node
+//! - one **pool worker** per provider pool: it reads the open node
 //!   requests, asks the [`Scheduler`] what to do with them, declines, waits
 //!   (pauses at a limit) or hands accepted requests to a **request handler**
-//!   (`handler`) that locks the request, allocates ready nodes, creates and
-//!   launches new ones (`launch`) and fulfils or declines it;
-//! - the **cleanup** tasks (`cleanup`, `leaks`): used, failed and aborted
-//!   nodes are deleted as soon as the store announces them; a periodic pass
-//!   handles crash leftovers (unlocked building nodes, lost requests),
+//!   that locks the request, allocates ready nodes, creates and launches new
+//!   ones and fulfils or declines it;
+//! - the **deleter**: used, failed and aborted nodes are deleted as soon as
+//!   the store announces them, plus a sweep for what events missed;
+//! - the **periodic cleanup**: crash leftovers (lost requests),
 //!   `max-ready-age`, held nodes and leaked instances;
-//! - **min-ready** (`min_ready`): requests for labels below `min-ready`;
-//! - **registration** (`registered`) for providers of pre-registered nodes
-//!   (static hosts): their records are synchronised at start, after a config
-//!   change, periodically and when a node is handed back; such pools never
-//!   launch, hand out only ready records the provider still vouches for,
-//!   and their used nodes go back to the provider instead of being deleted.
+//! - **min-ready**: requests for labels below `min-ready`;
+//! - **registration** for providers of pre-registered nodes (static hosts):
+//!   their records are synchronised at start, after a config change,
+//!   periodically and when a node is handed back; such pools never launch,
+//!   hand out only ready records the provider still vouches for, and their
+//!   used nodes go back to the provider instead of being deleted.
 //!
 //! Everything is driven by [`NodeStore::watch`] events; timers are only a
 //! safety net for missed events. Request handling follows upstream's state
@@ -25,113 +25,90 @@
 //! and locked before the cloud is called, the instance id is written as soon
 //! as the cloud returns it, and instances carrying our metadata that no node
 //! knows are deleted after [`LauncherSettings::leak_grace`].
+//!
+//! # Files, lowest layer first
+//!
+//! Each file imports only files above it in this list (`mod.rs` re-exports
+//! the public types and wraps the supervisor in [`Launcher`]).
+//!
+//! | file | its one job |
+//! |---|---|
+//! | `util.rs` | poison-tolerant `lock`, the store's clock `now`, `wait_or_tick` |
+//! | `settings.rs` | `LauncherSettings` and the `ReadyHook` trait (public) |
+//! | `stats.rs` | counters and status snapshots (public) |
+//! | `cache.rs` | a cache of one kind of store record kept current from watch events (kube's reflector) |
+//! | `nodes.rs`, `requests.rs` | the node and request caches: compact summaries; node ↔ resources JSON |
+//! | `context.rs` | `Context`: store, scheduler, settings, counters, config snapshot, provider caches, the two record caches — what every stage reads |
+//! | `census.rs` | counts of nodes and requests from the caches (public `Census`) |
+//! | `ledger.rs` | `Ledger`: one pool's identity, in-flight requests and launches, wake-ups, through methods; `Ledgers`: the running pools' ledgers |
+//! | `registered.rs` | providers of pre-registered nodes: the registration task (`Registrar`), the liveness check and the label capacity — every call of their registration methods |
+//! | `min_ready.rs` | `MinReady`: submits and settles `min-ready` requests |
+//! | `deleter.rs` | `Deleter`: the deletion queue, runner and sweep; deletes locked nodes; makes room in a pool at a limit |
+//! | `leaks.rs` | leaked instances: seen for `leak_grace`, then deleted |
+//! | `cleanup.rs` | the periodic cleanup: lost requests, expiry, leaks, store purges |
+//! | `input.rs` | the scheduler's input for one pass: labels, quota, usage, ready nodes |
+//! | `launch.rs` | launching one node: create the instance, record its id, wait, check, retry (`launch-retries`) |
+//! | `handler.rs` | one accepted request from `requested` to `fulfilled`/declined, in upstream's lock order; declining |
+//! | `pool.rs` | `PoolWorker`: a pool's passes: caches → scheduler → decline / wait / start a handler |
+//! | `supervisor.rs` | `Supervisor`: builds the stages, runs the tasks and one worker per pool, dispatches store events, applies config changes, drains |
+//! | `tests.rs` | unit tests of the pure helpers (request order, metadata, resources JSON) |
+//!
+//! Stages talk through handles, never through another stage's mutex: the
+//! supervisor wakes pools through `Ledgers`, offers a node to the
+//! `Deleter`, wakes `MinReady` and asks the `Registrar` for passes; a pool
+//! worker asks the `Deleter` to make room; a handler records its work in its
+//! pool's `Ledger` and wakes its provider's pools through `Ledgers`.
+//!
+//! # One request
+//!
+//! A store watch event reaches `supervisor.rs`, which marks the request
+//! cache stale (`requests.rs`) and wakes the pool workers. A pool pass
+//! (`pool.rs`) syncs the caches, builds the scheduler's input (`input.rs`),
+//! asks the scheduler and, for an `Accept`, enters the request in its
+//! ledger and spawns a handler (`handler.rs`). The handler locks and
+//! re-reads the request, creates and locks the nodes, has `launch.rs` call
+//! the provider and write each node as it goes, then stores the request
+//! fulfilled and tells the ledger it is done.
 
 mod cache;
 mod census;
 mod cleanup;
+mod context;
+mod deleter;
 mod handler;
 mod input;
 mod launch;
 mod leaks;
+mod ledger;
 mod min_ready;
 mod nodes;
 mod pool;
 mod registered;
 mod requests;
-mod shared;
+mod settings;
 mod stats;
+mod supervisor;
 #[cfg(test)]
 mod tests;
+mod util;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::model::Node;
-use crate::provider::{Instance, Provider};
+use crate::provider::Provider;
 use crate::scheduler::Scheduler;
 use crate::store::NodeStore;
 use crate::Result;
 
 pub use census::{Census, NodeGroup, RequestGroup};
+pub use settings::{LauncherSettings, ReadyHook};
 pub use stats::{CounterSnapshot, Counters, LauncherStatus, PoolStatus};
 
-use shared::Shared;
-
-/// A post-boot check run on every node before it becomes `ready`
-/// (upstream's host-key scan; here also any "ready script").
-///
-/// The engine calls it once the instance is active, within the provider's
-/// `boot-timeout`. An error fails this launch attempt (the instance is
-/// deleted and the launch retried, as upstream does for a failed key scan).
-#[async_trait]
-pub trait ReadyHook: Send + Sync + Debug + 'static {
-    /// Check `node` (label `label`, booted as `instance`). Returns host keys
-    /// to record on the node (may be empty).
-    async fn check(&self, node: &Node, label: &str, instance: &Instance) -> Result<Vec<String>>;
-}
-
-/// How a [`Launcher`] runs. [`LauncherSettings::new`] gives upstream's
-/// defaults.
-#[derive(Debug, Clone)]
-pub struct LauncherSettings {
-    /// This host's name: the launcher component's name and the prefix of
-    /// every pool worker id.
-    pub hostname: String,
-    /// Safety-net interval of each pool worker's pass (events drive it).
-    pub pool_interval: Duration,
-    /// Interval of the deletion sweep (upstream's `delete_interval`, 5 s).
-    pub delete_interval: Duration,
-    /// Interval of the periodic cleanup: lost requests, max-ready-age,
-    /// max-hold-age, leaked instances (upstream's `cleanup_interval`, 60 s).
-    pub cleanup_interval: Duration,
-    /// Interval of the min-ready check (upstream: every loop, 1 s). A
-    /// label whose min-ready request failed (declined at quota, launch
-    /// failures) is requested again no sooner than this, as upstream's loop
-    /// would; store events wake the check sooner for other labels.
-    pub min_ready_interval: Duration,
-    /// An instance with our metadata whose node is unknown is deleted once
-    /// it has been seen leaked for this long.
-    pub leak_grace: Duration,
-    /// How long a provider's quota (and unmanaged usage) is cached.
-    pub quota_cache_ttl: Duration,
-    /// Most node deletions running at once.
-    pub delete_concurrency: usize,
-    /// Most requests one pool worker handles at once (upstream has no such
-    /// bound; `max-concurrency` still applies below it). Accepted requests
-    /// beyond it stay `requested` for a later pass, which a handler that
-    /// finishes triggers. Bounds the memory of a burst, e.g. `min-ready`
-    /// asking for thousands of nodes at once: a handler with its launch in
-    /// flight holds ~30 KB (its task, its request and node records, its
-    /// store calls queued). The default, 128, still launches 128 nodes of a
-    /// pool at once (~2 a second with one-minute boots).
-    pub max_handlers_per_pool: usize,
-    /// Optional post-boot check.
-    pub ready_hook: Option<Arc<dyn ReadyHook>>,
-}
-
-impl LauncherSettings {
-    /// Defaults for `hostname`.
-    pub fn new(hostname: impl Into<String>) -> Self {
-        Self {
-            hostname: hostname.into(),
-            pool_interval: Duration::from_secs(10),
-            delete_interval: Duration::from_secs(5),
-            cleanup_interval: Duration::from_secs(60),
-            min_ready_interval: Duration::from_secs(1),
-            leak_grace: Duration::from_secs(60),
-            quota_cache_ttl: Duration::from_secs(300),
-            delete_concurrency: 32,
-            max_handlers_per_pool: 128,
-            ready_hook: None,
-        }
-    }
-}
+use supervisor::Supervisor;
 
 /// The launcher engine. Build it with [`Launcher::new`], start it with
 /// [`Launcher::run`]; [`Launcher::update_config`] applies a new config
@@ -161,7 +138,7 @@ impl LauncherSettings {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Launcher {
-    shared: Arc<Shared>,
+    supervisor: Arc<Supervisor>,
 }
 
 impl Launcher {
@@ -175,7 +152,9 @@ impl Launcher {
         providers: BTreeMap<String, Arc<dyn Provider>>,
     ) -> Self {
         Self {
-            shared: Arc::new(Shared::new(settings, store, scheduler, config, providers)),
+            supervisor: Arc::new(Supervisor::new(
+                settings, store, scheduler, config, providers,
+            )),
         }
     }
 
@@ -183,30 +162,30 @@ impl Launcher {
     /// in-flight launches safely (their requests go back to `requested`, their
     /// nodes are left unlocked for cleanup), unregister and release locks.
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
-        shared::run(self.shared.clone(), cancel).await
+        self.supervisor.run(cancel).await
     }
 
     /// Apply a new configuration without restarting. Pools that disappear
     /// stop launching; nodes of removed providers are still cleaned up with
     /// the provider objects last given.
     pub fn update_config(&self, config: Config, providers: BTreeMap<String, Arc<dyn Provider>>) {
-        self.shared.update_config(config, providers);
+        self.supervisor.update_config(config, providers);
     }
 
     /// What the launcher is doing now.
     pub fn status(&self) -> LauncherStatus {
-        self.shared.status()
+        self.supervisor.status()
     }
 
     /// The counters (for metrics).
     pub fn counters(&self) -> CounterSnapshot {
-        self.shared.counters.snapshot()
+        self.supervisor.counters()
     }
 
     /// Nodes and requests counted by state, provider and labels, from the
     /// launcher's caches (for metrics: no listing of the store). Works
     /// before [`Launcher::run`] too: the first call lists the store once.
     pub async fn census(&self) -> Result<Census> {
-        census::take(&self.shared).await
+        self.supervisor.census().await
     }
 }

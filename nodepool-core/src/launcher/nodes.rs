@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::cache::{Cache, Kind, Names, Shaped, Summaries};
-use super::input::node_resources;
+use crate::model::json::{JsonObject, JsonValue};
 use crate::model::{Node, NodeState};
 use crate::provider::Resources;
 use crate::store::{NodeStore, StoreEvent};
@@ -87,6 +87,36 @@ impl NodeShape {
     pub(crate) fn has_label(&self, label: &str) -> bool {
         self.labels.iter().any(|l| &**l == label)
     }
+}
+
+/// The resources a node record says it uses.
+pub(crate) fn node_resources(node: &Node) -> Option<Resources> {
+    let r = node.resources.as_ref()?;
+    let get = |k: &str| {
+        r.get(k)
+            .and_then(JsonValue::as_i64)
+            .map(|v| u64::try_from(v).unwrap_or(0))
+    };
+    Some(Resources {
+        instances: get("instances"),
+        cores: get("cores"),
+        ram: get("ram"),
+    })
+}
+
+/// Resources as upstream writes them on a node (`{"cores":…, "instances":…,
+/// "ram":…}`).
+pub(crate) fn resources_json(r: &Resources) -> JsonObject {
+    let mut o = JsonObject::new();
+    let put = |o: &mut JsonObject, k: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            o.insert(k, JsonValue::Int(i128::from(v)));
+        }
+    };
+    put(&mut o, "cores", r.cores);
+    put(&mut o, "instances", Some(r.instances.unwrap_or(1)));
+    put(&mut o, "ram", r.ram);
+    o
 }
 
 /// Node id → summary.

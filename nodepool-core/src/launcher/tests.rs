@@ -4,8 +4,8 @@ use crate::config::PoolLabel;
 use crate::model::NodeRequest;
 use crate::provider::Resources;
 
-use super::input::{node_resources, resources_json};
 use super::launch::metadata;
+use super::nodes::{node_resources, resources_json};
 use super::pool::priority_key;
 
 fn request(id: &str, relative_priority: i64) -> NodeRequest {
