@@ -322,6 +322,9 @@ struct State {
     /// The shapes the instances have, each once.
     shapes: HashSet<Arc<Shape>>,
     images: BTreeMap<String, CloudImage>,
+    /// Images this cloud deleted: never booted from again (an upload of
+    /// another process's fake cloud is, see [`uploaded_elsewhere`]).
+    deleted_images: HashSet<String>,
     rng: Rng,
     next_id: u64,
 }
@@ -454,6 +457,7 @@ impl FakeCloud {
                 names: HashSet::new(),
                 shapes: HashSet::new(),
                 images: BTreeMap::from([(image.external_id.clone(), image)]),
+                deleted_images: HashSet::new(),
                 rng: Rng(seed),
                 next_id: first_serial(),
             })),
@@ -519,7 +523,9 @@ impl FakeCloud {
             source: None,
         };
         if let Some(ImageRef::Uploaded { external_id, .. }) = &request.image {
-            if !state.images.contains_key(external_id) && !uploaded_elsewhere(external_id) {
+            let known = state.images.contains_key(external_id)
+                || (uploaded_elsewhere(external_id) && !state.deleted_images.contains(external_id));
+            if !known {
                 return Err(refused(
                     ErrorKind::NotFound,
                     format!("image {external_id} not found"),
@@ -679,7 +685,9 @@ impl FakeCloud {
     pub fn delete_image(&self, provider: &str, external_id: &str) -> Result<()> {
         let mut state = self.state();
         state.injected_error(provider, "image delete")?;
-        state.images.remove(external_id);
+        if state.images.remove(external_id).is_some() {
+            state.deleted_images.insert(external_id.to_string());
+        }
         Ok(())
     }
 
