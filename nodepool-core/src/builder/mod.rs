@@ -65,6 +65,7 @@ use tracing::Instrument;
 use crate::config::{Config, DiskImage};
 use crate::image_builder::ImageBuilder;
 use crate::model::{ImageUpload, UploadState};
+use crate::provider::wrappers::ProviderMetrics;
 use crate::provider::Provider;
 use crate::store::{NodeStore, StoreEvent};
 
@@ -140,6 +141,8 @@ pub struct Builder {
     /// Cloud images (provider, id) the last cleanup pass found without an
     /// upload record; deleted when the next pass finds them again.
     pub(crate) possibly_leaked: Mutex<HashSet<(String, String)>>,
+    /// The task metrics of the providers' wrapper stacks.
+    tasks: Arc<ProviderMetrics>,
 }
 
 impl fmt::Debug for Builder {
@@ -153,8 +156,10 @@ impl fmt::Debug for Builder {
 }
 
 impl Builder {
-    /// A builder working on `store` with `config` and the providers built
-    /// from it (by provider name).
+    /// A builder working on `store` with `config` and the drivers'
+    /// providers built from it (by provider name), each put inside core's
+    /// wrapper stack from its config
+    /// ([`stack_all`](crate::provider::stack_all)).
     pub fn new(
         store: Arc<dyn NodeStore>,
         image_builder: Arc<dyn ImageBuilder>,
@@ -162,18 +167,28 @@ impl Builder {
         providers: BTreeMap<String, Arc<dyn Provider>>,
         settings: BuilderSettings,
     ) -> Self {
+        let tasks = Arc::new(ProviderMetrics::new());
+        let providers = crate::provider::stack_all(&config, providers, &tasks);
         Self {
             store,
             image_builder,
             settings,
             snapshot: RwLock::new(Snapshot { config, providers }),
             possibly_leaked: Mutex::new(HashSet::new()),
+            tasks,
         }
+    }
+
+    /// Calls, errors and time of every provider operation so far (upload,
+    /// image deletes and listings), across config reloads.
+    pub fn task_metrics(&self) -> Arc<ProviderMetrics> {
+        Arc::clone(&self.tasks)
     }
 
     /// Replace the configuration and providers (config reload). Work in
     /// progress finishes with the old ones; the next pass uses the new.
     pub fn reconfigure(&self, config: Arc<Config>, providers: BTreeMap<String, Arc<dyn Provider>>) {
+        let providers = crate::provider::stack_all(&config, providers, &self.tasks);
         let mut guard = match self.snapshot.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),

@@ -99,7 +99,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::provider::Provider;
+use crate::provider::wrappers::ProviderMetrics;
+use crate::provider::{stack_all, Provider};
 use crate::scheduler::Scheduler;
 use crate::store::NodeStore;
 use crate::Result;
@@ -139,11 +140,15 @@ use supervisor::Supervisor;
 #[derive(Debug, Clone)]
 pub struct Launcher {
     supervisor: Arc<Supervisor>,
+    tasks: Arc<ProviderMetrics>,
 }
 
 impl Launcher {
     /// A launcher over `store`, deciding with `scheduler`, for `config` and
-    /// its built `providers` (provider name → provider).
+    /// its built `providers` (provider name → the driver's provider). Each
+    /// provider is put inside core's wrapper stack from its config
+    /// ([`stack_all`]: capability check, `max-concurrency`, `rate`, task
+    /// metrics); pass the drivers' providers unwrapped.
     pub fn new(
         settings: LauncherSettings,
         store: Arc<dyn NodeStore>,
@@ -151,11 +156,20 @@ impl Launcher {
         config: Config,
         providers: BTreeMap<String, Arc<dyn Provider>>,
     ) -> Self {
+        let tasks = Arc::new(ProviderMetrics::new());
+        let providers = stack_all(&config, providers, &tasks);
         Self {
             supervisor: Arc::new(Supervisor::new(
                 settings, store, scheduler, config, providers,
             )),
+            tasks,
         }
+    }
+
+    /// Calls, errors and time of every provider operation so far (upstream's
+    /// `nodepool.task.<provider>.<operation>` timers), across config reloads.
+    pub fn task_metrics(&self) -> Arc<ProviderMetrics> {
+        Arc::clone(&self.tasks)
     }
 
     /// Run until `cancel` fires, then drain: stop taking requests, abandon
@@ -169,6 +183,7 @@ impl Launcher {
     /// stop launching; nodes of removed providers are still cleaned up with
     /// the provider objects last given.
     pub fn update_config(&self, config: Config, providers: BTreeMap<String, Arc<dyn Provider>>) {
+        let providers = stack_all(&config, providers, &self.tasks);
         self.supervisor.update_config(config, providers);
     }
 

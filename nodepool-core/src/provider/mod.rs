@@ -47,7 +47,7 @@ pub use ext::{
     ProviderExt, DEFAULT_POLL_INTERVAL,
 };
 pub use registered::RegisteredHosts;
-pub use wrappers::{stack, stack_with, StackSettings};
+pub use wrappers::{stack, stack_all, stack_with, StackSettings};
 
 /// Instance metadata key: the provider name.
 pub const META_PROVIDER: &str = "nodepool_provider_name";

@@ -32,7 +32,6 @@ use nodepool_core::builder::{Builder, BuilderSettings};
 use nodepool_core::config::{Config, DriverRegistry};
 use nodepool_core::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
 use nodepool_core::model::{Component, ComponentState, BUILDER};
-use nodepool_core::provider::wrappers::ProviderMetrics;
 use nodepool_core::provider::{
     CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, Provider,
     ProviderCapabilities, RegisteredHosts, Resources,
@@ -137,10 +136,11 @@ fn script_dir() -> Option<PathBuf> {
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
 }
 
-/// The providers, each inside core's wrapper stack and wrapped to log its
-/// uploads. The builder reports no task metrics; they are kept per call.
+/// The providers, each wrapped to log its uploads (the builder engine puts
+/// them inside core's wrapper stack). The builder daemon reports no task
+/// metrics.
 fn upload_providers(config: &Config, reg: &DriverRegistry) -> BTreeMap<String, Arc<dyn Provider>> {
-    build_providers(config, reg, &Arc::new(ProviderMetrics::new()))
+    build_providers(config, reg)
         .into_iter()
         .map(|(name, p)| {
             let logged: Arc<dyn Provider> = Arc::new(LoggedUploads { inner: p });

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::launcher::{Launcher, LauncherSettings};
-use nodepool_core::provider::wrappers::ProviderMetrics;
 use nodepool_core::scheduler::DefaultScheduler;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -58,8 +57,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let reg = registry();
     let config = load_config(&options.config, options.secure.as_deref(), &reg)?;
     let store = open_store(&config, &options.state_dir).await?;
-    let tasks = Arc::new(ProviderMetrics::new());
-    let providers = build_providers(&config, &reg, &tasks);
+    let providers = build_providers(&config, &reg);
     info!(
         providers = providers.len(),
         store = store.backend(),
@@ -73,6 +71,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         config.clone(),
         providers,
     ));
+    let tasks = launcher.task_metrics();
     let counters_of = Arc::clone(&launcher);
     let census = launcher_census(Arc::clone(&launcher));
     let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()))
@@ -168,7 +167,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
                 let now = config_stamp(&options.config, options.secure.as_deref());
                 if now != stamp {
                     stamp = now;
-                    reload_config(&options, &reg, &launcher, &web, &tasks);
+                    reload_config(&options, &reg, &launcher, &web);
                 }
             }
             ended = &mut run_task => {
@@ -197,11 +196,10 @@ fn reload_config(
     reg: &nodepool_core::config::DriverRegistry,
     launcher: &Launcher,
     web: &WebState,
-    tasks: &Arc<ProviderMetrics>,
 ) {
     match load_config(&options.config, options.secure.as_deref(), reg) {
         Ok(config) => {
-            let providers = build_providers(&config, reg, tasks);
+            let providers = build_providers(&config, reg);
             info!(providers = providers.len(), "configuration reloaded");
             launcher.update_config(config.clone(), providers);
             web.set_config(config);

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nodepool_core::config::{self, Config, ConfigErrors, DriverRegistry};
-use nodepool_core::provider::wrappers::ProviderMetrics;
-use nodepool_core::provider::{stack, Provider};
+use nodepool_core::provider::Provider;
 use nodepool_core::store::NodeStore;
 use tracing::{info, warn};
 
@@ -135,15 +134,12 @@ pub(crate) fn load_config(
 }
 
 /// Build one provider per configured provider. A provider that cannot be
-/// built is logged and left out, so the others still run.
-///
-/// Each driver's provider is put inside core's wrapper stack
-/// ([`nodepool_core::provider::stack`]: capability check,
-/// `max-concurrency`, `rate`, task metrics into `tasks`).
+/// built is logged and left out, so the others still run. The engines put
+/// each inside core's wrapper stack
+/// ([`nodepool_core::provider::stack_all`]).
 pub(crate) fn build_providers(
     config: &Config,
     reg: &DriverRegistry,
-    tasks: &Arc<ProviderMetrics>,
 ) -> BTreeMap<String, Arc<dyn Provider>> {
     let mut out = BTreeMap::new();
     for p in &config.providers {
@@ -153,7 +149,7 @@ pub(crate) fn build_providers(
         };
         match driver.create_provider(p) {
             Ok(provider) => {
-                out.insert(p.name.clone(), stack(provider, p, tasks));
+                out.insert(p.name.clone(), provider);
             }
             Err(e) => warn!(provider = %p.name, "provider not started: {e}"),
         }

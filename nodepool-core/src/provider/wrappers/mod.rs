@@ -82,6 +82,29 @@ pub fn stack(
     stack_with(provider, StackSettings::from_config(config), metrics)
 }
 
+/// Every provider of `providers` inside the stack its entry in `config`
+/// asks for ([`stack`]; a provider without an entry gets the stack with
+/// default settings). The engines ([`Launcher`](crate::launcher::Launcher),
+/// [`Builder`](crate::builder::Builder)) call it on the providers they are
+/// given, so drivers' providers are passed to them as they are.
+pub fn stack_all(
+    config: &crate::config::Config,
+    providers: std::collections::BTreeMap<String, Arc<dyn Provider>>,
+    metrics: &Arc<ProviderMetrics>,
+) -> std::collections::BTreeMap<String, Arc<dyn Provider>> {
+    providers
+        .into_iter()
+        .map(|(name, provider)| {
+            let settings = config
+                .provider(&name)
+                .map(StackSettings::from_config)
+                .unwrap_or_default();
+            let stacked = stack_with(provider, settings, metrics);
+            (name, stacked)
+        })
+        .collect()
+}
+
 /// [`stack`] with explicit settings.
 pub fn stack_with(
     provider: Arc<dyn Provider>,
