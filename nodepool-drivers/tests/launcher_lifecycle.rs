@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use launcher_support::{in_state, settings, yaml, Harness, RequestOptions};
-use nodepool_core::model::{NodeState, RequestState};
+use nodepool_core::model::{
+    BuildState, ImageBuild, ImageUpload, NodeState, RequestState, UploadState,
+};
 use nodepool_core::provider::{Resources, META_NODE_ID, META_PROVIDER};
-use nodepool_core::store::{LockOptions, LockTarget};
+use nodepool_core::store::{LockOptions, LockTarget, NodeStore};
 use nodepool_drivers::fake::cloud::{CreateRequest, FakeCloudSettings, FaultSettings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,4 +435,73 @@ async fn crash_mid_launch_is_recovered_by_the_next_launcher() {
         .wait_instances("the orphaned instance is deleted", |n| n == 1)
         .await;
     second.stop().await;
+}
+
+/// `create_instance` calls the launcher's wrapper stack counted.
+fn creates(h: &Harness) -> u64 {
+    h.launcher
+        .task_metrics()
+        .get("fake-provider", "create_instance")
+        .map_or(0, |s| s.calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_launch_failures_are_retried_up_to_launch_retries() {
+    // Every server ends in ERROR: a transient fault, retried.
+    let cloud = FakeCloudSettings {
+        faults: FaultSettings {
+            boot_failure_rate: 1.0,
+            ..FaultSettings::default()
+        },
+        ..FakeCloudSettings::default()
+    };
+    let mut h = Harness::start(&yaml("", ""), cloud, settings());
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    h.wait_request_state(&id, RequestState::Failed).await;
+    // launch-retries: 2 in the harness's config.
+    assert_eq!(creates(&h), 2);
+    assert_eq!(h.launcher.counters().launches_failed, 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_launch_failures_fail_at_once() {
+    // The newest upload names an image the cloud does not have: the cloud
+    // says not found, retrying cannot help, so one attempt is all.
+    let text = "labels:
+  - name: small
+providers:
+  - name: fake-provider
+    cloud: fake
+    launch-retries: 3
+    diskimages:
+      - name: img
+    pools:
+      - name: main
+        labels:
+          - name: small
+            diskimage: img
+            min-ram: 8192
+diskimages:
+  - name: img
+";
+    let root = nodepool_core::store::MemoryStore::new();
+    let store = root.session();
+    let build = store
+        .create_build("img", &ImageBuild::new("img", BuildState::Ready))
+        .await
+        .expect("build");
+    let mut upload = ImageUpload::new("img", &build, "fake-provider", UploadState::Ready);
+    upload.external_id = Some("no-such-image".to_string());
+    store
+        .create_upload("img", &build, "fake-provider", &upload)
+        .await
+        .expect("upload");
+    let cloud = nodepool_drivers::fake::cloud::FakeCloud::new(FakeCloudSettings::default());
+    let mut h = Harness::start_on(root, cloud, text, settings());
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    h.wait_request_state(&id, RequestState::Failed).await;
+    assert_eq!(creates(&h), 1);
+    assert_eq!(h.launcher.counters().launches_failed, 1);
+    h.stop().await;
 }

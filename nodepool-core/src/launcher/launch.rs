@@ -19,6 +19,7 @@ use crate::provider::{
     ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
     META_PROVIDER,
 };
+use crate::retry::RetryDecision;
 use crate::{Error, Result};
 
 /// How a launch ended. The node record was updated accordingly.
@@ -114,26 +115,37 @@ pub(crate) fn metadata(
 /// aborted. The node record is kept up to date in the store.
 pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
     let started = Instant::now();
-    let retries = ctx.provider_cfg.launch_retries.max(1);
-    let mut attempt = 0;
+    let retries = u32::try_from(ctx.provider_cfg.launch_retries.max(1)).unwrap_or(u32::MAX);
+    let policy = &ctx.context.settings.retry_policy;
+    let mut attempt: u32 = 0;
     loop {
-        attempt += 1;
+        attempt = attempt.saturating_add(1);
         match attempt_once(ctx, node).await {
             Ok(()) => {
                 ctx.context.counters.launch_ready(started.elapsed());
                 info!(attempt, took = ?started.elapsed(), "node is ready");
                 return Outcome::Ready;
             }
-            Err(Error::QuotaExceeded { resource, .. }) => {
-                info!(%resource, "aborting node: the cloud is out of quota");
-                ctx.runtime.invalidate_quota();
-                ctx.context.counters.bump(Counter::LaunchesAborted);
-                node.set_state(NodeState::Aborted);
-                store_node(ctx, node).await;
-                return Outcome::Aborted;
-            }
             Err(e) => {
-                warn!(attempt, retries, error = %e, "launch attempt failed");
+                let decision = policy.decide(&e, attempt, retries);
+                if decision == RetryDecision::Pause {
+                    // Not a failure: the request is handled again once the
+                    // cloud has room (cleanup deletes an instance it kept).
+                    info!(error = %e, "aborting node: the cloud is at a limit");
+                    ctx.runtime.invalidate_quota();
+                    ctx.context.counters.bump(Counter::LaunchesAborted);
+                    node.set_state(NodeState::Aborted);
+                    store_node(ctx, node).await;
+                    return Outcome::Aborted;
+                }
+                warn!(
+                    attempt,
+                    retries,
+                    kind = ?e.kind(),
+                    ?decision,
+                    error = %e,
+                    "launch attempt failed"
+                );
                 if let Some(external_id) = node.external_id.clone() {
                     if let Err(e) = ctx.provider.delete_instance(&external_id).await {
                         warn!(%external_id, error = %e, "could not delete the failed instance");
@@ -145,7 +157,7 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
                     }
                     node.external_id = None;
                 }
-                if attempt >= retries {
+                if decision == RetryDecision::Fail {
                     ctx.context.counters.bump(Counter::LaunchesFailed);
                     node.set_state(NodeState::Failed);
                     store_node(ctx, node).await;

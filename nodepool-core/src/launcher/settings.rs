@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::model::Node;
 use crate::provider::Instance;
+use crate::retry::{KindRetryPolicy, RetryPolicy};
 use crate::Result;
 
 /// A post-boot check run on every node before it becomes `ready`
@@ -61,6 +62,10 @@ pub struct LauncherSettings {
     pub max_handlers_per_pool: usize,
     /// Optional post-boot check.
     pub ready_hook: Option<Arc<dyn ReadyHook>>,
+    /// What a failed launch attempt leads to, from its error's kind
+    /// (default [`KindRetryPolicy`]: quota pauses, transient faults are
+    /// retried up to `launch-retries` attempts, the rest fail at once).
+    pub retry_policy: Arc<dyn RetryPolicy>,
 }
 
 impl LauncherSettings {
@@ -77,6 +82,7 @@ impl LauncherSettings {
             delete_concurrency: 32,
             max_handlers_per_pool: 128,
             ready_hook: None,
+            retry_policy: Arc::new(KindRetryPolicy),
         }
     }
 }
