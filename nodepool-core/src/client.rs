@@ -265,7 +265,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<LockedNodes> {
         let registration = self.waiters.register(&*self.store, &request.id);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::time::deadline_after(timeout);
         loop {
             let current = self.store.get_request(&request.id).await?.ok_or_else(|| {
                 Error::RequestNotFound {

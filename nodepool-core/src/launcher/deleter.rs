@@ -256,9 +256,8 @@ impl Deleter {
             let left = DELETING_GRACE.as_secs_f64() - age.max(0.0);
             if left > 0.0 {
                 debug!(node_id = %id, "node marked deleting moments ago; deleting it shortly");
-                return Ok(Some(Duration::from_secs_f64(
-                    left.min(DELETING_GRACE.as_secs_f64()),
-                )));
+                let wait = Duration::try_from_secs_f64(left).unwrap_or(DELETING_GRACE);
+                return Ok(Some(wait.min(DELETING_GRACE)));
             }
         }
         if node.state == Some(NodeState::Used)

@@ -20,6 +20,7 @@ use crate::provider::{
     META_PROVIDER,
 };
 use crate::retry::RetryDecision;
+use crate::time::LONGEST_WAIT;
 use crate::{Error, Result};
 
 /// How a launch ended. The node record was updated accordingly.
@@ -238,13 +239,11 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
     ctx.context.store.update_node(node).await
 }
 
-fn secs(value: f64, default: f64) -> Duration {
-    let v = if value.is_finite() && value > 0.0 {
-        value
-    } else {
-        default
-    };
-    Duration::from_secs_f64(v)
+/// `value` seconds (`default` when not positive or NaN); a value beyond
+/// what a `Duration` holds (`1e30`, `.inf`) waits as long as one can.
+pub(super) fn secs(value: f64, default: f64) -> Duration {
+    let v = if value > 0.0 { value } else { default };
+    Duration::try_from_secs_f64(v).map_or(LONGEST_WAIT, |d| d.min(LONGEST_WAIT))
 }
 
 /// Copy what the cloud reports onto the node.

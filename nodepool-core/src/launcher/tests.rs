@@ -76,3 +76,14 @@ fn node_resources_round_trip_through_upstream_json() {
     };
     assert_eq!(node_resources(&node), Some(r));
 }
+
+#[test]
+fn launch_timeouts_take_any_number_without_panicking() {
+    use std::time::Duration;
+    assert_eq!(super::launch::secs(5.0, 60.0), Duration::from_secs(5));
+    assert_eq!(super::launch::secs(0.0, 60.0), Duration::from_secs(60));
+    assert_eq!(super::launch::secs(f64::NAN, 60.0), Duration::from_secs(60));
+    let longest = crate::time::LONGEST_WAIT;
+    assert_eq!(super::launch::secs(1.0e30, 60.0), longest);
+    assert_eq!(super::launch::secs(f64::INFINITY, 60.0), longest);
+}

@@ -71,7 +71,7 @@ async fn poll<P: Provider + ?Sized>(
         kind: ErrorKind::Transient,
         source: None,
     };
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::time::deadline_after(timeout);
     let mut delay = interval;
     loop {
         match provider.get_instance(external_id).await? {

@@ -278,7 +278,7 @@ impl OpenStackProvider {
 
     async fn wait_image_active(&self, id: &str) -> Result<(), OpenStackError> {
         let timeout = self.config.image_upload_timeout();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = nodepool_core::time::deadline_after(timeout);
         let mut delay = Duration::from_millis(100);
         loop {
             let image = self
@@ -294,7 +294,7 @@ impl OpenStackProvider {
                 }
                 _ => {}
             }
-            if tokio::time::Instant::now() + delay > deadline {
+            if nodepool_core::time::deadline_after(delay) > deadline {
                 return Err(OpenStackError::Failed(format!(
                     "image {id} not active after {}s",
                     timeout.as_secs()
