@@ -34,6 +34,12 @@ use super::record::{
     check_host, is_free, resolve_host, HostError, HostFailure, HostId, HostRecord, STATIC_LAUNCHER,
 };
 
+/// Host checks (keyscans, TCP checks) one pass runs at once: upstream's
+/// thread pool default (`min(32, cpus + 4)`), a bound on this driver's own
+/// host work, not on cloud calls (`max-concurrency` and `rate` are core's
+/// wrappers; a static provider launches nothing).
+const HOST_CHECKS_AT_ONCE: usize = 32;
+
 /// Which kind of pass to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -168,11 +174,7 @@ impl<'a> StaticSync<'a> {
                 self.deregister(&node, &mut report).await;
             }
         }
-        let limit = usize::try_from(self.config.max_concurrency)
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or(Semaphore::MAX_PERMITS);
-        let permits = Semaphore::new(limit);
+        let permits = Semaphore::new(HOST_CHECKS_AT_ONCE);
         let passes = hosts
             .into_values()
             .map(|slots| self.sync_host(slots, mode, &permits));
