@@ -360,11 +360,11 @@ impl Handler {
     /// A launch failed: decline the request (failing it if every pool
     /// declined), unlock everything.
     async fn finish_declined(mut self) -> Result<()> {
-        info!("declining node request because nodes failed");
         self.unlock_nodes().await;
         let ledger = self.ledger.clone();
         let result = async {
-            mark_declined(&self.ctx, &ledger, &mut self.request).await?;
+            let failed = mark_declined(&self.ctx, &ledger, &mut self.request).await?;
+            info!("{}", declined_line("because nodes failed", failed));
             self.ctx.store.update_request(&self.request).await
         }
         .await;
@@ -534,24 +534,36 @@ impl Handler {
     }
 }
 
+/// The one log line of a decline: `why`, and whether the request failed
+/// with it (every pool declined).
+pub(crate) fn declined_line(why: &str, failed: bool) -> String {
+    if failed {
+        format!("declining node request {why}; every pool declined it: failing it")
+    } else {
+        format!("declining node request {why}")
+    }
+}
+
 /// Decline a request for this pool; fail it when every registered pool has
-/// declined it (upstream's `_declineRequest`).
-pub(crate) async fn decline(ctx: &Context, ledger: &Ledger, request_id: &str) -> Result<()> {
+/// declined it (upstream's `_declineRequest`). `Ok(true)` when the request
+/// failed with this decline.
+pub(crate) async fn decline(ctx: &Context, ledger: &Ledger, request_id: &str) -> Result<bool> {
     let target = LockTarget::Request(request_id.to_string());
     let Ok(handle) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
-        return Ok(());
+        return Ok(false);
     };
     let result = async {
         let Some(mut request) = ctx.store.get_request(request_id).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if request.state != Some(RequestState::Requested)
             || request.declined_by.contains(&ledger.launcher_id)
         {
-            return Ok(());
+            return Ok(false);
         }
-        mark_declined(ctx, ledger, &mut request).await?;
-        ctx.store.update_request(&request).await
+        let failed = mark_declined(ctx, ledger, &mut request).await?;
+        ctx.store.update_request(&request).await?;
+        Ok(failed)
     }
     .await;
     if let Err(e) = ctx.store.unlock(&handle).await {
@@ -561,12 +573,12 @@ pub(crate) async fn decline(ctx: &Context, ledger: &Ledger, request_id: &str) ->
 }
 
 /// Add this pool to `declined_by`; the request fails if every registered
-/// pool declined it, else goes back to `requested`.
+/// pool declined it (`Ok(true)`), else goes back to `requested`.
 pub(crate) async fn mark_declined(
     ctx: &Context,
     ledger: &Ledger,
     request: &mut NodeRequest,
-) -> Result<()> {
+) -> Result<bool> {
     if !request.declined_by.contains(&ledger.launcher_id) {
         request.declined_by.push(ledger.launcher_id.clone());
     }
@@ -577,12 +589,11 @@ pub(crate) async fn mark_declined(
             .is_some_and(|id| request.declined_by.contains(id))
     });
     request.state = Some(if all_declined {
-        info!(request_id = %request.id, "every pool declined: failing request");
         ctx.counters.bump(Counter::RequestsFailed);
         RequestState::Failed
     } else {
         RequestState::Requested
     });
     request.state_time = Some(now());
-    Ok(())
+    Ok(all_declined)
 }

@@ -39,6 +39,10 @@ pub(crate) struct MinReady {
     /// pass (~700 a second in the scale benchmark), each decline several
     /// store writes.
     failed: Mutex<BTreeMap<Arc<str>, Instant>>,
+    /// Labels whose last min-ready request failed: asking again is logged
+    /// at debug, so a label that cannot fit shows one line an interval
+    /// (the decline), not three.
+    retrying: Mutex<BTreeSet<Arc<str>>>,
 }
 
 impl MinReady {
@@ -48,6 +52,7 @@ impl MinReady {
             notify: Notify::new(),
             submitted: Mutex::default(),
             failed: Mutex::default(),
+            retrying: Mutex::default(),
         }
     }
 
@@ -140,12 +145,15 @@ impl MinReady {
                         }
                     }
                     ctx.store.delete_request(&id).await?;
-                    lock(&self.submitted).remove(&id);
+                    if let Some(label) = lock(&self.submitted).remove(&id) {
+                        lock(&self.retrying).remove(&label);
+                    }
                 }
                 Some(RequestState::Failed) => {
                     debug!(request_id = %id, "min-ready node request failed");
                     ctx.store.delete_request(&id).await?;
                     if let Some(label) = lock(&self.submitted).remove(&id) {
+                        lock(&self.retrying).insert(label.clone());
                         lock(&self.failed).insert(label, Instant::now());
                     }
                 }
@@ -221,7 +229,11 @@ impl MinReady {
             if need == 0 || !self.image_available(&label).await {
                 continue;
             }
-            info!(label = %label, need, "creating min-ready requests");
+            if lock(&self.retrying).contains(label.as_str()) {
+                debug!(label = %label, need, "creating min-ready requests again");
+            } else {
+                info!(label = %label, need, "creating min-ready requests");
+            }
             let shared_label: Arc<str> = Arc::from(label.as_str());
             for _ in 0..need {
                 let request = NodeRequest {

@@ -235,9 +235,16 @@ impl PoolWorker {
                 }
                 Decision::Decline { request_id, reason } => {
                     ledger.stop_waiting(&request_id);
-                    info!(request_id = %request_id, %reason, "declining node request");
-                    if let Err(e) = handler::decline(ctx, ledger, &request_id).await {
-                        warn!(request_id = %request_id, error = %e, "could not decline request");
+                    match handler::decline(ctx, ledger, &request_id).await {
+                        Ok(failed) => info!(
+                            request_id = %request_id,
+                            %reason,
+                            "{}",
+                            handler::declined_line("for this pool", failed)
+                        ),
+                        Err(e) => {
+                            warn!(request_id = %request_id, error = %e, "could not decline request")
+                        }
                     }
                 }
                 Decision::Wait {
@@ -301,9 +308,13 @@ fn reap(handlers: &mut JoinSet<()>) {
 /// is declined, any other left for a later pass or another pool.
 async fn cannot_launch(ctx: &Context, ledger: &Ledger, request: &RequestInfo) {
     if request.requestor.as_deref() == Some(MIN_READY_REQUESTOR) {
-        debug!(request_id = %request.id, "declining min-ready request: no node to hand out");
-        if let Err(e) = handler::decline(ctx, ledger, &request.id).await {
-            warn!(request_id = %request.id, error = %e, "could not decline request");
+        match handler::decline(ctx, ledger, &request.id).await {
+            Ok(failed) => debug!(
+                request_id = %request.id,
+                "{}",
+                handler::declined_line("(min-ready: no node to hand out)", failed)
+            ),
+            Err(e) => warn!(request_id = %request.id, error = %e, "could not decline request"),
         }
     } else {
         debug!(request_id = %request.id, "no ready node to hand out; request left for later");
