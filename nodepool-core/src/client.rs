@@ -387,6 +387,29 @@ impl Client {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Lock again the nodes `node_ids` given to request `request_id`, after
+    /// the process that held them restarted (its locks died with its
+    /// session). Each must still be allocated to the request; on any
+    /// failure the nodes locked so far are unlocked again.
+    pub async fn reclaim(&self, request_id: &str, node_ids: &[String]) -> Result<LockedNodes> {
+        let request = NodeRequest {
+            id: request_id.to_string(),
+            nodes: node_ids.to_vec(),
+            ..NodeRequest::default()
+        };
+        let mut locked: Vec<(Node, LockHandle)> = Vec::with_capacity(node_ids.len());
+        if let Err(e) = self.lock_allocated(&request, &mut locked).await {
+            for (_, lock) in &locked {
+                let _ = self.store.unlock(lock).await;
+            }
+            return Err(e);
+        }
+        Ok(LockedNodes {
+            request_id: request.id,
+            nodes: locked,
+        })
+    }
+
     /// Withdraw a request that is no longer wanted.
     pub async fn cancel(&self, request: &PendingRequest) -> Result<()> {
         self.store.delete_request(&request.id).await

@@ -83,7 +83,8 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
             config.clone(),
             config.api_token.as_ref().map(|t| t.expose().to_string()),
         )
-        .with_metrics(Arc::new(metrics)),
+        .with_metrics(Arc::new(metrics))
+        .with_journal(&options.state_dir),
     );
 
     let cancel = CancellationToken::new();
@@ -121,6 +122,15 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
             tasks: Arc::clone(&tasks),
         };
         super::statsd::spawn(settings, sources, cancel.clone());
+    }
+
+    // Before the launcher runs: it would clean up the nodes of a request the
+    // API held before a restart, which are unlocked until taken up again.
+    if config.api_token.is_some() {
+        if let Err(e) = std::fs::create_dir_all(&options.state_dir) {
+            warn!(dir = %options.state_dir.display(), error = %e, "cannot make the state directory");
+        }
+        web.resume_requests().await;
     }
 
     let run_launcher = Arc::clone(&launcher);

@@ -10,8 +10,11 @@
 //! - `POST /api/v1/nodes/{id}/release`: marks the node `used` and unlocks
 //!   it, so the launcher deletes it.
 //!
-//! The locks live in this process: if it restarts, the nodes it held are
-//! unlocked (their session ends) and the launcher cleans them up.
+//! Requests survive a restart of the daemon (kill -9 included): each is
+//! recorded in the state directory ([`super::journal`]). At start a request
+//! still waiting is followed again, and written again under a new store id
+//! if its record died with the old session (the API id stays the same);
+//! the nodes of a fulfilled one are locked again before the launcher runs.
 
 use std::sync::Arc;
 
@@ -27,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use super::journal::Entry;
 use super::WebState;
 
 /// Requestor name when the body gives none.
@@ -37,7 +41,63 @@ const DEFAULT_REQUESTOR: &str = "nodepool-api";
 pub(super) struct Tracked {
     labels: Vec<String>,
     requestor: String,
+    priority: String,
+    relative_priority: i64,
+    /// The store's node request serving it now.
+    request_id: String,
     phase: Phase,
+    /// When the phase last changed.
+    changed: f64,
+}
+
+impl Tracked {
+    fn options(&self) -> RequestOptions {
+        RequestOptions {
+            priority: self.priority.clone(),
+            relative_priority: self.relative_priority,
+            ..RequestOptions::default()
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.changed = nodepool_core::model::now();
+    }
+
+    /// What the journal keeps of it.
+    fn entry(&self) -> Entry {
+        let (phase, nodes, error) = match &self.phase {
+            Phase::Waiting => ("waiting", Vec::new(), None),
+            Phase::Fulfilled { nodes, .. } => ("fulfilled", node_ids(nodes), None),
+            Phase::Failed(e) => ("failed", Vec::new(), Some(e.clone())),
+            Phase::Released { nodes } => ("released", node_ids(nodes), None),
+        };
+        Entry {
+            labels: self.labels.clone(),
+            requestor: self.requestor.clone(),
+            priority: self.priority.clone(),
+            relative_priority: self.relative_priority,
+            request_id: self.request_id.clone(),
+            phase: phase.to_owned(),
+            nodes,
+            error,
+            changed: self.changed,
+        }
+    }
+}
+
+/// The journal's view of every tracked request.
+pub(super) fn journal_entries(
+    requests: &std::collections::HashMap<String, Tracked>,
+) -> std::collections::BTreeMap<String, Entry> {
+    requests
+        .iter()
+        .map(|(id, t)| (id.clone(), t.entry()))
+        .collect()
+}
+
+fn node_ids(nodes: &[Node]) -> Vec<String> {
+    nodes.iter().map(|n| n.id.clone()).collect()
 }
 
 #[derive(Debug)]
@@ -169,10 +229,15 @@ pub(super) async fn submit(
         Tracked {
             labels: body.labels,
             requestor,
+            priority: options.priority,
+            relative_priority: options.relative_priority,
+            request_id: pending.id.clone(),
             phase: Phase::Waiting,
+            changed: nodepool_core::model::now(),
         },
     );
-    tokio::spawn(wait_and_lock(Arc::clone(&state), client, pending.clone()));
+    state.persist_requests();
+    tokio::spawn(follow(Arc::clone(&state), client, pending.id.clone()));
     let location = format!("/api/v1/requests/{}", pending.id);
     (
         StatusCode::CREATED,
@@ -182,26 +247,115 @@ pub(super) async fn submit(
         .into_response()
 }
 
-/// Waits for the request to be fulfilled and locks its nodes; records the
-/// outcome.
-async fn wait_and_lock(state: Arc<WebState>, client: Client, pending: PendingRequest) {
-    let result = client.wait_fulfilled(&pending, state.request_timeout).await;
-    let phase = match result {
-        Ok(locked) => Phase::Fulfilled {
-            nodes: locked.nodes().cloned().collect(),
-            locked: Some(locked),
-        },
-        Err(e) => {
-            warn!(request_id = %pending.id, error = %e, "API node request not fulfilled");
-            if let Err(e) = client.cancel(&pending).await {
-                warn!(request_id = %pending.id, error = %e, "cannot withdraw node request");
+/// Follows API request `api_id` until it is fulfilled (its nodes locked
+/// for the requester) or fails; records the outcome. A store record that
+/// vanished (it died with the session of a daemon that was killed) is
+/// written again with the same labels and priority.
+async fn follow(state: Arc<WebState>, client: Client, api_id: String) {
+    let started = tokio::time::Instant::now();
+    let phase = loop {
+        let Some((request_id, labels, options)) = state
+            .requests()
+            .get(&api_id)
+            .map(|t| (t.request_id.clone(), t.labels.clone(), t.options()))
+        else {
+            return;
+        };
+        let pending = PendingRequest { id: request_id };
+        let left = state.request_timeout.saturating_sub(started.elapsed());
+        match client.wait_fulfilled(&pending, left).await {
+            Ok(locked) => {
+                break Phase::Fulfilled {
+                    nodes: locked.nodes().cloned().collect(),
+                    locked: Some(locked),
+                }
             }
-            Phase::Failed(e.to_string())
+            Err(nodepool_core::Error::RequestNotFound { .. }) if !left.is_zero() => {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                match client.submit(&labels, &options).await {
+                    Ok(again) => {
+                        info!(
+                            api_request = %api_id,
+                            old = %pending.id,
+                            new = %again.id,
+                            "node request of the API gone with an old session; written again"
+                        );
+                        if let Some(tracked) = state.requests().get_mut(&api_id) {
+                            tracked.request_id = again.id;
+                        }
+                        state.persist_requests();
+                    }
+                    Err(e) => {
+                        warn!(api_request = %api_id, error = %e, "cannot write the node request again; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(api_request = %api_id, request_id = %pending.id, error = %e, "API node request not fulfilled");
+                if let Err(e) = client.cancel(&pending).await {
+                    warn!(request_id = %pending.id, error = %e, "cannot withdraw node request");
+                }
+                break Phase::Failed(e.to_string());
+            }
         }
     };
-    if let Some(tracked) = state.requests().get_mut(&pending.id) {
-        tracked.phase = phase;
+    if let Some(tracked) = state.requests().get_mut(&api_id) {
+        tracked.set_phase(phase);
     }
+    state.persist_requests();
+}
+
+/// Take up the requests recorded before a restart (see the module docs).
+pub(super) async fn resume(state: Arc<WebState>) {
+    let Some(journal) = state.journal() else {
+        return;
+    };
+    let entries = journal.load();
+    if entries.is_empty() {
+        return;
+    }
+    info!(
+        requests = entries.len(),
+        "taking up the node requests of the API recorded before the restart"
+    );
+    for (api_id, entry) in entries {
+        let client = Client::new(Arc::clone(&state.store), entry.requestor.clone());
+        let phase = match entry.phase.as_str() {
+            "waiting" => Phase::Waiting,
+            "fulfilled" => match client.reclaim(&entry.request_id, &entry.nodes).await {
+                Ok(locked) => Phase::Fulfilled {
+                    nodes: locked.nodes().cloned().collect(),
+                    locked: Some(locked),
+                },
+                Err(e) => {
+                    warn!(api_request = %api_id, error = %e, "cannot lock the nodes of a fulfilled API request again");
+                    Phase::Failed(format!(
+                        "the daemon restarted and the request's nodes could not be locked again: {e}"
+                    ))
+                }
+            },
+            "released" => Phase::Released { nodes: Vec::new() },
+            _ => Phase::Failed(entry.error.clone().unwrap_or_else(|| "failed".to_owned())),
+        };
+        let waiting = matches!(phase, Phase::Waiting);
+        state.requests().insert(
+            api_id.clone(),
+            Tracked {
+                labels: entry.labels,
+                requestor: entry.requestor,
+                priority: entry.priority,
+                relative_priority: entry.relative_priority,
+                request_id: entry.request_id,
+                phase,
+                changed: entry.changed,
+            },
+        );
+        if waiting {
+            tokio::spawn(follow(Arc::clone(&state), client, api_id));
+        }
+    }
+    state.persist_requests();
 }
 
 fn node_json(node: &Node) -> Value {
@@ -231,6 +385,7 @@ fn node_json(node: &Node) -> Value {
 /// `GET /api/v1/requests/{id}`.
 pub(super) async fn show(State(state): State<Arc<WebState>>, Path(id): Path<String>) -> Response {
     let snapshot = state.requests().get(&id).map(|t| {
+        let request_id = t.request_id.clone();
         let (phase, nodes, error): (&str, Vec<Value>, Option<String>) = match &t.phase {
             Phase::Waiting => ("waiting", Vec::new(), None),
             Phase::Fulfilled { nodes, .. } => {
@@ -239,9 +394,16 @@ pub(super) async fn show(State(state): State<Arc<WebState>>, Path(id): Path<Stri
             Phase::Failed(e) => ("failed", Vec::new(), Some(e.clone())),
             Phase::Released { nodes } => ("released", nodes.iter().map(node_json).collect(), None),
         };
-        (phase, nodes, error, t.labels.clone(), t.requestor.clone())
+        (
+            phase,
+            nodes,
+            error,
+            t.labels.clone(),
+            t.requestor.clone(),
+            request_id,
+        )
     });
-    let Some((phase, nodes, failure, labels, requestor)) = snapshot else {
+    let Some((phase, nodes, failure, labels, requestor, request_id)) = snapshot else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no node request {id} was made through this API"),
@@ -251,7 +413,7 @@ pub(super) async fn show(State(state): State<Arc<WebState>>, Path(id): Path<Stri
     // reads `fulfilled` only once its nodes are locked for the requester:
     // until then (and after the record is deleted on acceptance) `pending`.
     let state_name = if phase == "waiting" {
-        match state.store.get_request(&id).await {
+        match state.store.get_request(&request_id).await {
             Ok(Some(request)) => match request.state {
                 None | Some(RequestState::Requested) => "requested",
                 Some(RequestState::Failed) => "failed",
@@ -295,12 +457,13 @@ pub(super) async fn release(
                     for node in &mut nodes {
                         node.set_state(NodeState::Used);
                     }
-                    tracked.phase = Phase::Released { nodes };
+                    tracked.set_phase(Phase::Released { nodes });
                     Some((request_id.clone(), tracked.requestor.clone(), locked))
                 }
                 _ => None,
             })
     };
+    state.persist_requests();
     let Some((request_id, requestor, Some(locked))) = taken else {
         return error(
             StatusCode::NOT_FOUND,

@@ -9,6 +9,7 @@
 
 mod accept;
 mod api;
+mod journal;
 mod listings;
 mod metrics;
 
@@ -35,6 +36,10 @@ pub struct WebState {
     request_timeout: Duration,
     cache: Mutex<listings::Cache>,
     requests: Mutex<HashMap<String, api::Tracked>>,
+    /// Where the API's requests are recorded to survive a restart.
+    journal: Option<journal::Journal>,
+    /// Held while the journal is written, so writes never cross.
+    journal_writes: Mutex<()>,
 }
 
 impl fmt::Debug for WebState {
@@ -61,7 +66,24 @@ impl WebState {
             request_timeout: Duration::from_secs(3600),
             cache: Mutex::new(listings::Cache::default()),
             requests: Mutex::new(HashMap::new()),
+            journal: None,
+            journal_writes: Mutex::new(()),
         }
+    }
+
+    /// Record the write API's node requests in `state_dir`, so that they
+    /// survive a restart of the daemon ([`WebState::resume_requests`]).
+    pub fn with_journal(mut self, state_dir: &std::path::Path) -> Self {
+        self.journal = Some(journal::Journal::in_dir(state_dir));
+        self
+    }
+
+    /// Take up the write API's node requests recorded before a restart:
+    /// follow the waiting ones (writing them again if their record died
+    /// with the old session) and lock the nodes of fulfilled ones again.
+    /// Call before the launcher runs, so it does not clean those nodes up.
+    pub async fn resume_requests(self: &Arc<Self>) {
+        api::resume(Arc::clone(self)).await;
     }
 
     /// Use these metrics (shared with the launcher) instead of fresh ones.
@@ -109,6 +131,23 @@ impl WebState {
         self.requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn journal(&self) -> Option<&journal::Journal> {
+        self.journal.as_ref()
+    }
+
+    /// Write every API request to the journal (when there is one).
+    fn persist_requests(&self) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let _writing = self
+            .journal_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entries = api::journal_entries(&self.requests());
+        journal.save(&entries, nodepool_core::model::now());
     }
 }
 
