@@ -505,3 +505,47 @@ diskimages:
     assert_eq!(h.launcher.counters().launches_failed, 1);
     h.stop().await;
 }
+
+/// A cloud at its instance quota still counts a server that is being
+/// deleted: the node's record stays (counted) until the cloud no longer
+/// has the server, so the refill draws no quota refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refill_after_a_delete_waits_for_the_cloud_to_forget_the_server() {
+    let text = yaml("", "").replacen(
+        "  - name: small\n",
+        "  - name: small\n    min-ready: 3\n",
+        1,
+    );
+    let cloud = FakeCloudSettings {
+        max_instances: 3,
+        delete_delay: Duration::from_millis(1500),
+        ..FakeCloudSettings::default()
+    };
+    let mut h = Harness::start(&text, cloud, settings());
+    let ready = |nodes: &[nodepool_core::model::Node]| {
+        nodes
+            .iter()
+            .filter(|n| n.state == Some(NodeState::Ready) && n.allocated_to.is_none())
+            .count()
+    };
+    h.wait_nodes("three ready nodes", |nodes| ready(nodes) == 3)
+        .await;
+    // Take one: min-ready wants a fourth, which the quota (3) does not
+    // allow; the request for it waits.
+    let id = h.submit(&["small"], &RequestOptions::default()).await;
+    let held = h.accept(&id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Hand it back: its server is `Deleting` for 1.5 s, still counted.
+    h.release(held).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.wait_nodes("three ready, the used one gone", |nodes| {
+        ready(nodes) == 3 && nodes.len() == 3
+    })
+    .await;
+    assert_eq!(
+        h.launcher.counters().launches_aborted,
+        0,
+        "a launch was refused for quota while the cloud still counted the deleted server"
+    );
+    h.stop().await;
+}

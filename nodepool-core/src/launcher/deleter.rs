@@ -30,6 +30,7 @@ use super::registered::{self, Registrar};
 use super::stats::Counter;
 use super::util::{lock, now};
 use crate::model::{Node, NodeState};
+use crate::provider::wait_gone;
 use crate::store::{LockHandle, LockOptions, LockTarget};
 use crate::Result;
 
@@ -55,6 +56,10 @@ const MAX_DELETE_AGE: f64 = 300.0;
 /// exit 1) when the node vanished between its two reads. Nodes this
 /// launcher marks itself are deleted at once.
 const DELETING_GRACE: Duration = Duration::from_secs(1);
+
+/// How long one deletion waits for the cloud to forget the instance
+/// before it leaves the `deleting` record to the next sweep.
+const INSTANCE_GONE_WAIT: Duration = Duration::from_secs(60);
 
 /// How long this launcher remembers a node it marked `deleting` itself.
 const OURS_MEMORY: Duration = Duration::from_secs(60);
@@ -311,6 +316,23 @@ impl Deleter {
                     warn!(%external_id, error = %e, "could not delete instance; will retry");
                     let _ = ctx.store.unlock(&handle).await;
                     return Err(e);
+                }
+                // The record stays (`deleting`, counted against the pool's
+                // limits) until the cloud stops counting the server, as
+                // upstream waits: else a refill launches into a quota the
+                // cloud still spends on it and draws a refusal.
+                match wait_gone(&**provider, external_id, INSTANCE_GONE_WAIT).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        debug!(%external_id, "instance still deleting; the node is kept until it is gone");
+                        let _ = ctx.store.unlock(&handle).await;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        warn!(%external_id, error = %e, "cannot tell whether the instance is gone; will retry");
+                        let _ = ctx.store.unlock(&handle).await;
+                        return Err(e);
+                    }
                 }
             }
             if let Err(e) = ctx.store.delete_node(&node.id).await {

@@ -47,6 +47,30 @@ pub async fn wait_active_with<P: Provider + ?Sized>(
     .await
 }
 
+/// Poll `provider.get_instance` until the instance `external_id` is gone
+/// (deleted and no longer counted by the cloud, as Nova still counts a
+/// server that is `deleting`) or `timeout` has passed: `Ok(true)` when it
+/// is gone, `Ok(false)` when it is still there at the deadline.
+pub async fn wait_gone<P: Provider + ?Sized>(
+    provider: &P,
+    external_id: &str,
+    timeout: Duration,
+) -> Result<bool> {
+    let deadline = crate::time::deadline_after(timeout);
+    let mut delay = DEFAULT_POLL_INTERVAL;
+    loop {
+        if provider.get_instance(external_id).await?.is_none() {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(MAX_POLL_INTERVAL);
+    }
+}
+
 /// [`wait_active_with`] without a classifier and with the first poll delay
 /// `interval`.
 pub async fn poll_until_active<P: Provider + ?Sized>(

@@ -43,8 +43,8 @@ mod registered;
 pub mod wrappers;
 
 pub use ext::{
-    for_each_instance, list_all_instances, poll_until_active, wait_active_with, BootClassifier,
-    ProviderExt, DEFAULT_POLL_INTERVAL,
+    for_each_instance, list_all_instances, poll_until_active, wait_active_with, wait_gone,
+    BootClassifier, ProviderExt, DEFAULT_POLL_INTERVAL,
 };
 pub use registered::RegisteredHosts;
 pub use wrappers::{stack, stack_all, stack_with, StackSettings};

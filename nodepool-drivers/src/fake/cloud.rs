@@ -12,7 +12,7 @@
 //! runs in the background.
 
 use nodepool_core::ErrorKind;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -100,6 +100,9 @@ pub struct FakeCloudSettings {
     pub azs: Vec<String>,
     /// Faults to inject (default none).
     pub faults: FaultSettings,
+    /// Time a deleted server stays `Deleting`, still listed and still
+    /// counted against the quota, as Nova's do (default 0: gone at once).
+    pub delete_delay: Duration,
 }
 
 impl Default for FakeCloudSettings {
@@ -117,6 +120,7 @@ impl Default for FakeCloudSettings {
             flavors: vec![flavor("Fake Flavor"), flavor("Unreal Flavor")],
             azs: vec!["az1".to_string(), "az2".to_string()],
             faults: FaultSettings::default(),
+            delete_delay: Duration::ZERO,
         }
     }
 }
@@ -211,12 +215,15 @@ struct FakeInstance {
     node_id: Option<Box<str>>,
     ready_at: Instant,
     fate: Fate,
+    /// When a deleted server is gone (`None`: not deleted).
+    gone_at: Option<Instant>,
 }
 
 impl FakeInstance {
     /// The server as the cloud shows it; `n` is its serial number.
     fn snapshot(&self, n: u64, now: Instant) -> Instance {
         let state = match self.fate {
+            _ if self.gone_at.is_some() => InstanceState::Deleting,
             Fate::Hangs => InstanceState::Building,
             _ if now < self.ready_at => InstanceState::Building,
             Fate::Boots => InstanceState::Active,
@@ -322,6 +329,9 @@ struct State {
     /// The shapes the instances have, each once.
     shapes: HashSet<Arc<Shape>>,
     images: BTreeMap<String, CloudImage>,
+    /// Deleted servers still `Deleting`, by when they are gone (the delay
+    /// is the same for all, so this is in order).
+    deleting: VecDeque<(Instant, u64)>,
     /// Images this cloud deleted: never booted from again (an upload of
     /// another process's fake cloud is, see [`uploaded_elsewhere`]).
     deleted_images: HashSet<String>,
@@ -402,6 +412,37 @@ impl State {
         }
     }
 
+    /// Delete a server: gone at once, or `Deleting` for the delete delay.
+    fn delete(&mut self, external_id: &str, now: Instant) {
+        let delay = self.settings.delete_delay;
+        if delay.is_zero() {
+            self.remove(external_id);
+            return;
+        }
+        let Some(n) = serial(external_id) else {
+            return;
+        };
+        if let Some(instance) = self.instances.get_mut(&n) {
+            if instance.gone_at.is_none() {
+                instance.gone_at = Some(now + delay);
+                self.deleting.push_back((now + delay, n));
+            }
+        }
+    }
+
+    /// Forget the deleted servers whose delete delay has passed.
+    fn purge(&mut self, now: Instant) {
+        while let Some(&(at, n)) = self.deleting.front() {
+            if at > now {
+                break;
+            }
+            self.deleting.pop_front();
+            if let Some(old) = self.instances.remove(&n) {
+                self.forget(old);
+            }
+        }
+    }
+
     fn forget(&mut self, instance: FakeInstance) {
         let r = &instance.shape.resources;
         let (n, cores, ram) = &mut self.used;
@@ -458,6 +499,7 @@ impl FakeCloud {
                 shapes: HashSet::new(),
                 images: BTreeMap::from([(image.external_id.clone(), image)]),
                 deleted_images: HashSet::new(),
+                deleting: VecDeque::new(),
                 rng: Rng(seed),
                 next_id: first_serial(),
             })),
@@ -496,6 +538,7 @@ impl FakeCloud {
     pub fn create(&self, request: CreateRequest) -> Result<Instance> {
         let mut guard = self.state();
         let state = &mut *guard;
+        state.purge(Instant::now());
         let provider = request.provider.as_str();
         state.injected_error(provider, "create server")?;
         let quota_error = |resource: &str| Error::QuotaExceeded {
@@ -579,6 +622,7 @@ impl FakeCloud {
             node_id,
             ready_at: now + state.settings.boot_delay,
             fate,
+            gone_at: None,
         };
         let snapshot = instance.snapshot(n, now);
         state.insert(n, instance);
@@ -588,8 +632,9 @@ impl FakeCloud {
 
     /// One server as it is now.
     pub fn get(&self, external_id: &str) -> Option<Instance> {
-        let state = self.state();
+        let mut state = self.state();
         let now = Instant::now();
+        state.purge(now);
         state.get(external_id).map(|(n, i)| i.snapshot(n, now))
     }
 
@@ -613,7 +658,7 @@ impl FakeCloud {
     pub fn delete(&self, provider: &str, external_id: &str) -> Result<()> {
         let mut state = self.state();
         state.injected_error(provider, "delete server")?;
-        state.remove(external_id);
+        state.delete(external_id, Instant::now());
         Ok(())
     }
 
@@ -630,8 +675,9 @@ impl FakeCloud {
         marker: Option<&str>,
         limit: usize,
     ) -> (Vec<Instance>, Option<String>) {
-        let state = self.state();
+        let mut state = self.state();
         let now = Instant::now();
+        state.purge(now);
         let start = marker
             .and_then(serial)
             .map_or(Bound::Unbounded, Bound::Excluded);
@@ -652,7 +698,9 @@ impl FakeCloud {
 
     /// What the servers use now.
     pub fn used(&self) -> Resources {
-        let (instances, cores, ram) = self.state().used();
+        let mut state = self.state();
+        state.purge(Instant::now());
+        let (instances, cores, ram) = state.used();
         Resources {
             instances: Some(instances),
             cores: Some(cores),
