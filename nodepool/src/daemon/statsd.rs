@@ -12,8 +12,10 @@
 //! - gauges `nodepool.nodes.<state>`, `nodepool.provider.<p>.nodes.<state>`
 //!   and `nodepool.label.<l>.nodes.<state>`, zeros included for every
 //!   state of every provider and label a running pool registered;
-//! - gauges `nodepool.provider.<p>.pool.<pool>.addressable_requests` and
-//!   `nodepool.provider.<p>.max_servers`;
+//! - gauges `nodepool.provider.<p>.pool.<pool>.addressable_requests`,
+//!   `nodepool.provider.<p>.max_servers` and
+//!   `nodepool.tenant_limits.<tenant>.<limit>` (`inf` for a limit not
+//!   set, as upstream's `math.inf` is formatted);
 //! - upstream's launch counters and timers of this launcher's launch
 //!   attempts since the last report, `nodepool.launch.<result>`,
 //!   `nodepool.launch.provider.<p>.<result>`,
@@ -211,7 +213,9 @@ async fn report(
         }
         _ => debug!("statsd: store not readable, node gauges skipped"),
     }
-    lines.extend(gauge_lines(&limit_gauges(&(sources.config)())));
+    let config = (sources.config)();
+    lines.extend(gauge_lines(&limit_gauges(&config)));
+    lines.extend(tenant_limit_lines(&config));
     let now = (sources.counters)();
     lines.extend(counter_lines(&previous.counters, &now, &sources.hostname));
     previous.counters = now;
@@ -301,6 +305,35 @@ pub(crate) fn limit_gauges(config: &Config) -> BTreeMap<String, i64> {
             (format!("nodepool.provider.{}.max_servers", p.name), max)
         })
         .collect()
+}
+
+/// Upstream's `updateTenantLimits`: `cores`, `instances` and `ram` of
+/// every `tenant-resource-limits` entry (`inf` when not set), and its other
+/// keys (`max-volumes` as `volumes`, `max-volume-gb` as `volume-gb`, the
+/// rest as written), names normalized as upstream does.
+pub(crate) fn tenant_limit_lines(config: &Config) -> Vec<String> {
+    let value = |v: Option<i64>| v.map_or_else(|| "inf".to_owned(), |v| v.to_string());
+    let mut out = Vec::new();
+    for limit in &config.tenant_resource_limits {
+        let tenant = normalize(&limit.tenant_name);
+        let mut gauges = vec![
+            ("cores".to_owned(), value(limit.max_cores)),
+            ("instances".to_owned(), value(limit.max_servers)),
+            ("ram".to_owned(), value(limit.max_ram)),
+        ];
+        for (key, v) in &limit.other {
+            let key = match key.as_str() {
+                "max-volumes" => "volumes",
+                "max-volume-gb" => "volume-gb",
+                other => other,
+            };
+            gauges.push((normalize(key), v.to_string()));
+        }
+        for (key, v) in gauges {
+            out.push(format!("nodepool.tenant_limits.{tenant}.{key}:{v}|g"));
+        }
+    }
+    out
 }
 
 fn gauge_lines(gauges: &BTreeMap<String, i64>) -> impl Iterator<Item = String> + '_ {
@@ -551,6 +584,25 @@ mod tests {
         assert_eq!(
             g["nodepool.provider.fake-a.pool.p2.addressable_requests"],
             1
+        );
+    }
+
+    #[test]
+    fn tenant_limits_are_gauges_with_inf_for_unset_limits() {
+        let yaml = format!(
+            "{CONFIG}tenant-resource-limits:\n  - tenant-name: t.1\n    max-cores: 8\n    max-volumes: 2\n"
+        );
+        let config =
+            nodepool_core::config::load_str("nodepool.yaml", &yaml, &crate::daemon::registry())
+                .unwrap_or_else(|e| panic!("test config: {e}"));
+        assert_eq!(
+            tenant_limit_lines(&config),
+            [
+                "nodepool.tenant_limits.t_1.cores:8|g",
+                "nodepool.tenant_limits.t_1.instances:inf|g",
+                "nodepool.tenant_limits.t_1.ram:inf|g",
+                "nodepool.tenant_limits.t_1.volumes:2|g",
+            ]
         );
     }
 
