@@ -45,6 +45,7 @@ pub mod cleanup;
 pub mod files;
 mod leaked;
 pub mod recover;
+mod stats;
 pub mod upload;
 
 #[cfg(test)]
@@ -68,6 +69,8 @@ use crate::model::{ImageUpload, UploadState};
 use crate::provider::wrappers::ProviderMetrics;
 use crate::provider::Provider;
 use crate::store::{NodeStore, StoreEvent};
+
+pub use stats::{BuildResult, BuilderStatsSnapshot, UploadTotals};
 
 /// Upstream's default `image-name-format`.
 pub const DEFAULT_IMAGE_NAME_FORMAT: &str = "{image_name}-{timestamp}";
@@ -143,6 +146,8 @@ pub struct Builder {
     pub(crate) possibly_leaked: Mutex<HashSet<(String, String)>>,
     /// The task metrics of the providers' wrapper stacks.
     tasks: Arc<ProviderMetrics>,
+    /// Builds and uploads finished, for metrics.
+    pub(crate) stats: stats::BuilderStats,
 }
 
 impl fmt::Debug for Builder {
@@ -176,6 +181,7 @@ impl Builder {
             snapshot: RwLock::new(Snapshot { config, providers }),
             possibly_leaked: Mutex::new(HashSet::new()),
             tasks,
+            stats: stats::BuilderStats::default(),
         }
     }
 
@@ -183,6 +189,13 @@ impl Builder {
     /// image deletes and listings), across config reloads.
     pub fn task_metrics(&self) -> Arc<ProviderMetrics> {
         Arc::clone(&self.tasks)
+    }
+
+    /// The last build of each image and the uploads that became ready
+    /// (upstream's `nodepool.dib_image_build.*` and
+    /// `nodepool.image_update.*` metrics).
+    pub fn stats(&self) -> BuilderStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// Replace the configuration and providers (config reload). Work in

@@ -215,6 +215,10 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
     }
 
     let cancel = CancellationToken::new();
+    if let Some(settings) = super::statsd::StatsdSettings::from_env() {
+        let stats_of = Arc::clone(&builder);
+        super::builder_stats::spawn(settings, Arc::new(move || stats_of.stats()), cancel.clone());
+    }
     let run_builder = Arc::clone(&builder);
     let run_cancel = cancel.clone();
     let mut run_task = tokio::spawn(async move { run_builder.run(run_cancel).await });

@@ -395,7 +395,7 @@ fn normalize(name: &str) -> String {
 
 /// A counter and a timer of the mean of `millis` over `n` events, sampled
 /// at `1/n` so a statsd server counts `n` timings.
-fn count_and_time(out: &mut Vec<String>, key: &str, n: u64, millis: u64) {
+pub(crate) fn count_and_time(out: &mut Vec<String>, key: &str, n: u64, millis: u64) {
     let mean = millis / n.max(1);
     out.push(format!("{key}:{n}|c"));
     if n == 1 {
