@@ -615,6 +615,13 @@ fn builder_sends_upstreams_build_and_upload_metrics_to_statsd() {
         ("nodepool.image_update.fake-image.fake-provider:", "|ms"),
         ("nodepool.image_update.fake-image.fake-provider2:", "|c"),
         ("nodepool.image_update.fake-image.fake-provider2:", "|ms"),
+        (".image.fake-image.build.state:", "|g"),
+        (
+            ".image.fake-image.provider.fake-provider.upload.state:",
+            "|g",
+        ),
+        ("nodepool.image.fake-image.image_build_requests:", "|g"),
+        ("nodepool.image_build_requests:", "|g"),
     ];
     let mut buf = [0u8; 2048];
     env.wait_for("the builder's metrics over statsd", || {
@@ -628,7 +635,17 @@ fn builder_sends_upstreams_build_and_upload_metrics_to_statsd() {
         }
         wanted
             .iter()
-            .all(|(name, kind)| seen.iter().any(|l| l.starts_with(name) && l.contains(kind)))
+            .all(|(name, kind)| {
+                seen.iter().any(|l| {
+                    // A leading dot: under `nodepool.builder.<hostname>`.
+                    let named = if name.starts_with('.') {
+                        l.starts_with("nodepool.builder.") && l.contains(name)
+                    } else {
+                        l.starts_with(name)
+                    };
+                    named && l.contains(kind)
+                })
+            })
             .then_some(())
     });
 }

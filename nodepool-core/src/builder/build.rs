@@ -236,7 +236,9 @@ impl Builder {
         };
         let timeout = Duration::from_secs(u64::try_from(diskimage.build_timeout).unwrap_or(0));
         let started = std::time::Instant::now();
+        let busy = self.stats.busy(name, None);
         let built = self.run_image_builder(&spec, timeout, cancel).await;
+        drop(busy);
         let sizes = match &built {
             Ok(files) => files.iter().map(|f| (f.format.clone(), f.size)).collect(),
             Err(_) => Vec::new(),

@@ -70,7 +70,10 @@ use crate::provider::wrappers::ProviderMetrics;
 use crate::provider::Provider;
 use crate::store::{NodeStore, StoreEvent};
 
-pub use stats::{BuildResult, BuilderStatsSnapshot, UploadTotals};
+pub use stats::{
+    BuildResult, BuilderStatsSnapshot, ImageStatus, UploadTotals, STATUS_BUILDING, STATUS_IDLE,
+    STATUS_PAUSED, STATUS_UPLOADING,
+};
 
 /// Upstream's default `image-name-format`.
 pub const DEFAULT_IMAGE_NAME_FORMAT: &str = "{image_name}-{timestamp}";
@@ -196,6 +199,47 @@ impl Builder {
     /// `nodepool.image_update.*` metrics).
     pub fn stats(&self) -> BuilderStatsSnapshot {
         self.stats.snapshot()
+    }
+
+    /// What the builder is doing with each image the store knows
+    /// (upstream's `nodepool.builder.<host>.image.*` gauges): building,
+    /// uploading, paused, and whether a build was requested.
+    pub async fn image_status(&self) -> crate::Result<Vec<ImageStatus>> {
+        let config = self.config();
+        let mut out = Vec::new();
+        for name in self.store.list_images().await? {
+            let paused = config.diskimages.iter().any(|d| d.name == name && d.pause)
+                || self.store.image_paused(&name).await?;
+            let build_state = if self.stats.is_busy(&name, None) {
+                STATUS_BUILDING
+            } else if paused {
+                STATUS_PAUSED
+            } else {
+                STATUS_IDLE
+            };
+            let mut uploads = Vec::new();
+            for provider in &config.providers {
+                let Some(image) = provider.diskimages.iter().find(|d| d.name == name) else {
+                    continue;
+                };
+                let state = if self.stats.is_busy(&name, Some(&provider.name)) {
+                    STATUS_UPLOADING
+                } else if image.pause {
+                    STATUS_PAUSED
+                } else {
+                    STATUS_IDLE
+                };
+                uploads.push((provider.name.clone(), state));
+            }
+            let build_requested = self.store.build_requested(&name).await?;
+            out.push(ImageStatus {
+                name,
+                build_state,
+                uploads,
+                build_requested,
+            });
+        }
+        Ok(out)
     }
 
     /// Replace the configuration and providers (config reload). Work in

@@ -3,8 +3,8 @@
 //! `nodepool.image_update.<image>.<provider>` (uploads). Keyed by image and
 //! provider names of the config: few keys.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The last build of one image, and how many builds finished.
@@ -41,11 +41,55 @@ pub struct BuilderStatsSnapshot {
     pub uploads: Vec<((String, String), UploadTotals)>,
 }
 
+/// Upstream's worker status values (`builder.py`).
+pub const STATUS_IDLE: u8 = 0;
+/// An image being built.
+pub const STATUS_BUILDING: u8 = 1;
+/// An image being uploaded to a provider.
+pub const STATUS_UPLOADING: u8 = 2;
+/// Builds of an image, or its uploads to a provider, paused.
+pub const STATUS_PAUSED: u8 = 3;
+
+/// What the builder is doing with one image (upstream's
+/// `_emitBuildRequestStats`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageStatus {
+    /// The image name.
+    pub name: String,
+    /// [`STATUS_IDLE`], [`STATUS_BUILDING`] or [`STATUS_PAUSED`].
+    pub build_state: u8,
+    /// Per provider the image goes to: [`STATUS_IDLE`],
+    /// [`STATUS_UPLOADING`] or [`STATUS_PAUSED`].
+    pub uploads: Vec<(String, u8)>,
+    /// Whether an `image-build` request is pending.
+    pub build_requested: bool,
+}
+
+/// Images being built (`None`) and uploaded (to `Some(provider)`).
+type BusySet = Arc<Mutex<BTreeSet<(String, Option<String>)>>>;
+
 /// The builder's counters, shared by its tasks.
 #[derive(Debug, Default)]
 pub(crate) struct BuilderStats {
     builds: Mutex<BTreeMap<String, BuildResult>>,
     uploads: Mutex<BTreeMap<(String, String), UploadTotals>>,
+    /// Images being built and (image, provider) being uploaded.
+    busy: BusySet,
+}
+
+/// Marks an image build or upload busy until dropped.
+#[derive(Debug)]
+pub(crate) struct Busy {
+    set: BusySet,
+    key: (String, Option<String>),
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.key);
+        }
+    }
 }
 
 fn millis(took: Duration) -> u64 {
@@ -87,6 +131,27 @@ impl BuilderStats {
         }
     }
 
+    /// Mark `image` being built (`provider: None`) or uploaded to
+    /// `provider` until the guard is dropped.
+    pub(crate) fn busy(&self, image: &str, provider: Option<&str>) -> Busy {
+        let key = (image.to_string(), provider.map(str::to_string));
+        if let Ok(mut set) = self.busy.lock() {
+            set.insert(key.clone());
+        }
+        Busy {
+            set: Arc::clone(&self.busy),
+            key,
+        }
+    }
+
+    /// Whether `image` is being built (`provider: None`) or uploaded to
+    /// `provider`.
+    pub(crate) fn is_busy(&self, image: &str, provider: Option<&str>) -> bool {
+        self.busy
+            .lock()
+            .is_ok_and(|set| set.contains(&(image.to_string(), provider.map(str::to_string))))
+    }
+
     /// The current figures.
     pub(crate) fn snapshot(&self) -> BuilderStatsSnapshot {
         BuilderStatsSnapshot {
@@ -126,6 +191,12 @@ mod tests {
         assert_eq!((build.count, build.millis, build.rc), (2, 20, 0));
         assert_eq!(build.sizes, [("qcow2".to_string(), 5)]);
         assert!(build.finished_unix > 0);
+        {
+            let _guard = stats.busy("img", Some("p"));
+            assert!(stats.is_busy("img", Some("p")));
+            assert!(!stats.is_busy("img", None));
+        }
+        assert!(!stats.is_busy("img", Some("p")));
         assert_eq!(
             snap.uploads,
             [(

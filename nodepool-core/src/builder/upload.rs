@@ -274,6 +274,7 @@ impl Builder {
             .await?;
 
         let started = std::time::Instant::now();
+        let _busy = self.stats.busy(&image.name, Some(&provider_cfg.name));
         let attempt = self.do_upload(
             snapshot,
             provider,

@@ -5,14 +5,22 @@
 //!   (timer), `.status.rc` and `.status.last_build` (gauges), and after a
 //!   successful one `nodepool.dib_image_build.<image>.<format>.size`;
 //! - after each upload that became ready,
-//!   `nodepool.image_update.<image>.<provider>` (counter and timer).
+//!   `nodepool.image_update.<image>.<provider>` (counter and timer);
+//! - every ten seconds (upstream: each cleanup pass), the gauges
+//!   `nodepool.builder.<hostname>.image.<image>.build.state`,
+//!   `nodepool.builder.<hostname>.image.<image>.provider.<p>.upload.state`
+//!   (0 idle, 1 building, 2 uploading, 3 paused),
+//!   `nodepool.image.<image>.image_build_requests` and
+//!   `nodepool.image_build_requests`.
 //!
 //! The builder's figures are read once a second; what finished since the
 //! last read is sent.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use nodepool_core::builder::BuilderStatsSnapshot;
+use nodepool_core::builder::{BuilderStatsSnapshot, ImageStatus};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +28,19 @@ use tracing::{debug, info, warn};
 
 use super::statsd::{count_and_time, datagrams, StatsdSettings};
 
+/// The image status being read.
+pub(crate) type StatusFuture =
+    Pin<Box<dyn Future<Output = nodepool_core::Result<Vec<ImageStatus>>> + Send>>;
+
 /// Where the reporter reads the builder's figures.
-pub(crate) type BuilderStatsSource = Arc<dyn Fn() -> BuilderStatsSnapshot + Send + Sync>;
+pub(crate) struct BuilderStatsSource {
+    /// Builds and uploads finished.
+    pub(crate) stats: Arc<dyn Fn() -> BuilderStatsSnapshot + Send + Sync>,
+    /// What the builder is doing with each image.
+    pub(crate) status: Arc<dyn Fn() -> StatusFuture + Send + Sync>,
+    /// This builder's host name, for `nodepool.builder.<hostname>`.
+    pub(crate) hostname: String,
+}
 
 /// Start reporting until `cancel`; the task ends with it.
 pub(crate) fn spawn(
@@ -50,14 +69,22 @@ async fn run(
     socket.connect(&settings.target).await?;
     info!(target = %settings.target, "reporting to statsd");
     let mut previous = BuilderStatsSnapshot::default();
+    let mut next_status = tokio::time::Instant::now();
     loop {
         let stop = tokio::select! {
             _ = cancel.cancelled() => true,
             _ = tokio::time::sleep(settings.min_interval) => false,
         };
-        let now = source();
-        let lines = builder_lines(&previous, &now);
+        let now = (source.stats)();
+        let mut lines = builder_lines(&previous, &now);
         previous = now;
+        if tokio::time::Instant::now() >= next_status {
+            next_status = tokio::time::Instant::now() + settings.interval;
+            match (source.status)().await {
+                Ok(status) => lines.extend(status_lines(&status, &source.hostname)),
+                Err(e) => debug!("statsd: image status not readable: {e}"),
+            }
+        }
         for datagram in datagrams(&lines, settings.prefix.as_deref()) {
             if let Err(e) = socket.send(datagram.as_bytes()).await {
                 debug!("statsd send failed: {e}");
@@ -67,6 +94,29 @@ async fn run(
             return Ok(());
         }
     }
+}
+
+/// Upstream's `_emitBuildRequestStats` gauges for `status`.
+pub(crate) fn status_lines(status: &[ImageStatus], hostname: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut requests = 0;
+    for image in status {
+        let name = &image.name;
+        out.push(format!(
+            "nodepool.builder.{hostname}.image.{name}.build.state:{}|g",
+            image.build_state
+        ));
+        for (provider, state) in &image.uploads {
+            out.push(format!(
+                "nodepool.builder.{hostname}.image.{name}.provider.{provider}.upload.state:{state}|g"
+            ));
+        }
+        let n = u8::from(image.build_requested);
+        requests += u32::from(n);
+        out.push(format!("nodepool.image.{name}.image_build_requests:{n}|g"));
+    }
+    out.push(format!("nodepool.image_build_requests:{requests}|g"));
+    out
 }
 
 /// The lines for the builds and uploads that finished between two
@@ -151,5 +201,24 @@ mod tests {
             ]
         );
         assert!(builder_lines(&now, &now).is_empty());
+    }
+
+    #[test]
+    fn image_status_sends_upstreams_state_and_request_gauges() {
+        let status = [ImageStatus {
+            name: "ubuntu".to_owned(),
+            build_state: nodepool_core::builder::STATUS_BUILDING,
+            uploads: vec![("cloud1".to_owned(), nodepool_core::builder::STATUS_PAUSED)],
+            build_requested: true,
+        }];
+        assert_eq!(
+            status_lines(&status, "b1"),
+            [
+                "nodepool.builder.b1.image.ubuntu.build.state:1|g",
+                "nodepool.builder.b1.image.ubuntu.provider.cloud1.upload.state:3|g",
+                "nodepool.image.ubuntu.image_build_requests:1|g",
+                "nodepool.image_build_requests:1|g",
+            ]
+        );
     }
 }
