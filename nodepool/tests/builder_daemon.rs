@@ -583,3 +583,69 @@ fn launcher_and_builder_as_two_processes_boot_from_the_builders_upload() {
     );
     assert!(builder.stop(&env).success(), "builder exit\n{}", env.log());
 }
+
+#[test]
+fn builder_sends_upstreams_build_and_upload_metrics_to_statsd() {
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let statsd_port = receiver.local_addr().expect("addr").port();
+    let env = Env::new();
+    env.write_config("\n      - name: fake-image", false);
+    let _daemon = env.start_builder(&[
+        ("STATSD_HOST", "127.0.0.1".to_string()),
+        ("STATSD_PORT", statsd_port.to_string()),
+    ]);
+
+    // After a build and its uploads: upstream's names and types.
+    let mut seen: Vec<String> = Vec::new();
+    let wanted = [
+        (
+            "nodepool.dib_image_build.fake-image.status.duration:",
+            "|ms",
+        ),
+        ("nodepool.dib_image_build.fake-image.status.rc:0", "|g"),
+        (
+            "nodepool.dib_image_build.fake-image.status.last_build:",
+            "|g",
+        ),
+        ("nodepool.dib_image_build.fake-image.qcow2.size:", "|g"),
+        ("nodepool.image_update.fake-image.fake-provider:", "|c"),
+        ("nodepool.image_update.fake-image.fake-provider:", "|ms"),
+        ("nodepool.image_update.fake-image.fake-provider2:", "|c"),
+        ("nodepool.image_update.fake-image.fake-provider2:", "|ms"),
+        (".image.fake-image.build.state:", "|g"),
+        (
+            ".image.fake-image.provider.fake-provider.upload.state:",
+            "|g",
+        ),
+        ("nodepool.image.fake-image.image_build_requests:", "|g"),
+        ("nodepool.image_build_requests:", "|g"),
+    ];
+    let mut buf = [0u8; 2048];
+    env.wait_for("the builder's metrics over statsd", || {
+        if let Ok(n) = receiver.recv(&mut buf) {
+            assert!(n <= 512, "datagrams stay within 512 bytes");
+            seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        wanted
+            .iter()
+            .all(|(name, kind)| {
+                seen.iter().any(|l| {
+                    // A leading dot: under `nodepool.builder.<hostname>`.
+                    let named = if name.starts_with('.') {
+                        l.starts_with("nodepool.builder.") && l.contains(name)
+                    } else {
+                        l.starts_with(name)
+                    };
+                    named && l.contains(kind)
+                })
+            })
+            .then_some(())
+    });
+}

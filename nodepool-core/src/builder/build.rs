@@ -235,7 +235,16 @@ impl Builder {
             elements_dir: config.elements_dir.clone(),
         };
         let timeout = Duration::from_secs(u64::try_from(diskimage.build_timeout).unwrap_or(0));
+        let started = std::time::Instant::now();
+        let busy = self.stats.busy(name, None);
         let built = self.run_image_builder(&spec, timeout, cancel).await;
+        drop(busy);
+        let sizes = match &built {
+            Ok(files) => files.iter().map(|f| (f.format.clone(), f.size)).collect(),
+            Err(_) => Vec::new(),
+        };
+        self.stats
+            .build_finished(name, started.elapsed(), built.is_ok(), sizes);
 
         let mut result = ImageBuild::new(name.clone(), BuildState::Failed);
         result.id = build_id.clone();

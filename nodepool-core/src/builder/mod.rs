@@ -45,6 +45,7 @@ pub mod cleanup;
 pub mod files;
 mod leaked;
 pub mod recover;
+mod stats;
 pub mod upload;
 
 #[cfg(test)]
@@ -68,6 +69,11 @@ use crate::model::{ImageUpload, UploadState};
 use crate::provider::wrappers::ProviderMetrics;
 use crate::provider::Provider;
 use crate::store::{NodeStore, StoreEvent};
+
+pub use stats::{
+    BuildResult, BuilderStatsSnapshot, ImageStatus, UploadTotals, STATUS_BUILDING, STATUS_IDLE,
+    STATUS_PAUSED, STATUS_UPLOADING,
+};
 
 /// Upstream's default `image-name-format`.
 pub const DEFAULT_IMAGE_NAME_FORMAT: &str = "{image_name}-{timestamp}";
@@ -143,6 +149,8 @@ pub struct Builder {
     pub(crate) possibly_leaked: Mutex<HashSet<(String, String)>>,
     /// The task metrics of the providers' wrapper stacks.
     tasks: Arc<ProviderMetrics>,
+    /// Builds and uploads finished, for metrics.
+    pub(crate) stats: stats::BuilderStats,
 }
 
 impl fmt::Debug for Builder {
@@ -176,6 +184,7 @@ impl Builder {
             snapshot: RwLock::new(Snapshot { config, providers }),
             possibly_leaked: Mutex::new(HashSet::new()),
             tasks,
+            stats: stats::BuilderStats::default(),
         }
     }
 
@@ -183,6 +192,54 @@ impl Builder {
     /// image deletes and listings), across config reloads.
     pub fn task_metrics(&self) -> Arc<ProviderMetrics> {
         Arc::clone(&self.tasks)
+    }
+
+    /// The last build of each image and the uploads that became ready
+    /// (upstream's `nodepool.dib_image_build.*` and
+    /// `nodepool.image_update.*` metrics).
+    pub fn stats(&self) -> BuilderStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// What the builder is doing with each image the store knows
+    /// (upstream's `nodepool.builder.<host>.image.*` gauges): building,
+    /// uploading, paused, and whether a build was requested.
+    pub async fn image_status(&self) -> crate::Result<Vec<ImageStatus>> {
+        let config = self.config();
+        let mut out = Vec::new();
+        for name in self.store.list_images().await? {
+            let paused = config.diskimages.iter().any(|d| d.name == name && d.pause)
+                || self.store.image_paused(&name).await?;
+            let build_state = if self.stats.is_busy(&name, None) {
+                STATUS_BUILDING
+            } else if paused {
+                STATUS_PAUSED
+            } else {
+                STATUS_IDLE
+            };
+            let mut uploads = Vec::new();
+            for provider in &config.providers {
+                let Some(image) = provider.diskimages.iter().find(|d| d.name == name) else {
+                    continue;
+                };
+                let state = if self.stats.is_busy(&name, Some(&provider.name)) {
+                    STATUS_UPLOADING
+                } else if image.pause {
+                    STATUS_PAUSED
+                } else {
+                    STATUS_IDLE
+                };
+                uploads.push((provider.name.clone(), state));
+            }
+            let build_requested = self.store.build_requested(&name).await?;
+            out.push(ImageStatus {
+                name,
+                build_state,
+                uploads,
+                build_requested,
+            });
+        }
+        Ok(out)
     }
 
     /// Replace the configuration and providers (config reload). Work in

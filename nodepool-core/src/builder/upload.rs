@@ -273,6 +273,8 @@ impl Builder {
             .create_upload(&image.name, &build.id, &provider_cfg.name, &record)
             .await?;
 
+        let started = std::time::Instant::now();
+        let _busy = self.stats.busy(&image.name, Some(&provider_cfg.name));
         let attempt = self.do_upload(
             snapshot,
             provider,
@@ -296,6 +298,8 @@ impl Builder {
         match uploaded {
             Ok((external_id, external_name, format)) => {
                 tracing::info!(build = %build.id, %external_id, "image upload is ready");
+                self.stats
+                    .upload_ready(&image.name, &provider_cfg.name, started.elapsed());
                 result.set_state(UploadState::Ready);
                 result.external_id = Some(external_id);
                 result.external_name = Some(external_name);

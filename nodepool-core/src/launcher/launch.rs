@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use super::context::{Context, ProviderRuntime};
 use super::input::label_resources;
 use super::nodes::resources_json;
-use super::stats::Counter;
+use super::stats::{Counter, LaunchKey};
 use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
 use crate::model::{Node, NodeState};
@@ -123,6 +123,7 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
         attempt = attempt.saturating_add(1);
         match attempt_once(ctx, node).await {
             Ok(()) => {
+                record(ctx, node, "ready", started);
                 ctx.context.counters.launch_ready(started.elapsed());
                 info!(attempt, took = ?started.elapsed(), "node is ready");
                 return Outcome::Ready;
@@ -134,6 +135,7 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
                     // cloud has room (cleanup deletes an instance it kept).
                     info!(error = %e, "aborting node: the cloud is at a limit");
                     ctx.runtime.invalidate_quota();
+                    record(ctx, node, "error.quota", started);
                     ctx.context.counters.bump(Counter::LaunchesAborted);
                     node.set_state(NodeState::Aborted);
                     store_node(ctx, node).await;
@@ -147,6 +149,7 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
                     error = %e,
                     "launch attempt failed"
                 );
+                record(ctx, node, result_key(&e), started);
                 if let Some(external_id) = node.external_id.clone() {
                     if let Err(e) = ctx.provider.delete_instance(&external_id).await {
                         warn!(%external_id, error = %e, "could not delete the failed instance");
@@ -167,6 +170,28 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
             }
         }
     }
+}
+
+/// Upstream's statsd result key of a failed attempt: `error.zksession`
+/// when the node's lock was lost, else `error.unknown` (upstream's
+/// exception-specific keys have no counterpart in [`Error`]).
+fn result_key(e: &Error) -> &'static str {
+    match e {
+        Error::LockLost { .. } => "error.zksession",
+        _ => "error.unknown",
+    }
+}
+
+/// Count one attempt's result under upstream's launch keys, timed from
+/// the start of the launch (upstream's `recordLaunchStats`).
+fn record(ctx: &LaunchContext, node: &Node, result: &'static str, started: Instant) {
+    let key = LaunchKey {
+        provider: ctx.provider_cfg.name.clone(),
+        az: node.az.clone().filter(|az| !az.is_empty()),
+        requestor: node.requestor.clone(),
+        result,
+    };
+    ctx.context.counters.launch_result(key, started.elapsed());
 }
 
 async fn store_node(ctx: &LaunchContext, node: &Node) {

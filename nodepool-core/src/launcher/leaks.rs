@@ -9,7 +9,6 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
-use super::stats::Counter;
 use crate::provider::for_each_instance;
 use crate::Result;
 
@@ -74,7 +73,7 @@ impl LeakTracker {
                         "deleting leaked instance"
                     );
                     match provider.delete_instance(&external_id).await {
-                        Ok(()) => ctx.counters.bump(Counter::LeakedInstancesDeleted),
+                        Ok(()) => ctx.counters.leaked_instance_deleted(&name),
                         Err(e) => {
                             warn!(external_id = %external_id, error = %e, "cannot delete leaked instance");
                             still_leaked.insert(key, first);

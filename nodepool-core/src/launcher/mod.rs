@@ -107,7 +107,10 @@ use crate::Result;
 
 pub use census::{Census, NodeGroup, RequestGroup};
 pub use settings::{LauncherSettings, ReadyHook};
-pub use stats::{CounterSnapshot, Counters, LauncherStatus, PoolStatus};
+pub use stats::{
+    CounterSnapshot, Counters, KeyedCounts, LaunchKey, LaunchTotals, LauncherStatus, PoolStatus,
+    MAX_LAUNCH_KEYS,
+};
 
 use supervisor::Supervisor;
 
@@ -195,6 +198,12 @@ impl Launcher {
     /// The counters (for metrics).
     pub fn counters(&self) -> CounterSnapshot {
         self.supervisor.counters()
+    }
+
+    /// Launch results by provider, az, requestor and result (upstream's
+    /// `nodepool.launch.*` metrics) and leaked instances by provider.
+    pub fn keyed_counts(&self) -> KeyedCounts {
+        self.supervisor.keyed_counts()
     }
 
     /// Nodes and requests counted by state, provider and labels, from the

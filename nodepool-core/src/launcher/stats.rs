@@ -1,7 +1,14 @@
 //! Counters and status snapshots the daemon exports (metrics, SIGUSR2 dumps).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The most distinct (provider, az, requestor, result) keys counted; a
+/// launch with a new key beyond it is counted without its requestor, so
+/// the map stays bounded whatever requestors send.
+pub const MAX_LAUNCH_KEYS: usize = 1024;
 
 /// Monotonic counters of one [`Launcher`](super::Launcher), shared by its
 /// tasks. Read them with [`Counters::snapshot`].
@@ -17,6 +24,8 @@ pub struct Counters {
     nodes_deleted: AtomicU64,
     leaked_instances_deleted: AtomicU64,
     min_ready_requests: AtomicU64,
+    launches: Mutex<BTreeMap<LaunchKey, LaunchTotals>>,
+    leaked_by_provider: Mutex<BTreeMap<String, u64>>,
 }
 
 /// One counter to bump.
@@ -53,6 +62,57 @@ impl Counters {
         let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         self.launch_millis_total
             .fetch_add(millis, Ordering::Relaxed);
+    }
+
+    /// Record one launch attempt's result (upstream's `recordLaunchStats`:
+    /// `ready`, or the `error.*` key of the attempt that failed) and the
+    /// time since the launch started.
+    pub(crate) fn launch_result(&self, key: LaunchKey, took: Duration) {
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let Ok(mut map) = self.launches.lock() else {
+            return;
+        };
+        let key = if map.len() >= MAX_LAUNCH_KEYS && !map.contains_key(&key) {
+            LaunchKey {
+                requestor: None,
+                ..key
+            }
+        } else {
+            key
+        };
+        let totals = map.entry(key).or_default();
+        totals.count = totals.count.saturating_add(1);
+        totals.millis = totals.millis.saturating_add(millis);
+    }
+
+    /// Record a leaked instance of `provider` deleted.
+    pub(crate) fn leaked_instance_deleted(&self, provider: &str) {
+        self.bump(Counter::LeakedInstancesDeleted);
+        if let Ok(mut map) = self.leaked_by_provider.lock() {
+            match map.get_mut(provider) {
+                Some(n) => *n = n.saturating_add(1),
+                None => {
+                    map.insert(provider.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// The keyed counts so far: launch results by provider, az, requestor
+    /// and result, and leaked instances deleted by provider (in key order).
+    pub fn keyed(&self) -> KeyedCounts {
+        KeyedCounts {
+            launches: self
+                .launches
+                .lock()
+                .map(|map| map.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
+            leaked_instances: self
+                .leaked_by_provider
+                .lock()
+                .map(|map| map.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// The current values.
@@ -99,6 +159,39 @@ pub struct CounterSnapshot {
     pub min_ready_requests: u64,
 }
 
+/// What upstream's launch metrics are keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LaunchKey {
+    /// The provider that launched.
+    pub provider: String,
+    /// The node's availability zone, when it has one.
+    pub az: Option<String>,
+    /// The requestor of the request the node was launched for.
+    pub requestor: Option<String>,
+    /// Upstream's statsd result key: `ready`, `error.quota`,
+    /// `error.unknown`, ...
+    pub result: &'static str,
+}
+
+/// How many launch attempts ended with one key, and their summed time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LaunchTotals {
+    /// Attempts counted.
+    pub count: u64,
+    /// Their times since the launch started, summed, in milliseconds.
+    pub millis: u64,
+}
+
+/// Counters kept per provider, az or requestor: few keys, bounded (see
+/// [`MAX_LAUNCH_KEYS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyedCounts {
+    /// Launch attempts by provider, az, requestor and result.
+    pub launches: Vec<(LaunchKey, LaunchTotals)>,
+    /// Leaked instances deleted, by provider.
+    pub leaked_instances: Vec<(String, u64)>,
+}
+
 /// What one pool worker is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolStatus {
@@ -129,4 +222,68 @@ pub struct LauncherStatus {
     pub deleting: usize,
     /// Counters.
     pub counters: CounterSnapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(requestor: &str, result: &'static str) -> LaunchKey {
+        LaunchKey {
+            provider: "p".to_string(),
+            az: None,
+            requestor: Some(requestor.to_string()),
+            result,
+        }
+    }
+
+    #[test]
+    fn launch_results_sum_per_key_and_stay_bounded() {
+        let counters = Counters::default();
+        counters.launch_result(key("zuul", "ready"), Duration::from_millis(10));
+        counters.launch_result(key("zuul", "ready"), Duration::from_millis(30));
+        counters.launch_result(key("zuul", "error.unknown"), Duration::from_millis(5));
+        let keyed = counters.keyed();
+        assert_eq!(
+            keyed.launches,
+            [
+                (
+                    key("zuul", "error.unknown"),
+                    LaunchTotals {
+                        count: 1,
+                        millis: 5
+                    }
+                ),
+                (
+                    key("zuul", "ready"),
+                    LaunchTotals {
+                        count: 2,
+                        millis: 40
+                    }
+                ),
+            ]
+        );
+        // Past the bound, new requestors are counted without their name.
+        for i in 0..MAX_LAUNCH_KEYS + 10 {
+            counters.launch_result(key(&format!("r{i}"), "ready"), Duration::ZERO);
+        }
+        let launches = counters.keyed().launches;
+        assert!(launches.len() <= MAX_LAUNCH_KEYS + 1);
+        let total: u64 = launches.iter().map(|(_, t)| t.count).sum();
+        assert_eq!(total, 3 + MAX_LAUNCH_KEYS as u64 + 10);
+        assert!(launches.iter().any(|(k, _)| k.requestor.is_none()));
+    }
+
+    #[test]
+    fn leaked_instances_count_per_provider_and_in_total() {
+        let counters = Counters::default();
+        counters.leaked_instance_deleted("a");
+        counters.leaked_instance_deleted("a");
+        counters.leaked_instance_deleted("b");
+        assert_eq!(counters.snapshot().leaked_instances_deleted, 3);
+        assert_eq!(
+            counters.keyed().leaked_instances,
+            [("a".to_string(), 2), ("b".to_string(), 1)]
+        );
+    }
 }

@@ -96,6 +96,10 @@ impl Supervisor {
         self.ctx.counters.snapshot()
     }
 
+    pub(crate) fn keyed_counts(&self) -> super::KeyedCounts {
+        self.ctx.counters.keyed()
+    }
+
     pub(crate) async fn census(&self) -> Result<Census> {
         census::take(&self.ctx).await
     }

@@ -215,6 +215,18 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
     }
 
     let cancel = CancellationToken::new();
+    if let Some(settings) = super::statsd::StatsdSettings::from_env() {
+        let (stats_of, status_of) = (Arc::clone(&builder), Arc::clone(&builder));
+        let source = super::builder_stats::BuilderStatsSource {
+            stats: Arc::new(move || stats_of.stats()),
+            status: Arc::new(move || {
+                let builder = Arc::clone(&status_of);
+                Box::pin(async move { builder.image_status().await })
+            }),
+            hostname: host.clone(),
+        };
+        super::builder_stats::spawn(settings, source, cancel.clone());
+    }
     let run_builder = Arc::clone(&builder);
     let run_cancel = cancel.clone();
     let mut run_task = tokio::spawn(async move { run_builder.run(run_cancel).await });

@@ -74,7 +74,9 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let tasks = launcher.task_metrics();
     let counters_of = Arc::clone(&launcher);
     let census = launcher_census(Arc::clone(&launcher));
+    let keyed_of = Arc::clone(&launcher);
     let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()))
+        .with_keyed(Arc::new(move || keyed_of.keyed_counts()))
         .with_census(Arc::clone(&census))
         .with_tasks(Arc::clone(&tasks));
     let web = Arc::new(
@@ -113,10 +115,12 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
 
     if let Some(settings) = super::statsd::StatsdSettings::from_env() {
         let (counters_of, config_of) = (Arc::clone(&launcher), Arc::clone(&web));
+        let keyed_of = Arc::clone(&launcher);
         let sources = super::statsd::StatsSources {
             store: Arc::clone(&store),
             census: Arc::clone(&census),
             counters: Arc::new(move || counters_of.counters()),
+            keyed: Arc::new(move || keyed_of.keyed_counts()),
             config: Arc::new(move || config_of.config()),
             hostname: hostname(),
             tasks: Arc::clone(&tasks),

@@ -2,6 +2,7 @@
 //! configuration, opening the store, building providers, signals.
 
 pub(crate) mod builder;
+pub(crate) mod builder_stats;
 pub(crate) mod launcher;
 pub(crate) mod statsd;
 

@@ -12,13 +12,20 @@
 //! - gauges `nodepool.nodes.<state>`, `nodepool.provider.<p>.nodes.<state>`
 //!   and `nodepool.label.<l>.nodes.<state>`, zeros included for every
 //!   state of every provider and label a running pool registered;
-//! - gauges `nodepool.provider.<p>.pool.<pool>.addressable_requests` and
-//!   `nodepool.provider.<p>.max_servers`;
-//! - counters of this launcher's launches since the last report:
-//!   `nodepool.launch.ready` (with a `|ms` timing of their mean duration,
-//!   sampled at `1/n` so a statsd server counts `n` launches),
-//!   `nodepool.launch.error.unknown` (launches that failed after their
-//!   retries) and `nodepool.launch.error.quota` (aborted for quota);
+//! - gauges `nodepool.provider.<p>.pool.<pool>.addressable_requests`,
+//!   `nodepool.provider.<p>.max_servers` and
+//!   `nodepool.tenant_limits.<tenant>.<limit>` (`inf` for a limit not
+//!   set, as upstream's `math.inf` is formatted);
+//! - upstream's launch counters and timers of this launcher's launch
+//!   attempts since the last report, `nodepool.launch.<result>`,
+//!   `nodepool.launch.provider.<p>.<result>`,
+//!   `nodepool.launch.provider.<p>.<az>.<result>` and
+//!   `nodepool.launch.requestor.<r>.<result>` (`<result>`: `ready`,
+//!   `error.quota`, `error.zksession`, `error.unknown`; one per failed
+//!   attempt, as upstream): a counter and a `|ms` timing of the mean time
+//!   since the launch started, sampled at `1/n` so a statsd server counts
+//!   `n` launches;
+//! - upstream's `nodepool.provider.<p>.leaked.instances` counters;
 //! - upstream's task timers `nodepool.task.<provider>.<operation>`: per
 //!   provider call (`create_instance`, `get_instance`, `quota`, ...) since
 //!   the last report, a counter and a `|ms` timing of the mean duration
@@ -32,6 +39,9 @@
 //!   `requests.failed`, `requests.declined`, `nodes.deleted`,
 //!   `leaked.instances`, `min_ready.requests`.
 //!
+//! doc/operations.md lists every metric upstream sends and whether this
+//! one does.
+//!
 //! Upstream elects one launcher to send the node gauges; here every
 //! launcher sends them, which is harmless: gauges are absolute values and
 //! every launcher reads the same store.
@@ -42,7 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::config::Config;
-use nodepool_core::launcher::{Census, CounterSnapshot};
+use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts};
 use nodepool_core::model::{Component, NodeState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
@@ -109,6 +119,8 @@ pub(crate) struct StatsSources {
     pub(crate) census: CensusSource,
     /// The launcher's counters.
     pub(crate) counters: Arc<dyn Fn() -> CounterSnapshot + Send + Sync>,
+    /// The launcher's counters per provider, az and requestor.
+    pub(crate) keyed: Arc<dyn Fn() -> KeyedCounts + Send + Sync>,
     /// The current configuration (for `max_servers`).
     pub(crate) config: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
     /// This launcher's host name, for `nodepool.launcher.<hostname>`.
@@ -180,6 +192,7 @@ async fn run(
 #[derive(Debug, Default)]
 struct Previous {
     counters: CounterSnapshot,
+    keyed: KeyedCounts,
     tasks: Vec<OperationSnapshot>,
 }
 
@@ -200,10 +213,15 @@ async fn report(
         }
         _ => debug!("statsd: store not readable, node gauges skipped"),
     }
-    lines.extend(gauge_lines(&limit_gauges(&(sources.config)())));
+    let config = (sources.config)();
+    lines.extend(gauge_lines(&limit_gauges(&config)));
+    lines.extend(tenant_limit_lines(&config));
     let now = (sources.counters)();
     lines.extend(counter_lines(&previous.counters, &now, &sources.hostname));
     previous.counters = now;
+    let keyed = (sources.keyed)();
+    lines.extend(keyed_lines(&previous.keyed, &keyed));
+    previous.keyed = keyed;
     let tasks = sources.tasks.snapshot();
     lines.extend(task_lines(&previous.tasks, &tasks));
     previous.tasks = tasks;
@@ -289,6 +307,35 @@ pub(crate) fn limit_gauges(config: &Config) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// Upstream's `updateTenantLimits`: `cores`, `instances` and `ram` of
+/// every `tenant-resource-limits` entry (`inf` when not set), and its other
+/// keys (`max-volumes` as `volumes`, `max-volume-gb` as `volume-gb`, the
+/// rest as written), names normalized as upstream does.
+pub(crate) fn tenant_limit_lines(config: &Config) -> Vec<String> {
+    let value = |v: Option<i64>| v.map_or_else(|| "inf".to_owned(), |v| v.to_string());
+    let mut out = Vec::new();
+    for limit in &config.tenant_resource_limits {
+        let tenant = normalize(&limit.tenant_name);
+        let mut gauges = vec![
+            ("cores".to_owned(), value(limit.max_cores)),
+            ("instances".to_owned(), value(limit.max_servers)),
+            ("ram".to_owned(), value(limit.max_ram)),
+        ];
+        for (key, v) in &limit.other {
+            let key = match key.as_str() {
+                "max-volumes" => "volumes",
+                "max-volume-gb" => "volume-gb",
+                other => other,
+            };
+            gauges.push((normalize(key), v.to_string()));
+        }
+        for (key, v) in gauges {
+            out.push(format!("nodepool.tenant_limits.{tenant}.{key}:{v}|g"));
+        }
+    }
+    out
+}
+
 fn gauge_lines(gauges: &BTreeMap<String, i64>) -> impl Iterator<Item = String> + '_ {
     gauges.iter().map(|(k, v)| format!("{k}:{v}|g"))
 }
@@ -302,31 +349,8 @@ pub(crate) fn counter_lines(
 ) -> Vec<String> {
     let mut out = Vec::new();
     let delta = |a: u64, b: u64| b.saturating_sub(a);
-    let ready = delta(before.launches_ready, now.launches_ready);
-    if ready > 0 {
-        out.push(format!("nodepool.launch.ready:{ready}|c"));
-        let millis = delta(before.launch_millis_total, now.launch_millis_total);
-        let mean = millis / ready;
-        if ready == 1 {
-            out.push(format!("nodepool.launch.ready:{mean}|ms"));
-        } else {
-            // One sample standing for `ready` launches of the mean duration.
-            out.push(format!(
-                "nodepool.launch.ready:{mean}|ms|@{}",
-                1.0 / ready as f64
-            ));
-        }
-    }
     let host = hostname.replace(['.', ':'], "_");
     let counters = [
-        (
-            "nodepool.launch.error.unknown".to_owned(),
-            delta(before.launches_failed, now.launches_failed),
-        ),
-        (
-            "nodepool.launch.error.quota".to_owned(),
-            delta(before.launches_aborted, now.launches_aborted),
-        ),
         (
             format!("nodepool.launcher.{host}.requests.fulfilled"),
             delta(before.requests_fulfilled, now.requests_fulfilled),
@@ -363,6 +387,84 @@ pub(crate) fn counter_lines(
     out
 }
 
+/// Upstream's `normalize_statsd_name`: a requestor's dots and colons
+/// would be graphite levels and statsd delimiters.
+fn normalize(name: &str) -> String {
+    name.replace(['.', ':'], "_")
+}
+
+/// A counter and a timer of the mean of `millis` over `n` events, sampled
+/// at `1/n` so a statsd server counts `n` timings.
+pub(crate) fn count_and_time(out: &mut Vec<String>, key: &str, n: u64, millis: u64) {
+    let mean = millis / n.max(1);
+    out.push(format!("{key}:{n}|c"));
+    if n == 1 {
+        out.push(format!("{key}:{mean}|ms"));
+    } else {
+        out.push(format!("{key}:{mean}|ms|@{}", 1.0 / n as f64));
+    }
+}
+
+/// Upstream's `recordLaunchStats` keys for the launch attempts, and its
+/// `nodepool.provider.<p>.leaked.instances` counters, between two
+/// snapshots; keys without new events are left out.
+pub(crate) fn keyed_lines(before: &KeyedCounts, now: &KeyedCounts) -> Vec<String> {
+    let mut sums: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (key, totals) in &now.launches {
+        let old = before
+            .launches
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, t)| *t)
+            .unwrap_or_default();
+        let n = totals.count.saturating_sub(old.count);
+        if n == 0 {
+            continue;
+        }
+        let millis = totals.millis.saturating_sub(old.millis);
+        let result = key.result;
+        let mut names = vec![
+            format!("nodepool.launch.provider.{}.{result}", key.provider),
+            format!("nodepool.launch.{result}"),
+        ];
+        if let Some(az) = &key.az {
+            names.push(format!(
+                "nodepool.launch.provider.{}.{az}.{result}",
+                key.provider
+            ));
+        }
+        if let Some(requestor) = &key.requestor {
+            names.push(format!(
+                "nodepool.launch.requestor.{}.{result}",
+                normalize(requestor)
+            ));
+        }
+        for name in names {
+            let sum = sums.entry(name).or_default();
+            sum.0 += n;
+            sum.1 += millis;
+        }
+    }
+    let mut out = Vec::new();
+    for (name, (n, millis)) in sums {
+        count_and_time(&mut out, &name, n, millis);
+    }
+    for (provider, n) in &now.leaked_instances {
+        let old = before
+            .leaked_instances
+            .iter()
+            .find(|(p, _)| p == provider)
+            .map_or(0, |(_, n)| *n);
+        let n = n.saturating_sub(old);
+        if n > 0 {
+            out.push(format!(
+                "nodepool.provider.{provider}.leaked.instances:{n}|c"
+            ));
+        }
+    }
+    out
+}
+
 /// Upstream's `nodepool.task.<provider>.<operation>` counter and timer for
 /// the provider calls between two snapshots; operations without new calls
 /// are left out.
@@ -379,14 +481,8 @@ pub(crate) fn task_lines(before: &[OperationSnapshot], now: &[OperationSnapshot]
             continue;
         }
         let millis = op.stats.total.saturating_sub(old.total).as_millis() as u64;
-        let mean = millis / calls;
         let key = format!("nodepool.task.{}.{}", op.provider, op.operation);
-        out.push(format!("{key}:{calls}|c"));
-        if calls == 1 {
-            out.push(format!("{key}:{mean}|ms"));
-        } else {
-            out.push(format!("{key}:{mean}|ms|@{}", 1.0 / calls as f64));
-        }
+        count_and_time(&mut out, &key, calls, millis);
     }
     out
 }
@@ -419,6 +515,7 @@ pub(crate) fn datagrams(lines: &[String], prefix: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nodepool_core::launcher::{LaunchKey, LaunchTotals};
     use nodepool_core::model::{Node, NodeRequest};
     use nodepool_core::store::MemoryStore;
 
@@ -491,6 +588,25 @@ mod tests {
     }
 
     #[test]
+    fn tenant_limits_are_gauges_with_inf_for_unset_limits() {
+        let yaml = format!(
+            "{CONFIG}tenant-resource-limits:\n  - tenant-name: t.1\n    max-cores: 8\n    max-volumes: 2\n"
+        );
+        let config =
+            nodepool_core::config::load_str("nodepool.yaml", &yaml, &crate::daemon::registry())
+                .unwrap_or_else(|e| panic!("test config: {e}"));
+        assert_eq!(
+            tenant_limit_lines(&config),
+            [
+                "nodepool.tenant_limits.t_1.cores:8|g",
+                "nodepool.tenant_limits.t_1.instances:inf|g",
+                "nodepool.tenant_limits.t_1.ram:inf|g",
+                "nodepool.tenant_limits.t_1.volumes:2|g",
+            ]
+        );
+    }
+
+    #[test]
     fn max_servers_gauge_sums_the_pools() {
         let g = limit_gauges(&config());
         assert_eq!(g["nodepool.provider.fake-a.max_servers"], 7);
@@ -533,14 +649,72 @@ mod tests {
         let lines = counter_lines(&before, &now, "node1.example.org");
         assert_eq!(
             lines,
-            [
-                "nodepool.launch.ready:4|c",
-                "nodepool.launch.ready:200|ms|@0.25",
-                "nodepool.launch.error.unknown:2|c",
-                "nodepool.launcher.node1_example_org.requests.fulfilled:3|c",
-            ]
+            ["nodepool.launcher.node1_example_org.requests.fulfilled:3|c"]
         );
         assert!(counter_lines(&now, &now, "h").is_empty());
+    }
+
+    fn launch(
+        provider: &str,
+        az: Option<&str>,
+        requestor: Option<&str>,
+        result: &'static str,
+        count: u64,
+        millis: u64,
+    ) -> (LaunchKey, LaunchTotals) {
+        (
+            LaunchKey {
+                provider: provider.to_owned(),
+                az: az.map(str::to_owned),
+                requestor: requestor.map(str::to_owned),
+                result,
+            },
+            LaunchTotals { count, millis },
+        )
+    }
+
+    #[test]
+    fn launch_results_send_upstreams_keys_per_provider_az_and_requestor() {
+        let before = KeyedCounts {
+            launches: vec![launch(
+                "p1",
+                Some("az1"),
+                Some("zuul.example.org"),
+                "ready",
+                1,
+                100,
+            )],
+            leaked_instances: vec![("p1".to_owned(), 1)],
+        };
+        let now = KeyedCounts {
+            launches: vec![
+                launch("p1", Some("az1"), Some("zuul.example.org"), "ready", 3, 500),
+                launch("p1", None, Some("NodePool:min-ready"), "ready", 2, 200),
+                launch("p2", None, None, "error.unknown", 1, 50),
+            ],
+            leaked_instances: vec![("p1".to_owned(), 3)],
+        };
+        assert_eq!(
+            keyed_lines(&before, &now),
+            [
+                "nodepool.launch.error.unknown:1|c",
+                "nodepool.launch.error.unknown:50|ms",
+                "nodepool.launch.provider.p1.az1.ready:2|c",
+                "nodepool.launch.provider.p1.az1.ready:200|ms|@0.5",
+                "nodepool.launch.provider.p1.ready:4|c",
+                "nodepool.launch.provider.p1.ready:150|ms|@0.25",
+                "nodepool.launch.provider.p2.error.unknown:1|c",
+                "nodepool.launch.provider.p2.error.unknown:50|ms",
+                "nodepool.launch.ready:4|c",
+                "nodepool.launch.ready:150|ms|@0.25",
+                "nodepool.launch.requestor.NodePool_min-ready.ready:2|c",
+                "nodepool.launch.requestor.NodePool_min-ready.ready:100|ms|@0.5",
+                "nodepool.launch.requestor.zuul_example_org.ready:2|c",
+                "nodepool.launch.requestor.zuul_example_org.ready:200|ms|@0.5",
+                "nodepool.provider.p1.leaked.instances:2|c",
+            ]
+        );
+        assert!(keyed_lines(&now, &now).is_empty());
     }
 
     #[test]
@@ -593,8 +767,8 @@ mod tests {
             .register_component("pool", "p1", &pool("fake-a", "p1", &["small"]))
             .await
             .expect("register");
-        let counters = Arc::new(std::sync::Mutex::new(CounterSnapshot::default()));
-        let read = Arc::clone(&counters);
+        let keyed = Arc::new(std::sync::Mutex::new(KeyedCounts::default()));
+        let read = Arc::clone(&keyed);
         let config = Arc::new(config());
         let mut settings =
             StatsdSettings::from_vars(Some("127.0.0.1".into()), Some(port.to_string()), None)
@@ -613,7 +787,8 @@ mod tests {
                         Box::pin(async move { Census::read(&*store).await })
                     })
                 },
-                counters: Arc::new(move || *read.lock().expect("lock")),
+                counters: Arc::new(CounterSnapshot::default),
+                keyed: Arc::new(move || read.lock().expect("lock").clone()),
                 config: Arc::new(move || Arc::clone(&config)),
                 hostname: "h".to_owned(),
                 tasks: Arc::new(ProviderMetrics::new()),
@@ -626,7 +801,7 @@ mod tests {
         assert_eq!(line, "nodepool.provider.fake-a.max_servers:7|g");
 
         // A change in the store is reported without waiting for the interval.
-        counters.lock().expect("lock").launches_ready = 1;
+        keyed.lock().expect("lock").launches = vec![launch("fake-a", None, None, "ready", 1, 5)];
         store
             .create_node(&node("fake-a", "small", NodeState::Ready))
             .await

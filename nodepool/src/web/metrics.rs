@@ -7,13 +7,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use nodepool_core::launcher::{Census, CounterSnapshot, Launcher};
+use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts, Launcher};
 use nodepool_core::model::{NodeState, RequestState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
 
 /// Where the launcher's counters come from.
 pub type CounterSource = Arc<dyn Fn() -> CounterSnapshot + Send + Sync>;
+
+/// Where the launcher's counters per provider, az and requestor come from.
+pub type KeyedSource = Arc<dyn Fn() -> KeyedCounts + Send + Sync>;
 
 /// A census being taken.
 pub type CensusFuture = Pin<Box<dyn Future<Output = nodepool_core::Result<Census>> + Send>>;
@@ -35,6 +38,7 @@ pub fn launcher_census(launcher: Arc<Launcher>) -> CensusSource {
 #[derive(Default)]
 pub struct Metrics {
     source: Option<CounterSource>,
+    keyed: Option<KeyedSource>,
     census: Option<CensusSource>,
     tasks: Option<Arc<ProviderMetrics>>,
 }
@@ -43,6 +47,7 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
             .field("source", &self.source.is_some())
+            .field("keyed", &self.keyed.is_some())
             .field("census", &self.census.is_some())
             .field("tasks", &self.tasks.is_some())
             .finish()
@@ -105,6 +110,50 @@ fn render_tasks(out: &mut String, tasks: &[OperationSnapshot]) {
     }
 }
 
+/// A label value escaped for the text format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
+    let labels = |k: &nodepool_core::launcher::LaunchKey| {
+        format!(
+            "{{provider=\"{}\",az=\"{}\",requestor=\"{}\",result=\"{}\"}}",
+            escape(&k.provider),
+            escape(k.az.as_deref().unwrap_or_default()),
+            escape(k.requestor.as_deref().unwrap_or_default()),
+            k.result
+        )
+    };
+    let name = "nodepool_launch_results_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Launch attempts by provider, az, requestor and result (upstream's nodepool.launch.*)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (key, totals) in &keyed.launches {
+        let _ = writeln!(out, "{name}{} {}", labels(key), totals.count);
+    }
+    let name = "nodepool_launch_results_seconds_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from launch start to each attempt's result, summed."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (key, totals) in &keyed.launches {
+        let _ = writeln!(out, "{name}{} {}", labels(key), totals.millis as f64 / 1e3);
+    }
+    let name = "nodepool_provider_leaked_instances_total";
+    let _ = writeln!(out, "# HELP {name} Leaked instances deleted, by provider.");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (provider, n) in &keyed.leaked_instances {
+        let _ = writeln!(out, "{name}{{provider=\"{}\"}} {n}", escape(provider));
+    }
+}
+
 fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
@@ -123,9 +172,19 @@ impl Metrics {
     pub fn from_source(source: CounterSource) -> Self {
         Self {
             source: Some(source),
-            census: None,
-            tasks: None,
+            ..Self::default()
         }
+    }
+
+    /// Expose the counters per provider, az and requestor read from
+    /// `keyed` at every scrape: upstream's `nodepool.launch.*` statsd keys
+    /// as `nodepool_launch_results_total{provider, az, requestor, result}`
+    /// and `nodepool_launch_results_seconds_total{...}`, and its
+    /// `nodepool.provider.<p>.leaked.instances` as
+    /// `nodepool_provider_leaked_instances_total{provider}`.
+    pub fn with_keyed(mut self, keyed: KeyedSource) -> Self {
+        self.keyed = Some(keyed);
+        self
     }
 
     /// Expose the providers' task metrics (core's `Timed` wrapper) as
@@ -210,6 +269,10 @@ impl Metrics {
                 "Requests submitted to keep min-ready.",
                 &[("", c.min_ready_requests)],
             );
+        }
+
+        if let Some(keyed) = &self.keyed {
+            render_keyed(&mut out, &keyed());
         }
 
         let mut by_node_state: BTreeMap<&str, u64> =

@@ -255,6 +255,44 @@ async fn metrics_expose_nodes_by_state_and_launch_counters() {
     assert!(body.contains("nodepool_requests_handled_total{result=\"fulfilled\"} 3\n"));
 }
 
+#[tokio::test]
+async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
+    use nodepool_core::launcher::{KeyedCounts, LaunchKey, LaunchTotals};
+    let store = MemoryStore::new();
+    let keyed = KeyedCounts {
+        launches: vec![(
+            LaunchKey {
+                provider: "fake-a".to_owned(),
+                az: Some("az1".to_owned()),
+                requestor: Some("zuul\"1".to_owned()),
+                result: "error.quota",
+            },
+            LaunchTotals {
+                count: 2,
+                millis: 1500,
+            },
+        )],
+        leaked_instances: vec![("fake-a".to_owned(), 4)],
+    };
+    let metrics = Metrics::from_source(Arc::new(Default::default))
+        .with_keyed(Arc::new(move || keyed.clone()));
+    let state = Arc::new(
+        WebState::new(Arc::new(store.session()), config(), None).with_metrics(Arc::new(metrics)),
+    );
+    let app = router(Arc::clone(&state));
+    let (status, body, _) = call(&app, get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let labels = "{provider=\"fake-a\",az=\"az1\",requestor=\"zuul\\\"1\",result=\"error.quota\"}";
+    assert!(
+        body.contains(&format!("nodepool_launch_results_total{labels} 2\n")),
+        "{body}"
+    );
+    assert!(body.contains(&format!(
+        "nodepool_launch_results_seconds_total{labels} 1.5\n"
+    )));
+    assert!(body.contains("nodepool_provider_leaked_instances_total{provider=\"fake-a\"} 4\n"));
+}
+
 fn post_json(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
     let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
