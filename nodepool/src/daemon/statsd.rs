@@ -1,8 +1,8 @@
 //! statsd reporting with upstream nodepool's metric names.
 //!
 //! Enabled as upstream enables it: when `STATSD_HOST` is set (and
-//! optionally `STATSD_PORT`, default 8125, and `STATSD_PREFIX`, prepended
-//! with a dot as the Python `statsd` client does). Metrics go over UDP in
+//! optionally `STATSD_PORT`, default 8125; `STATSD_PREFIX` is not applied,
+//! as upstream's own client does not). Metrics go over UDP in
 //! the plain statsd line format, several lines to a datagram of at most
 //! 512 bytes, as the Python client's pipelines send them.
 //!
@@ -82,10 +82,12 @@ pub(crate) struct StatsdSettings {
 
 impl StatsdSettings {
     /// The settings upstream's environment variables give, `None` when
-    /// `STATSD_HOST` is unset or empty.
+    /// `STATSD_HOST` is unset or empty. `STATSD_PREFIX` is not read:
+    /// upstream 11.0.0 gives it to openstacksdk only and sends its own
+    /// `nodepool.*` names without it, so dashboards find the same names.
     pub(crate) fn from_env() -> Option<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Self::from_vars(var("STATSD_HOST"), var("STATSD_PORT"), var("STATSD_PREFIX"))
+        Self::from_vars(var("STATSD_HOST"), var("STATSD_PORT"), None)
     }
 
     /// The settings for these variable values.
