@@ -578,3 +578,76 @@ async fn run_builds_and_uploads_then_stops_on_cancel() {
         .expect("run stops on cancel")
         .unwrap();
 }
+
+/// A shell script `name` in the test's directory.
+fn script(env: &Env, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = env.dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The config with `post-upload-hook: hook` on `fake-provider`.
+fn config_with_hook(env: &Env, hook: &Path) -> Config {
+    let text = yaml(&env.dir, "[]", "").replacen(
+        "  - name: fake-provider\n    cloud: fake\n",
+        &format!(
+            "  - name: fake-provider\n    cloud: fake\n    post-upload-hook: {}\n",
+            hook.display()
+        ),
+        1,
+    );
+    config(&text)
+}
+
+#[tokio::test]
+async fn post_upload_hook_runs_with_upstreams_arguments() {
+    let env = Env::new();
+    let seen = env.dir.join("hook-args");
+    let hook = script(
+        &env,
+        "ok-hook",
+        &format!("echo \"$@\" > {}", seen.display()),
+    );
+    let builder = env.builder("builder1", config_with_hook(&env, &hook));
+    let cancel = CancellationToken::new();
+    builder.build_pass(&cancel).await;
+    let uploads = builder.upload_all(&cancel).await;
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].state, UploadState::Ready);
+    let upload = newest_ready_upload_in(&env.store, "fake-image", "fake-provider")
+        .await
+        .unwrap()
+        .unwrap();
+    let build = env.builds().await.pop().unwrap();
+    // HOOK PROVIDER EXTERNAL_ID FILE, as upstream's builder runs it.
+    let args = std::fs::read_to_string(&seen).expect("the hook ran");
+    assert_eq!(
+        args.trim(),
+        format!(
+            "fake-provider {} {}",
+            upload.external_id.unwrap(),
+            env.dir
+                .join(format!("images/fake-image-{}.qcow2", build.id))
+                .display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_failing_post_upload_hook_fails_the_upload_and_deletes_the_image() {
+    let env = Env::new();
+    let hook = script(&env, "bad-hook", "echo checking; exit 3");
+    let builder = env.builder("builder1", config_with_hook(&env, &hook));
+    let cancel = CancellationToken::new();
+    builder.build_pass(&cancel).await;
+    let uploads = builder.upload_all(&cancel).await;
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].state, UploadState::Failed);
+    assert!(
+        env.cloud_image_names().is_empty(),
+        "the image the hook refused is deleted: {:?}",
+        env.cloud_image_names()
+    );
+}

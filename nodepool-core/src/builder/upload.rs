@@ -368,8 +368,51 @@ impl Builder {
         };
         tracing::info!(build = %build.id, path = %file.path.display(), "uploading image");
         let external_id = provider.upload_image(&spec).await?;
+        if let Some(hook) = &provider_cfg.post_upload_hook {
+            let ran = run_post_upload_hook(hook, &provider_cfg.name, &external_id, &file.path);
+            if let Err(e) = ran.await {
+                // As upstream: the upload fails and the image goes.
+                if let Err(d) = provider.delete_image(&external_id).await {
+                    tracing::warn!(%external_id, error = %d, "cannot delete the image whose post-upload hook failed");
+                }
+                return Err(e);
+            }
+        }
         Ok((external_id, external_name, file.format.clone()))
     }
+}
+
+/// Run upstream's `post-upload-hook`: `HOOK PROVIDER EXTERNAL_ID FILE`,
+/// with the builder's environment. A non-zero exit fails the upload; its
+/// output is logged either way.
+async fn run_post_upload_hook(
+    hook: &str,
+    provider: &str,
+    external_id: &str,
+    file: &std::path::Path,
+) -> Result<()> {
+    tracing::info!(%hook, %provider, %external_id, file = %file.display(), "running the post-upload hook");
+    let output = tokio::process::Command::new(hook)
+        .arg(provider)
+        .arg(external_id)
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::io(format!("run the post-upload hook {hook}"), e))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        tracing::info!(%hook, %stdout, %stderr, "post-upload hook succeeded");
+        return Ok(());
+    }
+    tracing::error!(%hook, status = %output.status, %stdout, %stderr, "post-upload hook failed");
+    Err(Error::Backend {
+        backend: "post-upload-hook",
+        kind: crate::ErrorKind::Permanent,
+        message: format!("post-upload hook {hook} failed ({})", output.status),
+        source: None,
+    })
 }
 
 /// The metadata set on an uploaded image: the diskimage's `metadata`

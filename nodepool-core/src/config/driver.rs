@@ -46,6 +46,7 @@ impl ProviderCommon {
             boot_timeout: 60.0,
             launch_timeout: 3600.0,
             rate: 0.0,
+            post_upload_hook: None,
             diskimages: Vec::new(),
             pools: Vec::new(),
             driver_config,

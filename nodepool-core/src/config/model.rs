@@ -204,6 +204,10 @@ pub struct ProviderConfig {
     /// (0: no spacing; the drivers with a `rate` key set it, OpenStack's
     /// default is 1.0).
     pub rate: f64,
+    /// `post-upload-hook`: an executable the builder runs after each
+    /// upload to this provider, as upstream (`HOOK PROVIDER IMAGE_ID
+    /// FILE`); drivers with the key set it.
+    pub post_upload_hook: Option<String>,
     /// Diskimages this provider uses (`diskimages:`), with the format it needs.
     pub diskimages: Vec<ProviderDiskImage>,
     /// `pools`.

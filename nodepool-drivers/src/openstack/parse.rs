@@ -106,6 +106,7 @@ pub fn openstack_provider_view(
     view.boot_timeout = config.boot_timeout as f64;
     view.launch_timeout = config.launch_timeout as f64;
     view.rate = config.rate;
+    view.post_upload_hook = config.post_upload_hook.clone();
     view.diskimages = config
         .diskimages
         .iter()
