@@ -21,12 +21,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use nodepool_core::builder::{BuilderStatsSnapshot, ImageStatus};
-use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::statsd::{count_and_time, datagrams, StatsdSettings};
+use super::statsd::{count_and_time, StatsdSettings};
 
 /// The image status being read.
 pub(crate) type StatusFuture =
@@ -60,14 +59,7 @@ async fn run(
     source: &BuilderStatsSource,
     cancel: &CancellationToken,
 ) -> std::io::Result<()> {
-    let socket = UdpSocket::bind(if settings.target.starts_with('[') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    })
-    .await?;
-    socket.connect(&settings.target).await?;
-    info!(target = %settings.target, "reporting to statsd");
+    let socket = super::statsd::connect(settings).await?;
     let mut previous = BuilderStatsSnapshot::default();
     let mut next_status = tokio::time::Instant::now();
     loop {
@@ -85,11 +77,7 @@ async fn run(
                 Err(e) => debug!("statsd: image status not readable: {e}"),
             }
         }
-        for datagram in datagrams(&lines, settings.prefix.as_deref()) {
-            if let Err(e) = socket.send(datagram.as_bytes()).await {
-                debug!("statsd send failed: {e}");
-            }
-        }
+        super::statsd::send(&socket, settings, &lines).await;
         if stop {
             return Ok(());
         }

@@ -149,14 +149,7 @@ async fn run(
     sources: &StatsSources,
     cancel: &CancellationToken,
 ) -> std::io::Result<()> {
-    let socket = UdpSocket::bind(if settings.target.starts_with('[') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    })
-    .await?;
-    socket.connect(&settings.target).await?;
-    info!(target = %settings.target, "reporting to statsd");
+    let socket = connect(settings).await?;
     let mut events = sources.store.watch();
     let mut previous = Previous::default();
     loop {
@@ -227,9 +220,27 @@ async fn report(
     let tasks = sources.tasks.snapshot();
     lines.extend(task_lines(&previous.tasks, &tasks));
     previous.tasks = tasks;
-    for datagram in datagrams(&lines, settings.prefix.as_deref()) {
+    send(socket, settings, &lines).await;
+}
+
+/// A UDP socket connected to the statsd server of `settings`.
+pub(crate) async fn connect(settings: &StatsdSettings) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(if settings.target.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })
+    .await?;
+    socket.connect(&settings.target).await?;
+    info!(target = %settings.target, "reporting to statsd");
+    Ok(socket)
+}
+
+/// Send `lines` in datagrams of at most 512 bytes. statsd is fire and
+/// forget: a server that is down loses data, nothing else.
+pub(crate) async fn send(socket: &UdpSocket, settings: &StatsdSettings, lines: &[String]) {
+    for datagram in datagrams(lines, settings.prefix.as_deref()) {
         if let Err(e) = socket.send(datagram.as_bytes()).await {
-            // statsd is fire and forget: a server that is down loses data.
             debug!("statsd send failed: {e}");
         }
     }
