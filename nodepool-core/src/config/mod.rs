@@ -20,7 +20,7 @@ pub mod yaml;
 pub use driver::{Driver, DriverRegistry, PoolCommon, ProviderCommon};
 pub use loader::{load, load_str, load_str_with_secure, DEFAULT_ZOOKEEPER_PORT};
 pub use model::*;
-pub use reader::{Diagnostics, Item, MapReader};
+pub use reader::{superseded_by_name, Diagnostics, Item, MapReader};
 
 /// An invalid configuration, naming file, line, column and key path
 /// (`file: message` alone for errors about the whole file, line 0).

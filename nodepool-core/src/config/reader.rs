@@ -495,3 +495,18 @@ impl<'a> MapReader<'a> {
         }
     }
 }
+
+/// For each of `entries`, whether an entry after it has the same `name`:
+/// upstream keeps such lists in a dict by name, so the last one wins and an
+/// earlier one is only checked (drivers warn and drop it).
+pub fn superseded_by_name(entries: &[MapReader<'_>]) -> Vec<bool> {
+    let names: Vec<Option<&str>> = entries
+        .iter()
+        .map(|e| e.peek("name").and_then(|n| n.as_str()))
+        .collect();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| name.is_some() && names[i + 1..].contains(name))
+        .collect()
+}

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nodepool_core::config::{
-    DriverConfig, Item, MapReader, PoolCommon, PoolConfig, PoolLabel, ProviderCommon,
-    ProviderConfig, ProviderDiskImage,
+    superseded_by_name, DriverConfig, Item, MapReader, PoolCommon, PoolConfig, PoolLabel,
+    ProviderCommon, ProviderConfig, ProviderDiskImage,
 };
 
 use super::config::{
@@ -237,13 +237,9 @@ pub(crate) fn unique_entries<T: Named>(
     mut read: impl FnMut(&mut MapReader<'_>) -> Option<T>,
 ) -> Vec<T> {
     let entries = map.seq_of_maps(key);
-    let names: Vec<Option<&str>> = entries
-        .iter()
-        .map(|e| e.peek("name").and_then(|n| n.as_str()))
-        .collect();
+    let superseded = superseded_by_name(&entries);
     let mut out: Vec<T> = Vec::new();
-    for (i, mut entry) in entries.into_iter().enumerate() {
-        let superseded = names[i].is_some() && names[i + 1..].contains(&names[i]);
+    for (mut entry, superseded) in entries.into_iter().zip(superseded) {
         if let Some(value) = read(&mut entry) {
             if superseded {
                 entry.warn(format!(

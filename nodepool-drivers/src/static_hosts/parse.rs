@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use nodepool_core::config::{
-    DriverConfig, MapReader, PoolCommon, PoolConfig, PoolLabel, ProviderCommon, ProviderConfig,
+    superseded_by_name, DriverConfig, MapReader, PoolCommon, PoolConfig, PoolLabel, ProviderCommon,
+    ProviderConfig,
 };
 
 use super::config::{
@@ -29,14 +30,11 @@ pub fn parse_static_provider(
     let mut pools: Vec<StaticPool> = Vec::new();
     let mut hosts: HashSet<(String, String, i64)> = HashSet::new();
     let maps = provider.seq_of_maps("pools");
-    let names: Vec<Option<&str>> = maps
-        .iter()
-        .map(|m| m.peek("name").and_then(|n| n.as_str()))
-        .collect();
-    for (i, mut map) in maps.into_iter().enumerate() {
+    let superseded = superseded_by_name(&maps);
+    for (mut map, superseded) in maps.into_iter().zip(superseded) {
         // Upstream keeps pools in a dict by name: the last one wins. An
         // earlier one is still checked, but its hosts are not registered.
-        if names[i].is_some() && names[i + 1..].contains(&names[i]) {
+        if superseded {
             if let Some(pool) = read_pool(&mut map, &mut HashSet::new()) {
                 map.warn(format!(
                     "{:?} appears again later in pools; the last one is used (as upstream does)",
