@@ -162,6 +162,17 @@ pub(crate) enum Command {
         #[arg(long, required = true)]
         upload_id: String,
     },
+    /// Validate the newest upload of an image again (ours): it goes back to
+    /// `testing`, a launcher boots a node from it and runs the diskimage's
+    /// `validation.hook`, and nodes boot from the previous ready upload
+    /// until it passes.
+    ImageValidate {
+        /// Image name.
+        image: String,
+        /// Only the upload to this provider (default: every provider).
+        #[arg(long)]
+        provider: Option<String>,
+    },
     /// Pause an image: no builds until it is unpaused.
     ImagePause {
         /// Image name.

@@ -649,3 +649,90 @@ fn builder_sends_upstreams_build_and_upload_metrics_to_statsd() {
             .then_some(())
     });
 }
+
+#[test]
+fn builder_leaves_a_validated_diskimage_testing_until_the_launcher_validates_it() {
+    let env = Env::new();
+    env.write_config("\n      - name: fake-image", false);
+    let hook = env.dir.path().join("validate.sh");
+    let runs = env.dir.path().join("runs");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$NODEPOOL_BUILD_ID\" >> {}\nsleep 1\n",
+            runs.display()
+        ),
+    )
+    .expect("hook");
+    let status = Command::new("chmod")
+        .arg("+x")
+        .arg(&hook)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let text = std::fs::read_to_string(env.config()).expect("config");
+    let text =
+        text.replacen(
+            "labels:\n  - name: small\n",
+            "labels:\n  - name: small\n    min-ready: 1\n",
+            1,
+        )
+        .replacen(
+            "    release: 21\n",
+            &format!(
+                "    release: 21\n    validation:\n      hook: {}\n      timeout: 60\n",
+                hook.display()
+            ),
+            1,
+        ) + &format!("webapp:\n  port: {port}\n  listen_address: 127.0.0.1\n");
+    std::fs::write(env.config(), text).expect("write config");
+    let mut builder = env.start_builder(&[]);
+
+    // Without a launcher the upload stays `testing`: nothing boots from it.
+    let testing = env.wait_for("an upload waiting for validation", || {
+        env.json("image-list")
+            .into_iter()
+            .find(|u| u["provider"] == "fake-provider" && u["state"] == "testing")
+    });
+    let build = testing["id"].as_str().expect("build id").to_string();
+    let mut launcher = env.start_launcher();
+    env.wait_for("the upload validated", || {
+        env.json("image-list").into_iter().find(|u| {
+            u["provider"] == "fake-provider" && u["id"] == build.as_str() && u["state"] == "ready"
+        })
+    });
+    let listed = env.json("image-list");
+    let row = listed
+        .iter()
+        .find(|u| u["provider"] == "fake-provider" && u["id"] == build.as_str())
+        .expect("row");
+    let log = format!(
+        "{}/validation-logs/fake-image-{build}-fake-provider-{}.log",
+        env.state_dir().display(),
+        row["upload_id"].as_str().unwrap_or_default()
+    );
+    assert_eq!(row["validation"], format!("passed (log: {log})"));
+    assert_eq!(
+        std::fs::read_to_string(&runs).expect("runs").trim(),
+        build,
+        "one validation of the build"
+    );
+    env.wait_for("a ready node of small", || {
+        env.json("list")
+            .into_iter()
+            .find(|n| n["label"] == serde_json::json!(["small"]) && n["state"] == "ready")
+    });
+    // The builder did not upload the build again while it was testing.
+    let uploads = env
+        .json("image-list")
+        .into_iter()
+        .filter(|u| u["provider"] == "fake-provider" && u["id"] == build.as_str())
+        .count();
+    assert_eq!(uploads, 1);
+    assert!(launcher.stop(&env).success(), "{}", env.log());
+    assert!(builder.stop(&env).success(), "{}", env.log());
+}

@@ -211,3 +211,52 @@ pub async fn delete_upload(
     store.update_upload(&upload).await?;
     Ok(())
 }
+
+/// `image-validate IMAGE [--provider P]`: put the newest upload of `image`
+/// to each provider (or to `provider`) back in the `testing` state, so that
+/// a launcher validates it again (see doc/images.md). Meanwhile nodes boot
+/// from the previous ready upload. Returns the uploads changed.
+pub async fn revalidate(
+    store: &dyn NodeStore,
+    image: &str,
+    provider: Option<&str>,
+) -> Result<Vec<ImageUpload>, AdminError> {
+    // Per provider: the upload of the newest build (by the build's time;
+    // build ids are not ordered in every store), then the newest upload.
+    let mut newest: std::collections::BTreeMap<String, ((f64, f64), ImageUpload)> =
+        Default::default();
+    for build in store.list_builds(image).await? {
+        if build.state != Some(BuildState::Ready) {
+            continue;
+        }
+        let built = build.state_time.unwrap_or(0.0);
+        for upload in store.list_uploads(image, &build.id).await? {
+            let candidate = matches!(
+                upload.state,
+                Some(UploadState::Ready | UploadState::Testing)
+            ) || upload.failed_validation();
+            if !candidate || provider.is_some_and(|p| p != upload.provider_name) {
+                continue;
+            }
+            let key = (built, upload.state_time.unwrap_or(0.0));
+            let newer = match newest.get(&upload.provider_name) {
+                None => true,
+                Some((k, _)) => key > *k,
+            };
+            if newer {
+                newest.insert(upload.provider_name.clone(), (key, upload));
+            }
+        }
+    }
+    if newest.is_empty() {
+        return Err(AdminError::UploadNotFound);
+    }
+    let mut out = Vec::new();
+    for (_, (_, mut upload)) in newest {
+        upload.extra.remove(crate::model::VALIDATION_KEY);
+        upload.set_state(UploadState::Testing);
+        store.update_upload(&upload).await?;
+        out.push(upload);
+    }
+    Ok(out)
+}

@@ -3,7 +3,8 @@
 //! For every image in the store:
 //! - the two newest ready builds are kept (none when the diskimage left the
 //!   config); of those, stale `uploading` records (no upload lock held),
-//!   `failed` and `deleting` uploads are removed;
+//!   `failed` and `deleting` uploads are removed (not an upload a
+//!   validation rejected: that one stays while its build is kept);
 //! - uploads to a provider that no longer lists the image are deleted,
 //!   whatever the build's state;
 //! - every other build that is not being built is deleted: its uploads
@@ -280,6 +281,9 @@ impl Builder {
                             .await?;
                     }
                 }
+                // A validation's rejection is kept while its build is
+                // current, so that the build is not uploaded again.
+                Some(UploadState::Failed) if u.failed_validation() => {}
                 Some(UploadState::Deleting) | Some(UploadState::Failed) => {
                     self.delete_upload(u).await?;
                 }
@@ -408,9 +412,10 @@ impl Builder {
             let Some(entry) = p.diskimages.iter().find(|d| d.name == image) else {
                 continue;
             };
-            let uploaded = uploads
-                .iter()
-                .any(|u| u.provider_name == p.name && u.state == Some(UploadState::Ready));
+            let uploaded = uploads.iter().any(|u| {
+                u.provider_name == p.name
+                    && matches!(u.state, Some(UploadState::Ready | UploadState::Testing))
+            });
             if !uploaded {
                 keep.insert(entry.format.clone());
             }

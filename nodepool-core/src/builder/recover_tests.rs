@@ -410,3 +410,64 @@ async fn a_tagged_image_without_an_upload_record_is_deleted_when_seen_twice() {
         vec!["other-nodepool", "recorded", "untagged"]
     );
 }
+
+#[tokio::test]
+async fn cleanup_keeps_the_last_validated_upload_while_newer_builds_test_or_failed() {
+    let env = Env::new();
+    let store = &env.store;
+    let mut ids = Vec::new();
+    for t in [1000.0, 2000.0, 3000.0] {
+        let mut b = ImageBuild::new("img", BuildState::Ready);
+        b.builder_id = Some(ME.to_string());
+        b.formats = vec!["qcow2".to_string()];
+        b.state_time = Some(t);
+        ids.push(store.create_build("img", &b).await.unwrap());
+    }
+    let (validated, rejected, testing) = (&ids[0], &ids[1], &ids[2]);
+    env.upload(validated, "p1", UploadState::Ready).await;
+    let mut failed = ImageUpload::new("img", rejected.as_str(), "p1", UploadState::Failed);
+    failed.set_validation(&crate::model::Validation {
+        result: crate::model::VALIDATION_FAILED.to_string(),
+        log: None,
+        reason: Some("the hook ended with exit status: 3".to_string()),
+    });
+    store
+        .create_upload("img", rejected, "p1", &failed)
+        .await
+        .unwrap();
+    env.upload(testing, "p1", UploadState::Testing).await;
+    // A plain failed upload (no validation) of a kept build goes, as upstream.
+    env.upload(testing, "p2", UploadState::Failed).await;
+
+    env.builder.cleanup_pass().await;
+
+    let states = |build: &str| {
+        let build = build.to_string();
+        async move {
+            let mut s: Vec<(String, Option<UploadState>)> = store
+                .list_uploads("img", &build)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| (u.provider_name, u.state))
+                .collect();
+            s.sort();
+            s
+        }
+    };
+    assert_eq!(
+        states(validated).await,
+        vec![("p1".to_string(), Some(UploadState::Ready))],
+        "the last validated upload still serves"
+    );
+    assert_eq!(
+        states(rejected).await,
+        vec![("p1".to_string(), Some(UploadState::Failed))],
+        "the rejection is kept, so the build is not uploaded again"
+    );
+    assert_eq!(
+        states(testing).await,
+        vec![("p1".to_string(), Some(UploadState::Testing))]
+    );
+    assert_eq!(env.state(validated).await, Some(BuildState::Ready));
+}

@@ -228,13 +228,20 @@ impl Builder {
         result
     }
 
+    /// Whether the build needs no upload to `provider`: one is ready, or
+    /// waits for its validation, or was rejected by one (a build that
+    /// failed its validation is not uploaded again).
     async fn has_ready_upload(&self, image: &str, build_id: &str, provider: &str) -> Result<bool> {
         Ok(self
             .store
             .list_uploads(image, build_id)
             .await?
             .iter()
-            .any(|u| u.provider_name == provider && u.state == Some(UploadState::Ready)))
+            .any(|u| {
+                u.provider_name == provider
+                    && (matches!(u.state, Some(UploadState::Ready | UploadState::Testing))
+                        || u.failed_validation())
+            }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -300,7 +307,18 @@ impl Builder {
                 tracing::info!(build = %build.id, %external_id, "image upload is ready");
                 self.stats
                     .upload_ready(&image.name, &provider_cfg.name, started.elapsed());
-                result.set_state(UploadState::Ready);
+                // A diskimage with `validation` serves nodes only once a
+                // launcher validated the upload.
+                let validated = snapshot
+                    .config
+                    .diskimage(&image.name)
+                    .is_some_and(|d| d.validation.is_some());
+                if validated {
+                    tracing::info!(build = %build.id, "the upload waits for its validation");
+                    result.set_state(UploadState::Testing);
+                } else {
+                    result.set_state(UploadState::Ready);
+                }
                 result.external_id = Some(external_id);
                 result.external_name = Some(external_name);
                 result.format = Some(format);

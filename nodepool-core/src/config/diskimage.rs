@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::reader::{Item, MapReader};
-use super::DiskImage;
+use super::{DiskImage, ImageValidation, VALIDATION_TIMEOUT};
 
 /// Upstream's default `build-timeout`: 8 hours.
 pub(crate) const BUILD_TIMEOUT: i64 = 8 * 60 * 60;
@@ -31,6 +31,7 @@ pub(crate) struct RawDiskImage<'a> {
     shell_type: Option<String>,
     build_timeout: Option<i64>,
     metadata: BTreeMap<String, serde_json::Value>,
+    validation: Option<ImageValidation>,
 }
 
 /// Read one `diskimages` entry (upstream's validator schema).
@@ -66,9 +67,37 @@ pub(crate) fn read<'a>(mut map: MapReader<'a>) -> Option<RawDiskImage<'a>> {
         shell_type: map.opt_str("shell-type"),
         build_timeout: map.opt_i64("build-timeout"),
         metadata,
+        validation: map.opt_map("validation").and_then(read_validation),
     };
     map.finish();
     name.map(|_| raw)
+}
+
+/// Read a `validation` mapping: `hook` (required), `timeout`, `label`.
+fn read_validation(mut map: MapReader<'_>) -> Option<ImageValidation> {
+    let hook = map.required_str("hook");
+    let timeout_item = map.take("timeout");
+    let timeout = match &timeout_item {
+        None => VALIDATION_TIMEOUT,
+        Some(item) => match item.as_f64() {
+            Some(t) if t > 0.0 && t.is_finite() => t,
+            _ => {
+                item.error("validation timeout must be a positive number of seconds");
+                VALIDATION_TIMEOUT
+            }
+        },
+    };
+    let label = map.opt_str("label");
+    map.finish();
+    let hook = hook?;
+    if hook.trim().is_empty() {
+        return None;
+    }
+    Some(ImageValidation {
+        hook,
+        timeout,
+        label,
+    })
 }
 
 fn dedup(values: &[String]) -> Vec<String> {
@@ -122,6 +151,9 @@ fn apply(image: &mut DiskImage, raw: &RawDiskImage<'_>) {
         image.username = v.clone();
     }
     image.metadata = raw.metadata.clone();
+    if let Some(v) = &raw.validation {
+        image.validation = Some(v.clone());
+    }
 }
 
 /// Resolve inheritance: one [`DiskImage`] per non-abstract entry, in file
@@ -205,6 +237,31 @@ pub(crate) fn apply_secure(images: &mut [DiskImage], entries: Vec<MapReader<'_>>
         match images.iter_mut().find(|d| d.name == name) {
             Some(image) => image.env_vars.extend(env),
             None => item.error(format!("unknown diskimage {name:?}")),
+        }
+    }
+}
+
+/// A `validation.label` must be a pool label that boots the diskimage.
+pub(crate) fn check_validation_labels(raws: &[RawDiskImage<'_>], config: &super::Config) {
+    for image in &config.diskimages {
+        let Some(label) = image.validation.as_ref().and_then(|v| v.label.as_ref()) else {
+            continue;
+        };
+        let used = config.providers.iter().any(|p| {
+            p.pools.iter().any(|pool| {
+                pool.labels.iter().any(|l| {
+                    &l.name == label && l.diskimage.as_deref() == Some(image.name.as_str())
+                })
+            })
+        });
+        if !used {
+            if let Some(raw) = raws.iter().rev().find(|r| r.name == image.name) {
+                raw.name_item.error(format!(
+                    "validation label {label:?} of diskimage {:?} is not a pool label that \
+                     boots that diskimage",
+                    image.name
+                ));
+            }
         }
     }
 }

@@ -184,6 +184,7 @@ fn read_top(mut top: MapReader<'_>, config: &mut Config, registry: &DriverRegist
     }
     top.finish();
     cross_check(config, &raw_images, &provider_nodes);
+    diskimage::check_validation_labels(&raw_images, config);
 }
 
 fn read_webapp(mut map: MapReader<'_>) -> WebApp {

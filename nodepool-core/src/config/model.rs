@@ -174,7 +174,25 @@ pub struct DiskImage {
     pub build_timeout: i64,
     /// `metadata`.
     pub metadata: BTreeMap<String, serde_json::Value>,
+    /// `validation` (ours): a new upload serves nodes only after a node
+    /// booted from it passed this check.
+    pub validation: Option<ImageValidation>,
 }
+
+/// A diskimage's `validation` (a key of ours; see doc/images.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageValidation {
+    /// `hook`: the program run with the validation node's JSON on stdin.
+    pub hook: String,
+    /// `timeout` in seconds (default 600).
+    pub timeout: f64,
+    /// `label`: the pool label whose node validates the upload (default:
+    /// the first label of each provider that uses the diskimage).
+    pub label: Option<String>,
+}
+
+/// The default `validation.timeout`, in seconds.
+pub const VALIDATION_TIMEOUT: f64 = 600.0;
 
 /// A driver's own, typed provider configuration.
 pub trait DriverConfig: Debug + Send + Sync + 'static {

@@ -446,3 +446,54 @@ fn diskimage_release_is_a_string_or_an_integer_as_upstream_says() {
         "{err}"
     );
 }
+
+#[test]
+fn diskimage_validation_reads_hook_timeout_and_label_and_is_inherited() {
+    let text = format!(
+        "{LABELS}providers:\n  - name: p1\n    driver: test\n    diskimages:\n      - name: img\n    pools:\n      - name: a\n        labels:\n          - name: small\n            diskimage: img\n          - name: big\n            diskimage: checked\n\
+diskimages:\n  - name: base\n    abstract: true\n    validation:\n      hook: /etc/nodepool/validate.sh\n  - name: img\n    parent: base\n  - name: checked\n    validation:\n      hook: /bin/true\n      timeout: 30\n      label: big\n    elements: [vm]\n"
+    );
+    let c = load_ok(&text);
+    let img = c.diskimage("img").expect("img");
+    let v = img.validation.as_ref().expect("inherited validation");
+    assert_eq!(v.hook, "/etc/nodepool/validate.sh");
+    assert_eq!(v.timeout, VALIDATION_TIMEOUT);
+    assert_eq!(v.label, None);
+    let checked = c
+        .diskimage("checked")
+        .and_then(|d| d.validation.clone())
+        .expect("checked's validation");
+    assert_eq!(
+        checked,
+        ImageValidation {
+            hook: "/bin/true".into(),
+            timeout: 30.0,
+            label: Some("big".into()),
+        }
+    );
+}
+
+#[test]
+fn diskimage_validation_errors_name_the_line_and_key() {
+    let text = format!(
+        "{LABELS}providers:\n  - name: p1\n    driver: test\n    diskimages:\n      - name: img\n    pools:\n      - name: a\n        labels:\n          - name: small\n            diskimage: img\n\
+diskimages:\n  - name: img\n    validation:\n      timeout: -4\n      labels: small\n  - name: other\n    validation:\n      hook: /bin/true\n      label: small\n"
+    );
+    let err = load_err(&text);
+    assert!(
+        err.contains("nodepool.yaml:17:7: diskimages[0].validation: missing required key \"hook\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("diskimages[0].validation.timeout: validation timeout must be a positive"),
+        "{err}"
+    );
+    assert!(
+        err.contains("diskimages[0].validation.labels: unknown key"),
+        "{err}"
+    );
+    assert!(
+        err.contains("validation label \"small\" of diskimage \"other\" is not a pool label"),
+        "{err}"
+    );
+}

@@ -43,6 +43,8 @@ const CLEANUP_STATES: &[NodeState] = &[
     NodeState::Deleting,
     NodeState::Deleted,
     NodeState::Aborted,
+    // Ours: a validation node whose launcher died (upstream never writes it).
+    NodeState::Testing,
 ];
 
 /// A node being deleted within this many seconds keeps the pool from

@@ -115,6 +115,7 @@ async fn handle(
         provider_cfg: provider_cfg.clone(),
         pool_cfg: pool_cfg.clone(),
         request: None,
+        validation: None,
     };
 
     // A read first, as upstream checks its cache before locking: the plan

@@ -14,7 +14,7 @@ use super::nodes::resources_json;
 use super::stats::{Counter, LaunchKey};
 use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
-use crate::model::{Node, NodeState};
+use crate::model::{ImageUpload, Node, NodeState};
 use crate::provider::{
     ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
     META_PROVIDER,
@@ -45,6 +45,9 @@ pub(crate) struct LaunchContext {
     /// The safe attributes of the request being handled (for the
     /// provider's templates).
     pub(crate) request: Option<serde_json::Value>,
+    /// The upload under validation: the node boots from it (not the newest
+    /// ready one) and ends `testing`, never `ready` (see `validate.rs`).
+    pub(crate) validation: Option<ImageUpload>,
 }
 
 impl LaunchContext {
@@ -208,12 +211,16 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
     })?;
     let image = match (&label.diskimage, &label.cloud_image) {
         (Some(diskimage), _) => {
-            let upload = newest_upload(&*ctx.context.store, diskimage, &ctx.provider_cfg.name)
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    kind: "current cloud image",
-                    id: format!("{diskimage} in {}", ctx.provider_cfg.name),
-                })?;
+            let upload = match &ctx.validation {
+                Some(upload) => Some(upload.clone()),
+                None => {
+                    newest_upload(&*ctx.context.store, diskimage, &ctx.provider_cfg.name).await?
+                }
+            }
+            .ok_or_else(|| Error::NotFound {
+                kind: "current cloud image",
+                id: format!("{diskimage} in {}", ctx.provider_cfg.name),
+            })?;
             node.image_id = Some(format!(
                 "/nodepool/images/{diskimage}/builds/{}/providers/{}/images/{}",
                 upload.build_id, ctx.provider_cfg.name, upload.id
@@ -260,7 +267,11 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
             node.host_keys = keys;
         }
     }
-    node.set_state(NodeState::Ready);
+    node.set_state(if ctx.validation.is_some() {
+        NodeState::Testing
+    } else {
+        NodeState::Ready
+    });
     ctx.context.store.update_node(node).await
 }
 

@@ -91,6 +91,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 mod util;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -111,6 +112,7 @@ pub use stats::{
     CounterSnapshot, Counters, KeyedCounts, LaunchKey, LaunchTotals, LauncherStatus, PoolStatus,
     MAX_LAUNCH_KEYS,
 };
+pub use validate::VALIDATION_REQUESTOR;
 
 use supervisor::Supervisor;
 

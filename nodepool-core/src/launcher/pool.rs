@@ -15,15 +15,96 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::context::Context;
+use super::context::Snapshot;
 use super::deleter::Deleter;
 use super::handler::{self, Plan};
 use super::input;
 use super::ledger::{Active, Ledger, Ledgers, POOL_KIND};
 use super::requests::RequestSummary;
 use super::util::wait_or_tick;
+use super::validate;
+use crate::config::{PoolConfig, ProviderConfig};
 use crate::model::{Component, ComponentState, RequestState};
+use crate::provider::Provider;
 use crate::scheduler::{Decision, Limit, RequestInfo, MIN_READY_REQUESTOR};
 use crate::Result;
+
+impl PoolWorker {
+    /// Start the validation of each `testing` upload this pool validates
+    /// (see [`validate`]) that is not under way here and for whose node the
+    /// pool has room, as the scheduler decides for a one-node request.
+    async fn validation_pass(
+        &self,
+        handlers: &mut JoinSet<()>,
+        snapshot: &Snapshot,
+        provider_cfg: &ProviderConfig,
+        pool_cfg: &PoolConfig,
+        provider: &Arc<dyn Provider>,
+    ) -> Result<()> {
+        let (ctx, ledger) = (&self.ctx, &self.ledger);
+        let jobs = validate::jobs(ctx, snapshot, provider_cfg, pool_cfg).await?;
+        let jobs: Vec<_> = {
+            let book = ledger.book();
+            jobs.into_iter()
+                .filter(|j| !book.is_active(&j.key))
+                .collect()
+        };
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        ctx.nodes.sync(&*ctx.store).await?;
+        let components = ctx.store.list_components(POOL_KIND).await?;
+        let rt = ctx.runtime(&ledger.provider);
+        let validator = validate::Validator {
+            ctx: ctx.clone(),
+            ledger: ledger.clone(),
+            deleter: self.deleter.clone(),
+            provider: provider.clone(),
+            provider_cfg: provider_cfg.clone(),
+            pool_cfg: pool_cfg.clone(),
+        };
+        for job in jobs {
+            // Read again: a job booked just before counts against the limits.
+            let book = ledger.book();
+            let data = input::PassData {
+                config: &snapshot.config,
+                provider_cfg,
+                pool_cfg,
+                provider,
+                runtime: &rt,
+                components: &components,
+                book: &book,
+            };
+            let request = RequestInfo {
+                id: job.key.clone(),
+                labels: vec![job.label.clone()],
+                reuse: false,
+                tenant: None,
+                requestor: Some(validate::VALIDATION_REQUESTOR.to_string()),
+                declined_by: Vec::new(),
+                provider: None,
+                waiting: false,
+            };
+            let mut scheduling = input::build(ctx, &ledger.launcher_id, &data, vec![request]).await;
+            // The upload under validation is the label's image; only this
+            // pool validates it.
+            scheduling.pool.labels_without_image.remove(&job.label);
+            scheduling.launchers.clear();
+            let fits = ctx.scheduler.schedule(&scheduling).iter().any(|d| {
+                matches!(d, Decision::Accept { request_id, launch, .. }
+                    if *request_id == job.key && !launch.is_empty())
+            });
+            if !fits {
+                debug!(key = %job.key, "no room for a validation node yet");
+                continue;
+            }
+            validator.book(&job);
+            let span = info_span!("validate", image = %job.upload.image_name, build = %job.upload.build_id, upload = %job.upload.id);
+            handlers.spawn(validator.clone().run(job).instrument(span));
+        }
+        Ok(())
+    }
+}
 
 /// One pool worker and the handles it works with.
 #[derive(Debug, Clone)]
@@ -154,6 +235,12 @@ impl PoolWorker {
         {
             let open_ids: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
             ledger.keep_waiting(|id| open_ids.contains(id));
+        }
+        if let Err(e) = self
+            .validation_pass(handlers, &snapshot, provider_cfg, pool_cfg, provider)
+            .await
+        {
+            warn!(error = %e, "image validation pass failed");
         }
         let aborted = book.any_aborted();
         if open.is_empty() {

@@ -66,6 +66,9 @@ pub struct LauncherSettings {
     /// (default [`KindRetryPolicy`]: quota pauses, transient faults are
     /// retried up to `launch-retries` attempts, the rest fail at once).
     pub retry_policy: Arc<dyn RetryPolicy>,
+    /// Where image validation hooks' output is kept, a file per upload
+    /// (default: `nodepool-validation` in the system's temporary folder).
+    pub validation_log_dir: Option<std::path::PathBuf>,
 }
 
 impl LauncherSettings {
@@ -83,6 +86,7 @@ impl LauncherSettings {
             max_handlers_per_pool: 128,
             ready_hook: None,
             retry_policy: Arc::new(KindRetryPolicy),
+            validation_log_dir: None,
         }
     }
 }

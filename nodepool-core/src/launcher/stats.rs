@@ -26,6 +26,7 @@ pub struct Counters {
     min_ready_requests: AtomicU64,
     launches: Mutex<BTreeMap<LaunchKey, LaunchTotals>>,
     leaked_by_provider: Mutex<BTreeMap<String, u64>>,
+    validations: Mutex<BTreeMap<(String, &'static str), LaunchTotals>>,
 }
 
 /// One counter to bump.
@@ -98,6 +99,18 @@ impl Counters {
         }
     }
 
+    /// Record an image validation of `image` that `passed` or not, and
+    /// how long it took (boot and hook).
+    pub(crate) fn validation_result(&self, image: &str, passed: bool, took: Duration) {
+        let result = if passed { "passed" } else { "failed" };
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        if let Ok(mut map) = self.validations.lock() {
+            let totals = map.entry((image.to_string(), result)).or_default();
+            totals.count = totals.count.saturating_add(1);
+            totals.millis = totals.millis.saturating_add(millis);
+        }
+    }
+
     /// The keyed counts so far: launch results by provider, az, requestor
     /// and result, and leaked instances deleted by provider (in key order).
     pub fn keyed(&self) -> KeyedCounts {
@@ -111,6 +124,15 @@ impl Counters {
                 .leaked_by_provider
                 .lock()
                 .map(|map| map.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
+            validations: self
+                .validations
+                .lock()
+                .map(|map| {
+                    map.iter()
+                        .map(|((image, result), v)| (image.clone(), *result, *v))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -190,6 +212,9 @@ pub struct KeyedCounts {
     pub launches: Vec<(LaunchKey, LaunchTotals)>,
     /// Leaked instances deleted, by provider.
     pub leaked_instances: Vec<(String, u64)>,
+    /// Image validations by diskimage and result (`passed`, `failed`),
+    /// with their summed time (boot and hook).
+    pub validations: Vec<(String, &'static str, LaunchTotals)>,
 }
 
 /// What one pool worker is doing.

@@ -23,6 +23,9 @@ state_enum! {
     UploadState ("upload") {
         /// Being uploaded.
         Uploading => "uploading",
+        /// Uploaded, waiting for its validation (ours: a diskimage with
+        /// `validation`; upstream's launchers boot only `ready` uploads).
+        Testing => "testing",
         /// Uploaded and usable.
         Ready => "ready",
         /// Being deleted.
@@ -162,6 +165,24 @@ const UPLOAD_KNOWN: &[&str] = &[
     "shell_type",
 ];
 
+/// The key of an upload's validation outcome in its JSON.
+pub const VALIDATION_KEY: &str = "validation";
+/// [`Validation::result`] of an upload that passed.
+pub const VALIDATION_PASSED: &str = "passed";
+/// [`Validation::result`] of an upload that was rejected.
+pub const VALIDATION_FAILED: &str = "failed";
+
+/// How an upload's validation ended (see doc/images.md).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Validation {
+    /// [`VALIDATION_PASSED`] or [`VALIDATION_FAILED`].
+    pub result: String,
+    /// The file holding the hook's output.
+    pub log: Option<String>,
+    /// Why it failed, in a line.
+    pub reason: Option<String>,
+}
+
 /// One upload of a build to a provider. `ImageUpload::default()` is
 /// upstream's `ImageUpload()`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -219,6 +240,40 @@ impl ImageUpload {
     pub fn set_state(&mut self, state: UploadState) {
         self.state = Some(state);
         self.state_time = Some(super::now());
+    }
+
+    /// The outcome of this upload's validation (ours, kept under the
+    /// `validation` key, which upstream ignores).
+    pub fn validation(&self) -> Option<Validation> {
+        let v = self.extra.get(VALIDATION_KEY)?.as_object()?;
+        let text = |k: &str| v.get(k).and_then(JsonValue::as_str).map(str::to_string);
+        Some(Validation {
+            result: text("result").unwrap_or_default(),
+            log: text("log"),
+            reason: text("reason"),
+        })
+    }
+
+    /// Record the outcome of this upload's validation.
+    pub fn set_validation(&mut self, validation: &Validation) {
+        let mut v = JsonObject::new();
+        v.insert("result", JsonValue::String(validation.result.clone()));
+        if let Some(log) = &validation.log {
+            v.insert("log", JsonValue::String(log.clone()));
+        }
+        if let Some(reason) = &validation.reason {
+            v.insert("reason", JsonValue::String(reason.clone()));
+        }
+        self.extra.insert(VALIDATION_KEY, JsonValue::Object(v));
+    }
+
+    /// Whether a validation rejected this upload: it is not uploaded
+    /// again, and it is kept (as `failed`) until its build is deleted.
+    pub fn failed_validation(&self) -> bool {
+        self.state == Some(UploadState::Failed)
+            && self
+                .validation()
+                .is_some_and(|v| v.result == VALIDATION_FAILED)
     }
 
     /// The bytes upstream would write for this upload, followed by the

@@ -190,10 +190,19 @@ pub const IMAGE_LIST_COLUMNS: &[(&str, &str)] = &[
 
 /// `image-list`: one row per upload, in the order given; `age` is the
 /// integer `state_time` (the text table turns it into an age).
+///
+/// When an upload carries a validation outcome (ours, see doc/images.md), a
+/// last column, `validation`, says `passed`, or `failed: <reason>` and the
+/// hook's log file; without one the listing is upstream's.
 pub fn image_list(uploads: &[ImageUpload]) -> Listing {
     let mut listing = Listing::new(IMAGE_LIST_COLUMNS);
+    let validated = uploads.iter().any(|u| u.validation().is_some());
+    if validated {
+        listing.json_keys.push("validation");
+        listing.headers.push("Validation");
+    }
     for upload in uploads {
-        listing.rows.push(vec![
+        let mut row = vec![
             JsonValue::from(upload.build_id.as_str()),
             JsonValue::from(upload.id.as_str()),
             JsonValue::from(upload.provider_name.as_str()),
@@ -202,7 +211,25 @@ pub fn image_list(uploads: &[ImageUpload]) -> Listing {
             opt_str(upload.external_id.as_deref()),
             opt_str(upload.state.map(|s| s.as_str())),
             int_time(upload.state_time),
-        ]);
+        ];
+        if validated {
+            row.push(JsonValue::from(
+                upload
+                    .validation()
+                    .map(|v| {
+                        let mut text = v.result.clone();
+                        if let Some(reason) = &v.reason {
+                            text.push_str(&format!(": {reason}"));
+                        }
+                        if let Some(log) = &v.log {
+                            text.push_str(&format!(" (log: {log})"));
+                        }
+                        text
+                    })
+                    .unwrap_or_default(),
+            ));
+        }
+        listing.rows.push(row);
     }
     listing
 }

@@ -138,6 +138,29 @@ pub(crate) fn image_delete(session: &Session, upload: UploadRef) -> ExitCode {
     })
 }
 
+/// `nodepool image-validate IMAGE [--provider P]`: the newest upload goes
+/// back to `testing`; a launcher validates it again.
+pub(crate) fn image_validate(
+    session: &Session,
+    image: String,
+    provider: Option<String>,
+) -> ExitCode {
+    with_store(session, |store, _| async move {
+        match admin::revalidate(store.as_ref(), &image, provider.as_deref()).await {
+            Ok(uploads) => {
+                for u in uploads {
+                    println!(
+                        "Upload {} of {} build {} to {} will be validated again",
+                        u.id, u.image_name, u.build_id, u.provider_name
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => report(Err(e)),
+        }
+    })
+}
+
 /// `nodepool image-pause IMAGE` / `image-unpause IMAGE`.
 pub(crate) fn set_paused(session: &Session, image: String, paused: bool) -> ExitCode {
     with_store(session, |store, _| async move {

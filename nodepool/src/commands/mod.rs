@@ -86,6 +86,9 @@ pub(crate) fn run(cli: &Cli) -> ExitCode {
                 upload_id: upload_id.clone(),
             },
         ),
+        Command::ImageValidate { image, provider } => {
+            images::image_validate(&session(cli), image.clone(), provider.clone())
+        }
         Command::ImagePause { image } => images::set_paused(&session(cli), image.clone(), true),
         Command::ImageUnpause { image } => images::set_paused(&session(cli), image.clone(), false),
         Command::AlienImageList { provider, json } => {

@@ -64,8 +64,12 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         "starting the launcher"
     );
 
+    let settings = LauncherSettings {
+        validation_log_dir: Some(options.state_dir.join("validation-logs")),
+        ..LauncherSettings::new(hostname())
+    };
     let launcher = Arc::new(Launcher::new(
-        LauncherSettings::new(hostname()),
+        settings,
         Arc::clone(&store),
         Arc::new(DefaultScheduler),
         config.clone(),

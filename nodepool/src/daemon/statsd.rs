@@ -475,6 +475,24 @@ pub(crate) fn keyed_lines(before: &KeyedCounts, now: &KeyedCounts) -> Vec<String
             ));
         }
     }
+    // Ours: image validations, counted and timed by image and result.
+    for (image, result, totals) in &now.validations {
+        let old = before
+            .validations
+            .iter()
+            .find(|(i, r, _)| i == image && r == result)
+            .map_or((0, 0), |(_, _, t)| (t.count, t.millis));
+        let n = totals.count.saturating_sub(old.0);
+        if n > 0 {
+            let millis = totals.millis.saturating_sub(old.1);
+            count_and_time(
+                &mut out,
+                &format!("nodepool.image_validation.{image}.{result}"),
+                n,
+                millis,
+            );
+        }
+    }
     out
 }
 
@@ -698,6 +716,14 @@ mod tests {
                 100,
             )],
             leaked_instances: vec![("p1".to_owned(), 1)],
+            validations: vec![(
+                "img".to_owned(),
+                "failed",
+                LaunchTotals {
+                    count: 1,
+                    millis: 1000,
+                },
+            )],
         };
         let now = KeyedCounts {
             launches: vec![
@@ -706,6 +732,24 @@ mod tests {
                 launch("p2", None, None, "error.unknown", 1, 50),
             ],
             leaked_instances: vec![("p1".to_owned(), 3)],
+            validations: vec![
+                (
+                    "img".to_owned(),
+                    "failed",
+                    LaunchTotals {
+                        count: 2,
+                        millis: 3000,
+                    },
+                ),
+                (
+                    "img".to_owned(),
+                    "passed",
+                    LaunchTotals {
+                        count: 1,
+                        millis: 500,
+                    },
+                ),
+            ],
         };
         assert_eq!(
             keyed_lines(&before, &now),
@@ -725,6 +769,10 @@ mod tests {
                 "nodepool.launch.requestor.zuul_example_org.ready:2|c",
                 "nodepool.launch.requestor.zuul_example_org.ready:200|ms|@0.5",
                 "nodepool.provider.p1.leaked.instances:2|c",
+                "nodepool.image_validation.img.failed:1|c",
+                "nodepool.image_validation.img.failed:2000|ms",
+                "nodepool.image_validation.img.passed:1|c",
+                "nodepool.image_validation.img.passed:500|ms",
             ]
         );
         assert!(keyed_lines(&now, &now).is_empty());

@@ -152,6 +152,34 @@ fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     for (provider, n) in &keyed.leaked_instances {
         let _ = writeln!(out, "{name}{{provider=\"{}\"}} {n}", escape(provider));
     }
+    let name = "nodepool_image_validations_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Image upload validations, by diskimage and result."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (image, result, totals) in &keyed.validations {
+        let _ = writeln!(
+            out,
+            "{name}{{image=\"{}\",result=\"{result}\"}} {}",
+            escape(image),
+            totals.count
+        );
+    }
+    let name = "nodepool_image_validation_seconds_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time of image upload validations (boot and hook), summed."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (image, result, totals) in &keyed.validations {
+        let _ = writeln!(
+            out,
+            "{name}{{image=\"{}\",result=\"{result}\"}} {}",
+            escape(image),
+            totals.millis as f64 / 1e3
+        );
+    }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {

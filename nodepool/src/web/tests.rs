@@ -273,6 +273,14 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
             },
         )],
         leaked_instances: vec![("fake-a".to_owned(), 4)],
+        validations: vec![(
+            "ubuntu".to_owned(),
+            "failed",
+            LaunchTotals {
+                count: 3,
+                millis: 4500,
+            },
+        )],
     };
     let metrics = Metrics::from_source(Arc::new(Default::default))
         .with_keyed(Arc::new(move || keyed.clone()));
@@ -291,6 +299,16 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
         "nodepool_launch_results_seconds_total{labels} 1.5\n"
     )));
     assert!(body.contains("nodepool_provider_leaked_instances_total{provider=\"fake-a\"} 4\n"));
+    assert!(
+        body.contains("nodepool_image_validations_total{image=\"ubuntu\",result=\"failed\"} 3\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            "nodepool_image_validation_seconds_total{image=\"ubuntu\",result=\"failed\"} 4.5\n"
+        ),
+        "{body}"
+    );
 }
 
 fn post_json(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
