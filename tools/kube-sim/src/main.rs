@@ -1,0 +1,3 @@
+//! `kube-sim`: the Kubernetes API simulator as its own process.
+
+fn main() {}
