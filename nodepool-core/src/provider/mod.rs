@@ -180,6 +180,24 @@ pub struct Instance {
     pub host_keys: Vec<String>,
     /// Connection port, when not 22.
     pub connection_port: Option<u16>,
+    /// The node's `connection_type` when the driver decides it per node
+    /// (upstream's kubernetes driver: `namespace` or `kubectl`); `None`
+    /// keeps the label's.
+    pub connection_type: Option<String>,
+    /// The mapping the node stores as its `connection_port` (upstream's
+    /// container drivers), see [`Node::connection_details`](crate::model::Node::connection_details).
+    pub connection_details: Option<ConnectionDetails>,
+}
+
+/// Connection details of a container node (namespace, API host, token,
+/// ...). `Debug` shows the keys only: the token never reaches a log.
+#[derive(Clone, PartialEq, Default)]
+pub struct ConnectionDetails(pub serde_json::Map<String, serde_json::Value>);
+
+impl Debug for ConnectionDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// One page of a provider's instances ([`Provider::list_instances_page`]).
