@@ -224,3 +224,129 @@ fn upstream_kubernetes_and_openshiftpods_fixtures_load() {
         dir.display()
     );
 }
+
+mod credentials {
+    use std::path::Path;
+
+    use super::super::kubeconfig::{self, Credentials};
+    use super::super::KubeError;
+    use nodepool_core::ErrorKind;
+
+    fn write(dir: &Path, name: &str, text: &str) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    }
+
+    const FIRST: &str = r#"apiVersion: v1
+kind: Config
+current-context: one
+clusters:
+- name: c1
+  cluster:
+    server: https://one.example:6443/
+    certificate-authority: ca.pem
+users:
+- name: u1
+  user:
+    tokenFile: token.txt
+contexts:
+- name: one
+  context: {cluster: c1, user: u1, namespace: jobs}
+"#;
+
+    const SECOND: &str = r#"current-context: two
+clusters:
+- name: c1
+  cluster: {server: "https://shadowed.example"}
+- name: c2
+  cluster: {server: "http://two.example:8080", insecure-skip-tls-verify: true}
+users:
+- name: u2
+  user: {token: "s3cret-token"}
+- name: u3
+  user: {exec: {command: aws}}
+contexts:
+- name: two
+  context: {cluster: c2, user: u2}
+- name: plugin
+  context: {cluster: c2, user: u3}
+"#;
+
+    fn load(dir: &Path, context: Option<&str>, list: &str) -> Result<Credentials, KubeError> {
+        let list = list.to_string();
+        let env = move |k: &str| (k == "KUBECONFIG").then(|| list.clone());
+        kubeconfig::load(context, &env, &dir.join("no-sa"))
+    }
+
+    #[test]
+    fn kubeconfig_list_first_file_wins_and_paths_are_relative_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), "PEM").expect("ca");
+        std::fs::write(dir.path().join("token.txt"), "file-token\n").expect("token");
+        let a = write(dir.path(), "a.yaml", FIRST);
+        let b = write(dir.path(), "b.yaml", SECOND);
+        let creds = load(dir.path(), None, &format!("{a}:{b}")).expect("current context");
+        assert_eq!(creds.server, "https://one.example:6443");
+        assert_eq!(creds.ca_pem.as_deref(), Some("PEM"));
+        assert_eq!(creds.token.as_ref().map(|t| t.expose()), Some("file-token"));
+        assert_eq!(creds.namespace.as_deref(), Some("jobs"));
+        assert_eq!(creds.ca_base64().as_deref(), Some("UEVN"));
+        let two = load(dir.path(), Some("two"), &format!("{a}:{b}")).expect("context two");
+        assert_eq!(two.server, "http://two.example:8080");
+        assert!(two.insecure);
+        assert!(!format!("{two:?}").contains("s3cret"), "no token in Debug");
+        let err = load(dir.path(), Some("plugin"), &b).expect_err("exec is not supported");
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("\"exec\""), "{err}");
+        let err = load(dir.path(), Some("nope"), &b).expect_err("unknown context");
+        assert!(err.to_string().contains("context \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn without_a_kubeconfig_the_service_account_is_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sa = dir.path().join("sa");
+        std::fs::create_dir(&sa).expect("sa dir");
+        std::fs::write(sa.join("token"), "pod-token").expect("token");
+        std::fs::write(sa.join("ca.crt"), "CA").expect("ca");
+        let missing = dir.path().join("missing").display().to_string();
+        let env = move |k: &str| match k {
+            "KUBECONFIG" => Some(missing.clone()),
+            "KUBERNETES_SERVICE_HOST" => Some("fd00::1".into()),
+            "KUBERNETES_SERVICE_PORT" => Some("443".into()),
+            _ => None,
+        };
+        let creds = kubeconfig::load(None, &env, &sa).expect("in-cluster");
+        assert_eq!(creds.server, "https://[fd00::1]:443");
+        assert_eq!(creds.token.as_ref().map(|t| t.expose()), Some("pod-token"));
+        let none = |_: &str| None;
+        let err = kubeconfig::load(None, &none, &sa).expect_err("neither");
+        assert!(err.to_string().contains("not in a cluster"), "{err}");
+    }
+
+    #[test]
+    fn status_codes_say_whether_a_retry_can_help() {
+        let status = |code: u16, message: &str| KubeError::Status {
+            method: "POST".into(),
+            path: "/api/v1/namespaces".into(),
+            code,
+            reason: String::new(),
+            message: message.into(),
+        };
+        assert_eq!(status(404, "").kind(), ErrorKind::NotFound);
+        assert_eq!(status(409, "already exists").kind(), ErrorKind::Conflict);
+        assert_eq!(status(422, "invalid").kind(), ErrorKind::Permanent);
+        assert_eq!(status(403, "forbidden").kind(), ErrorKind::Permanent);
+        assert_eq!(
+            status(
+                403,
+                "pods \"x\" is forbidden: exceeded quota: q, requested: cpu=2"
+            )
+            .kind(),
+            ErrorKind::Quota
+        );
+        assert_eq!(status(429, "").kind(), ErrorKind::Transient);
+        assert_eq!(status(503, "").kind(), ErrorKind::Transient);
+    }
+}

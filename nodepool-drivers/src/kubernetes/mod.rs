@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, ProviderConfig};
+use nodepool_core::provider::Provider;
+use nodepool_core::Result;
 
 use crate::k8s::{k8s_provider_view, parse_k8s_provider, Flavor};
 
@@ -27,6 +29,12 @@ impl Driver for KubernetesDriver {
     ) -> Option<ProviderConfig> {
         let config = Arc::new(parse_k8s_provider(provider, &common, Flavor::Kubernetes));
         Some(k8s_provider_view(common, &config))
+    }
+
+    /// Reads the credentials of the provider's `context` as kubectl does
+    /// and builds the provider.
+    fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
+        crate::k8s::connect(config)
     }
 }
 

@@ -1,0 +1,589 @@
+//! [`K8sProvider`]: namespaces and pods as nodes, for both drivers.
+//!
+//! A `kubernetes` node is the namespace `<pool>-<node id>` (its external
+//! id) holding the `zuul-worker` service account, its token Secret, a role
+//! and a role binding, plus for `pod` labels a pod named as the label. An
+//! `openshiftpods` node is the pod `<label>-<node id>` in the project named
+//! as its pool (external id `<pool>-<label>-<node id>`). Every object
+//! carries the nodepool labels, so [`Provider::list_instances_page`] finds
+//! them for leak cleanup. Readiness is watched, not polled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures::StreamExt;
+use nodepool_core::provider::{
+    ConnectionDetails, Instance, InstancePage, InstanceState, LaunchSpec, Provider,
+    ProviderCapabilities, Resources,
+};
+use nodepool_core::{Error, ErrorKind, Result};
+use serde_json::{json, Map, Value};
+use tracing::{debug, info, warn};
+
+use super::client::{resource_version, KubeClient, WatchEvent};
+use super::config::{Flavor, K8sConfig, K8sLabel, LabelType, WORKER_USER};
+use super::error::KubeError;
+use super::objects::{self, LABEL_KEY};
+
+/// The longest single watch; the wait re-reads the object after each.
+const WATCH_SLICE: Duration = Duration::from_secs(60);
+/// How long a failed launch waits for its namespace to go before it
+/// reports the failure (so the retry does not meet the old namespace).
+const CLEANUP_WAIT: Duration = Duration::from_secs(60);
+
+/// A `kubernetes` or `openshiftpods` provider.
+#[derive(Debug)]
+pub struct K8sProvider {
+    config: Arc<K8sConfig>,
+    client: KubeClient,
+}
+
+/// What an instance's objects say, and what to watch for a change.
+struct Observed {
+    instance: Instance,
+    /// The collection path, field selector and resource version to watch
+    /// when the instance is not settled.
+    watch: Option<(String, String, Option<String>)>,
+}
+
+impl K8sProvider {
+    /// A provider of `config` talking through `client`.
+    pub fn new(config: Arc<K8sConfig>, client: KubeClient) -> Self {
+        Self { config, client }
+    }
+
+    fn err(&self, e: KubeError) -> Error {
+        e.into_core(&self.config.name)
+    }
+
+    fn label(&self, pool: &str, label: &str) -> Result<&K8sLabel> {
+        self.config.label(pool, label).ok_or_else(|| {
+            Error::cloud(
+                &self.config.name,
+                ErrorKind::Config,
+                format!("pool {pool:?} has no label {label:?}"),
+            )
+        })
+    }
+
+    fn resources_of(label: &K8sLabel) -> Resources {
+        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+        Resources {
+            instances: Some(1),
+            cores: positive(label.cpu),
+            ram: positive(label.memory),
+        }
+    }
+
+    /// The project and pod name of an openshiftpods external id.
+    fn split_pod_id<'a>(&self, external_id: &'a str) -> Option<(&'a str, &'a str)> {
+        self.config.pools.iter().find_map(|pool| {
+            let rest = external_id
+                .strip_prefix(pool.name.as_str())?
+                .strip_prefix('-')?;
+            Some((&external_id[..pool.name.len()], rest))
+        })
+    }
+
+    /// A bare instance of `object` (its labels as metadata).
+    fn instance_of(&self, external_id: &str, object: &Value) -> Instance {
+        let metadata = objects::labels_of(object);
+        let resources = match (metadata.get("nodepool_pool_name"), metadata.get(LABEL_KEY)) {
+            (Some(pool), Some(label)) => self
+                .config
+                .label(pool, label)
+                .map(Self::resources_of)
+                .unwrap_or_default(),
+            _ => Resources::default(),
+        };
+        let deleting = object.pointer("/metadata/deletionTimestamp").is_some()
+            || object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+        Instance {
+            external_id: external_id.to_string(),
+            state: deleting.then_some(InstanceState::Deleting),
+            metadata,
+            cloud: self.config.context.clone(),
+            resources,
+            ..Instance::default()
+        }
+    }
+
+    async fn create_namespace_node(&self, spec: &LaunchSpec, label: &K8sLabel) -> Result<Instance> {
+        let ns = format!("{}-{}", spec.pool, spec.node_id);
+        let labels = objects::node_labels(
+            label,
+            &spec.node_id,
+            &self.config.name,
+            &spec.pool,
+            spec.request.as_ref(),
+        );
+        let created = self
+            .client
+            .create(
+                &objects::namespaces_path(),
+                &objects::namespace(&ns, &labels),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let restricted = label.kind == LabelType::Pod;
+        let rest = async {
+            let c = &self.client;
+            c.create(
+                &objects::core_path(&ns, "serviceaccounts"),
+                &objects::service_account(),
+            )
+            .await?;
+            c.create(
+                &objects::core_path(&ns, "secrets"),
+                &objects::token_secret(),
+            )
+            .await?;
+            c.create(
+                &objects::rbac_path(&ns, "roles"),
+                &objects::role(restricted),
+            )
+            .await?;
+            c.create(
+                &objects::rbac_path(&ns, "rolebindings"),
+                &objects::role_binding(&ns, restricted),
+            )
+            .await?;
+            if restricted {
+                let pod = objects::pod(&label.name, label, &labels, false);
+                c.create(&objects::core_path(&ns, "pods"), &pod).await?;
+            }
+            Ok::<(), KubeError>(())
+        };
+        if let Err(e) = rest.await {
+            warn!(namespace = %ns, error = %e, "launch failed; deleting the namespace");
+            self.remove_and_wait(&ns).await;
+            return Err(self.err(e));
+        }
+        info!(namespace = %ns, "namespace created");
+        let mut instance = self.instance_of(&ns, &created);
+        instance.state = Some(InstanceState::Building);
+        Ok(instance)
+    }
+
+    async fn remove_and_wait(&self, ns: &str) {
+        if let Err(e) = self.client.delete(&objects::namespace_path(ns)).await {
+            warn!(namespace = %ns, error = %e, "cannot delete the namespace");
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + CLEANUP_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            match self.client.get(&objects::namespace_path(ns)).await {
+                Ok(None) => return,
+                Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    async fn create_pod_node(&self, spec: &LaunchSpec, label: &K8sLabel) -> Result<Instance> {
+        let project = &spec.pool;
+        let pod_name = format!("{}-{}", label.name, spec.node_id);
+        let labels = objects::node_labels(
+            label,
+            &spec.node_id,
+            &self.config.name,
+            &spec.pool,
+            spec.request.as_ref(),
+        );
+        let body = objects::pod(&pod_name, label, &labels, true);
+        let created = self
+            .client
+            .create(&objects::core_path(project, "pods"), &body)
+            .await
+            .map_err(|e| self.err(e))?;
+        let external_id = format!("{project}-{pod_name}");
+        info!(pod = %external_id, "pod created");
+        let mut instance = self.instance_of(&external_id, &created);
+        instance.state = Some(InstanceState::Building);
+        instance.interface_ip = Some(pod_name);
+        Ok(instance)
+    }
+
+    /// Look at a node's objects.
+    async fn observe(&self, external_id: &str) -> std::result::Result<Option<Observed>, KubeError> {
+        match self.config.flavor {
+            Flavor::Kubernetes => self.observe_namespace(external_id).await,
+            Flavor::OpenshiftPods => self.observe_project_pod(external_id).await,
+        }
+    }
+
+    async fn observe_namespace(
+        &self,
+        ns: &str,
+    ) -> std::result::Result<Option<Observed>, KubeError> {
+        let Some(object) = self.client.get(&objects::namespace_path(ns)).await? else {
+            return Ok(None);
+        };
+        let mut instance = self.instance_of(ns, &object);
+        if instance.state.is_some() {
+            return Ok(Some(Observed {
+                instance,
+                watch: None,
+            }));
+        }
+        let label_name = instance
+            .metadata
+            .get(LABEL_KEY)
+            .cloned()
+            .unwrap_or_default();
+        let pool = instance
+            .metadata
+            .get("nodepool_pool_name")
+            .cloned()
+            .unwrap_or_default();
+        let is_pod = match self.config.label(&pool, &label_name) {
+            Some(label) => label.kind == LabelType::Pod,
+            None => false,
+        };
+        // The token the API fills into the service account's Secret.
+        let secrets = objects::core_path(ns, "secrets");
+        let secret = self.client.get(&format!("{secrets}/{WORKER_USER}")).await?;
+        let data = secret.as_ref().and_then(|s| s.get("data"));
+        let field = |k: &str| data.and_then(|d| d.get(k)).and_then(Value::as_str);
+        let (Some(token), Some(ca_crt)) = (field("token"), field("ca.crt")) else {
+            instance.state = Some(InstanceState::Building);
+            let rv = secret.as_ref().and_then(resource_version);
+            let watch = (secrets, format!("metadata.name={WORKER_USER}"), rv);
+            return Ok(Some(Observed {
+                instance,
+                watch: Some(watch),
+            }));
+        };
+        let token = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                KubeError::Invalid(format!(
+                    "{ns}: the token of secret {WORKER_USER} is not base64 text"
+                ))
+            })?;
+        let creds = self.client.credentials();
+        let mut details = Map::new();
+        details.insert(
+            "name".into(),
+            json!(object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or(ns)),
+        );
+        details.insert("namespace".into(), json!(ns));
+        details.insert("host".into(), json!(creds.server));
+        details.insert("skiptls".into(), json!(creds.insecure));
+        details.insert("token".into(), json!(token));
+        details.insert("user".into(), json!(WORKER_USER));
+        if !creds.insecure {
+            details.insert("ca_crt".into(), json!(ca_crt));
+        }
+        if !is_pod {
+            instance.state = Some(InstanceState::Active);
+            instance.connection_type = Some("namespace".into());
+            instance.connection_details = Some(ConnectionDetails(details));
+            return Ok(Some(Observed {
+                instance,
+                watch: None,
+            }));
+        }
+        let pods = objects::core_path(ns, "pods");
+        let pod = self.client.get(&format!("{pods}/{label_name}")).await?;
+        let watch = (
+            pods,
+            format!("metadata.name={label_name}"),
+            pod.as_ref().and_then(resource_version),
+        );
+        details.insert("pod".into(), json!(label_name));
+        instance.interface_ip = Some(label_name.clone());
+        instance.connection_type = Some("kubectl".into());
+        Ok(Some(self.pod_state(instance, pod.as_ref(), details, watch)))
+    }
+
+    async fn observe_project_pod(
+        &self,
+        external_id: &str,
+    ) -> std::result::Result<Option<Observed>, KubeError> {
+        let Some((project, pod_name)) = self.split_pod_id(external_id) else {
+            return Ok(None);
+        };
+        let pods = objects::core_path(project, "pods");
+        let Some(pod) = self.client.get(&format!("{pods}/{pod_name}")).await? else {
+            return Ok(None);
+        };
+        let mut instance = self.instance_of(external_id, &pod);
+        instance.interface_ip = Some(pod_name.to_string());
+        if instance.state.is_some() {
+            return Ok(Some(Observed {
+                instance,
+                watch: None,
+            }));
+        }
+        let creds = self.client.credentials();
+        let mut details = Map::new();
+        details.insert("pod".into(), json!(pod_name));
+        details.insert("namespace".into(), json!(project));
+        details.insert("host".into(), json!(creds.server));
+        details.insert("ca_crt".into(), json!(creds.ca_base64()));
+        details.insert("skiptls".into(), json!(creds.insecure));
+        details.insert(
+            "token".into(),
+            json!(creds.token.as_ref().map(|t| t.expose().to_string())),
+        );
+        details.insert("user".into(), json!(WORKER_USER));
+        instance.connection_type = Some("kubectl".into());
+        let watch = (
+            pods,
+            format!("metadata.name={pod_name}"),
+            resource_version(&pod),
+        );
+        Ok(Some(self.pod_state(instance, Some(&pod), details, watch)))
+    }
+
+    /// The instance of a pod node by the pod's phase.
+    fn pod_state(
+        &self,
+        mut instance: Instance,
+        pod: Option<&Value>,
+        details: Map<String, Value>,
+        watch: (String, String, Option<String>),
+    ) -> Observed {
+        let phase = pod
+            .and_then(|p| p.pointer("/status/phase"))
+            .and_then(Value::as_str)
+            .unwrap_or("Pending");
+        instance.host_id = pod
+            .and_then(|p| p.pointer("/spec/nodeName"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match phase {
+            "Running" => {
+                instance.state = Some(InstanceState::Active);
+                instance.connection_details = Some(ConnectionDetails(details));
+                Observed {
+                    instance,
+                    watch: None,
+                }
+            }
+            "Failed" | "Succeeded" => {
+                instance.state = Some(InstanceState::Error(format!("the pod is {phase}")));
+                Observed {
+                    instance,
+                    watch: None,
+                }
+            }
+            _ => {
+                instance.state = Some(InstanceState::Building);
+                Observed {
+                    instance,
+                    watch: Some(watch),
+                }
+            }
+        }
+    }
+
+    /// Watch for the next change of what `watch` names, for at most
+    /// `limit`. Returns when an event arrives, the watch ends or breaks (the
+    /// caller then reads the objects again: a re-list).
+    async fn next_change(&self, watch: &(String, String, Option<String>), limit: Duration) {
+        let (path, field, rv) = watch;
+        let stream = match self
+            .client
+            .watch(path, Some(field), rv.as_deref(), limit)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "watch failed; reading again");
+                tokio::time::sleep(Duration::from_secs(1).min(limit)).await;
+                return;
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(Ok(WatchEvent::Bookmark(_)))) => continue,
+                Ok(Some(Ok(WatchEvent::Object { .. }))) => return,
+                Ok(Some(Ok(WatchEvent::Error(code)))) => {
+                    debug!(code, "watch error event; reading again");
+                    return;
+                }
+                Ok(Some(Err(e))) => {
+                    debug!(error = %e, "watch broke; reading again");
+                    return;
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for K8sProvider {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities {
+            image_upload: false,
+            quota_query: true,
+            instance_listing: true,
+        }
+    }
+
+    async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources> {
+        Ok(Self::resources_of(self.label(pool, label)?))
+    }
+
+    #[tracing::instrument(skip_all, fields(provider = %self.config.name, node_id = %spec.node_id))]
+    async fn create_instance(&self, spec: &LaunchSpec) -> Result<Instance> {
+        let label = self.label(&spec.pool, &spec.label)?;
+        match self.config.flavor {
+            Flavor::Kubernetes => self.create_namespace_node(spec, label).await,
+            Flavor::OpenshiftPods => self.create_pod_node(spec, label).await,
+        }
+    }
+
+    async fn get_instance(&self, external_id: &str) -> Result<Option<Instance>> {
+        Ok(self
+            .observe(external_id)
+            .await
+            .map_err(|e| self.err(e))?
+            .map(|o| o.instance))
+    }
+
+    #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id))]
+    async fn delete_instance(&self, external_id: &str) -> Result<()> {
+        let path = match self.config.flavor {
+            Flavor::Kubernetes => objects::namespace_path(external_id),
+            Flavor::OpenshiftPods => match self.split_pod_id(external_id) {
+                Some((project, pod)) => format!("{}/{pod}", objects::core_path(project, "pods")),
+                None => {
+                    warn!(external_id, "not a pod of any pool; nothing to delete");
+                    return Ok(());
+                }
+            },
+        };
+        self.client.delete(&path).await.map_err(|e| self.err(e))
+    }
+
+    async fn list_instances_page(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<InstancePage> {
+        let selector = format!("nodepool_provider_name={}", self.config.name);
+        match self.config.flavor {
+            Flavor::Kubernetes => {
+                let list = self
+                    .client
+                    .list(
+                        &objects::namespaces_path(),
+                        Some(&selector),
+                        Some(limit),
+                        marker,
+                    )
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let instances = list
+                    .items
+                    .iter()
+                    .filter_map(|ns| {
+                        let name = ns.pointer("/metadata/name")?.as_str()?;
+                        Some(self.instance_of(name, ns))
+                    })
+                    .collect();
+                Ok(InstancePage {
+                    instances,
+                    next: list.next,
+                })
+            }
+            Flavor::OpenshiftPods => {
+                let mut instances = Vec::new();
+                for pool in &self.config.pools {
+                    let path = objects::core_path(&pool.name, "pods");
+                    let list = self
+                        .client
+                        .list(&path, Some(&selector), None, None)
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    for pod in &list.items {
+                        if let Some(name) = pod.pointer("/metadata/name").and_then(Value::as_str) {
+                            instances.push(self.instance_of(&format!("{}-{name}", pool.name), pod));
+                        }
+                    }
+                }
+                Ok(InstancePage {
+                    instances,
+                    next: None,
+                })
+            }
+        }
+    }
+
+    /// Watches the pod (or the token Secret) until the node is ready, the
+    /// pod fails or `timeout` passes; after a broken watch it reads the
+    /// objects again and watches from there.
+    #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id))]
+    async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let observed = match self.observe(external_id).await {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    return Err(Error::cloud(
+                        &self.config.name,
+                        ErrorKind::NotFound,
+                        format!("{external_id} is gone"),
+                    ))
+                }
+                Err(e) if e.kind().is_retryable() => {
+                    debug!(error = %e, "cannot read the node's objects; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(self.err(e));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.err(e)),
+            };
+            match (&observed.instance.state, &observed.watch) {
+                (Some(InstanceState::Active), _) => return Ok(observed.instance),
+                (Some(InstanceState::Error(why)), _) => {
+                    return Err(self.err(KubeError::Launch(format!("{external_id}: {why}"))))
+                }
+                (Some(InstanceState::Deleting), _) => {
+                    return Err(
+                        self.err(KubeError::Launch(format!("{external_id} is being deleted")))
+                    )
+                }
+                (_, Some(watch)) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Err(self.err(KubeError::Timeout(format!(
+                            "{external_id} is not ready after {}s",
+                            timeout.as_secs()
+                        ))));
+                    }
+                    self.next_change(watch, (deadline - now).min(WATCH_SLICE))
+                        .await;
+                }
+                (_, None) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+
+    async fn quota(&self) -> Result<Resources> {
+        let limit = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+        Ok(Resources {
+            instances: limit(self.config.max_servers),
+            cores: limit(self.config.max_cores),
+            ram: limit(self.config.max_ram),
+        })
+    }
+}
