@@ -40,13 +40,16 @@ pub fn rbac_path(namespace: &str, kind: &str) -> String {
 
 /// The labels of a node's namespace and pod: the label's `labels`, its
 /// `dynamic-labels` formatted with the request (a template that does not
-/// format is left out with a warning, as upstream), then the nodepool keys.
+/// format is left out with a warning, as upstream), the launch metadata
+/// that makes a valid Kubernetes label and is not set yet (the engine's
+/// `groups` holds commas and is left out), then the nodepool keys.
 pub fn node_labels(
     label: &K8sLabel,
     node_id: &str,
     provider: &str,
     pool: &str,
     request: Option<&Value>,
+    metadata: &BTreeMap<String, String>,
 ) -> Map<String, Value> {
     let mut labels: Map<String, Value> = label.labels.clone().into_iter().collect();
     let empty = json!({});
@@ -56,6 +59,11 @@ pub fn node_labels(
                 labels.insert(key.clone(), Value::String(value));
             }
             Err(e) => warn!(label = %key, error = %e, "cannot format a dynamic label"),
+        }
+    }
+    for (key, value) in metadata {
+        if !labels.contains_key(key) && valid_label(key, value) {
+            labels.insert(key.clone(), Value::String(value.clone()));
         }
     }
     for (k, v) in [
@@ -245,6 +253,34 @@ fn container_spec(label: &K8sLabel, pull_secrets: bool) -> Value {
         spec.insert("volumes".into(), volumes.clone());
     }
     Value::Object(spec)
+}
+
+/// Whether `key: value` is a valid Kubernetes label (names and values of
+/// at most 63 alphanumerics, `-`, `_` and `.`, starting and ending
+/// alphanumeric; a key may have a DNS prefix and `/`).
+fn valid_label(key: &str, value: &str) -> bool {
+    let segment = |s: &str, empty_ok: bool| {
+        if s.is_empty() {
+            return empty_ok;
+        }
+        let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        s.len() <= 63
+            && ends(s.chars().next())
+            && ends(s.chars().last())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) if !prefix.is_empty() && prefix.len() <= 253 => {
+            if !segment(prefix, false) {
+                return false;
+            }
+            name
+        }
+        Some(_) => return false,
+        None => key,
+    };
+    segment(name, false) && segment(value, true)
 }
 
 /// Python's truth of a list or mapping.

@@ -118,6 +118,7 @@ impl K8sProvider {
             &self.config.name,
             &spec.pool,
             spec.request.as_ref(),
+            &spec.metadata,
         );
         let created = self
             .client
@@ -190,6 +191,7 @@ impl K8sProvider {
             &self.config.name,
             &spec.pool,
             spec.request.as_ref(),
+            &spec.metadata,
         );
         let body = objects::pod(&pod_name, label, &labels, true);
         let created = self
