@@ -167,3 +167,94 @@ impl Kubectl {
         serde_json::from_str(&self.ok(&all, None)).expect("kubectl prints JSON")
     }
 }
+
+/// A plain HTTPS client of the API (reqwest trusting the built-in CA).
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Self {
+        let ca = reqwest::Certificate::from_pem(nodepool_kube_sim::CA_CERT_PEM.as_bytes())
+            .expect("the built-in CA parses");
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("HTTP client");
+        Self {
+            base: base.to_string(),
+            token: token.to_string(),
+            http,
+        }
+    }
+
+    /// The token in a kubeconfig kube-sim wrote.
+    pub fn token_of(kubeconfig: &Path) -> String {
+        std::fs::read_to_string(kubeconfig)
+            .expect("kubeconfig")
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+            .expect("a token in the kubeconfig")
+    }
+
+    /// Send `method path` with a JSON body; the status and the JSON answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (code, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Poll `path` until `check` holds on its JSON (20 s at most).
+    pub async fn wait_for(&self, path: &str, check: impl Fn(u16, &serde_json::Value) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (code, body) = self.get(path).await;
+            if check(code, &body) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting on {path}: {code} {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A minimal pod body.
+pub fn pod(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1"}]},
+    })
+}
