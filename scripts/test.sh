@@ -70,6 +70,15 @@ if ! "$KUBE_VENV/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__v
     "$KUBE_VENV/bin/pip" install -q "kubernetes==$KUBE_CLIENT_VERSION"
 fi
 export NODEPOOL_TEST_KUBE_PYTHON="$KUBE_VENV/bin/python"
+# Upstream nodepool 11 runs against kube-sim with kubernetes 31.0.0 first on
+# its PYTHONPATH: with the 37.x its venv resolves to, createNamespace fails
+# (pydantic rejects the RoleBinding's `userNames`).
+UPSTREAM_KUBE_PATH="$CACHE/kubernetes-31.0.0"
+if [ ! -f "$UPSTREAM_KUBE_PATH/kubernetes/__init__.py" ]; then
+    log "installing kubernetes==31.0.0 into $UPSTREAM_KUBE_PATH (for upstream's drivers)"
+    "$KUBE_VENV/bin/pip" install -q --no-deps --target "$UPSTREAM_KUBE_PATH" kubernetes==31.0.0
+fi
+export NODEPOOL_TEST_UPSTREAM_KUBE_PYTHONPATH="$UPSTREAM_KUBE_PATH"
 export NODEPOOL_TEST_REQUIRE_KUBE_CLIENTS=1
 
 # Upstream's sdist, for its fixture configs (kept in the cache, never committed).
