@@ -68,12 +68,15 @@ impl K8sProvider {
         })
     }
 
+    /// What a node of `label` counts against quota: one instance, its
+    /// `cpu` as cores and `memory` as RAM (0 when unset, as upstream
+    /// records them).
     fn resources_of(label: &K8sLabel) -> Resources {
-        let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+        let count = |v: Option<i64>| Some(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0));
         Resources {
             instances: Some(1),
-            cores: positive(label.cpu),
-            ram: positive(label.memory),
+            cores: count(label.cpu),
+            ram: count(label.memory),
         }
     }
 
