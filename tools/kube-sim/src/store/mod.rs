@@ -1,12 +1,15 @@
-//! The cluster's objects, the global resourceVersion, the bounded event
-//! history that watches replay, the timers of pods and namespaces, and the
-//! state file written on every change.
+//! The cluster's objects, the global resourceVersion and the bounded event
+//! history that watches replay; pod and namespace lifecycles are in
+//! [`lifecycle`], the state file in [`persist`].
+
+mod lifecycle;
+mod persist;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use persist::Persisted;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
@@ -75,14 +78,6 @@ enum Timer {
     PodStart,
     PodRemove,
     NamespaceFinalize,
-}
-
-/// The state file's content.
-#[derive(Debug, Serialize, Deserialize)]
-struct Persisted {
-    resource_version: u64,
-    token: String,
-    objects: Vec<Value>,
 }
 
 /// The cluster.
@@ -172,46 +167,6 @@ impl Store {
             }
         }
         Ok(store)
-    }
-
-    fn load(&mut self, saved: Persisted, token: Option<String>) {
-        self.rv = saved.resource_version;
-        self.expired_upto = saved.resource_version;
-        self.token = token.unwrap_or(saved.token);
-        let now = Instant::now();
-        for object in saved.objects {
-            let Some(kind) = object
-                .get("kind")
-                .and_then(Value::as_str)
-                .and_then(kinds::by_kind)
-            else {
-                continue;
-            };
-            let ns = str_at(&object, &["metadata", "namespace"]).unwrap_or("");
-            let name = str_at(&object, &["metadata", "name"]).unwrap_or("");
-            let k = key(kind, ns, name);
-            let deleting = object["metadata"].get("deletionTimestamp").is_some();
-            match kind.plural {
-                "pods" if deleting => {
-                    self.timers.insert(
-                        k.clone(),
-                        (now + self.timing.pod_terminate_delay, Timer::PodRemove),
-                    );
-                }
-                "pods" if str_at(&object, &["status", "phase"]) == Some("Pending") => {
-                    self.timers.insert(
-                        k.clone(),
-                        (now + self.timing.pod_ready_delay, Timer::PodStart),
-                    );
-                }
-                "namespaces" if deleting => {
-                    self.timers
-                        .insert(k.clone(), (now, Timer::NamespaceFinalize));
-                }
-                _ => {}
-            }
-            self.objects.insert(k, object);
-        }
     }
 
     /// The bearer token of the kubeconfig.
@@ -319,25 +274,6 @@ impl Store {
         let _ = self.events.send(event);
         self.persist();
         object
-    }
-
-    fn persist(&self) {
-        let Some(path) = &self.state_file else {
-            return;
-        };
-        let saved = Persisted {
-            resource_version: self.rv,
-            token: self.token.clone(),
-            objects: self.objects.values().cloned().collect(),
-        };
-        let tmp = path.with_extension("tmp");
-        let result = serde_json::to_vec(&saved)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = result {
-            tracing::warn!(path = %path.display(), error = %e, "cannot save the state file");
-        }
     }
 
     /// Create an object from `body` (POST); `ns` for namespaced kinds.
@@ -575,157 +511,6 @@ impl Store {
             m.remove("resourceVersion");
         }
         self.replace(kind, ns, name, merged)
-    }
-
-    /// Delete an object (DELETE). Pods with a grace period and namespaces
-    /// first turn Terminating and answer with the object; the rest go at
-    /// once and answer with a `Success` Status.
-    pub fn delete(
-        &mut self,
-        kind: &'static Kind,
-        ns: &str,
-        name: &str,
-        grace: Option<i64>,
-    ) -> Result<Value, ApiError> {
-        let old = self.get(kind, ns, name)?;
-        match kind.plural {
-            "pods" => {
-                let grace = grace
-                    .or_else(|| old["spec"]["terminationGracePeriodSeconds"].as_i64())
-                    .unwrap_or(30)
-                    .max(0);
-                if grace == 0 {
-                    let gone = self.commit(kind, ns, EventType::Deleted, old.clone(), Some(old));
-                    return Ok(gone);
-                }
-                let wait =
-                    Duration::from_secs(grace.unsigned_abs()).min(self.timing.pod_terminate_delay);
-                let at = Instant::now() + wait;
-                let k = key(kind, ns, name);
-                if let Some((when, Timer::PodRemove)) = self.timers.get(&k) {
-                    if *when <= at {
-                        return Ok(old);
-                    }
-                }
-                self.timers.insert(k, (at, Timer::PodRemove));
-                if old["metadata"].get("deletionTimestamp").is_some() {
-                    return Ok(old);
-                }
-                let mut new = old.clone();
-                let secs = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let m = metadata_mut(&mut new);
-                m.insert(
-                    "deletionTimestamp".into(),
-                    meta::rfc3339(secs + grace.unsigned_abs()).into(),
-                );
-                m.insert("deletionGracePeriodSeconds".into(), grace.into());
-                Ok(self.commit(kind, ns, EventType::Modified, new, Some(old)))
-            }
-            "namespaces" => {
-                if old["metadata"].get("deletionTimestamp").is_some() {
-                    return Ok(old);
-                }
-                let mut new = old.clone();
-                metadata_mut(&mut new)
-                    .insert("deletionTimestamp".into(), meta::now_rfc3339().into());
-                set(&mut new, "status", json!({"phase": "Terminating"}));
-                let answer = self.commit(kind, ns, EventType::Modified, new, Some(old));
-                let contents: Vec<Key> = self
-                    .objects
-                    .keys()
-                    .filter(|(_, n, _)| n == name)
-                    .cloned()
-                    .collect();
-                for (plural, n, obj_name) in contents {
-                    let inner = lookup(plural);
-                    if let Err(e) = self.delete(inner, &n, &obj_name, None) {
-                        tracing::warn!(error = %e, "deleting {plural} {n}/{obj_name}");
-                    }
-                }
-                self.timers.insert(
-                    key(kind, "", name),
-                    (Instant::now(), Timer::NamespaceFinalize),
-                );
-                Ok(answer)
-            }
-            _ => {
-                let uid = old["metadata"]["uid"].clone();
-                self.commit(kind, ns, EventType::Deleted, old.clone(), Some(old));
-                Ok(json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {},
-                    "status": "Success",
-                    "details": {"name": name, "group": kind.group, "kind": kind.plural, "uid": uid},
-                }))
-            }
-        }
-    }
-
-    /// When the next timer fires.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.values().map(|(at, _)| *at).min()
-    }
-
-    /// Run the timers due at `now`.
-    pub fn fire_due(&mut self, now: Instant) {
-        let due: Vec<(Key, Timer)> = self
-            .timers
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(k, (_, t))| (k.clone(), *t))
-            .collect();
-        for (k, timer) in due {
-            self.timers.remove(&k);
-            let (plural, ns, name) = k.clone();
-            let kind = lookup(plural);
-            let Some(old) = self.objects.get(&k).cloned() else {
-                continue;
-            };
-            match timer {
-                Timer::PodStart => {
-                    let outcome = self.pod_outcome.clone();
-                    self.set_pod_phase_of(&ns, old, &outcome);
-                }
-                Timer::PodRemove => {
-                    self.commit(kind, &ns, EventType::Deleted, old.clone(), Some(old));
-                }
-                Timer::NamespaceFinalize => {
-                    if self.objects.keys().any(|(_, n, _)| *n == name) {
-                        let again = now + Duration::from_millis(50);
-                        self.timers.insert(k, (again, Timer::NamespaceFinalize));
-                    } else {
-                        self.commit(kind, "", EventType::Deleted, old.clone(), Some(old));
-                    }
-                }
-            }
-        }
-    }
-
-    fn set_pod_phase_of(&mut self, ns: &str, old: Value, phase: &str) {
-        if old["metadata"].get("deletionTimestamp").is_some() {
-            return;
-        }
-        let mut new = old.clone();
-        let ip_seed = self.rv + 1;
-        if pods::set_phase(&mut new, phase, ip_seed) {
-            self.commit(lookup("pods"), ns, EventType::Modified, new, Some(old));
-        }
-    }
-
-    /// Admin: the phase later pods reach after the ready delay.
-    pub fn set_pod_outcome(&mut self, phase: &str) {
-        self.pod_outcome = phase.to_string();
-    }
-
-    /// Admin: move one pod to `phase` now.
-    pub fn set_pod_phase(&mut self, ns: &str, name: &str, phase: &str) -> Result<Value, ApiError> {
-        let kind = lookup("pods");
-        let old = self.get(kind, ns, name)?;
-        self.timers.remove(&key(kind, ns, name));
-        self.set_pod_phase_of(ns, old, phase);
-        self.get(kind, ns, name)
     }
 }
 
