@@ -28,6 +28,9 @@ pub struct Kind {
     pub short_names: &'static [&'static str],
     /// The name validation.
     pub name_rule: NameRule,
+    /// The top-level fields of the schema besides `apiVersion`, `kind` and
+    /// `metadata`; the API server drops any other.
+    pub fields: &'static [&'static str],
 }
 
 /// The rbac group.
@@ -43,6 +46,7 @@ pub static KINDS: &[Kind] = &[
         namespaced: false,
         short_names: &["ns"],
         name_rule: NameRule::Label,
+        fields: &["spec", "status"],
     },
     Kind {
         plural: "pods",
@@ -52,6 +56,7 @@ pub static KINDS: &[Kind] = &[
         namespaced: true,
         short_names: &["po"],
         name_rule: NameRule::Subdomain,
+        fields: &["spec", "status"],
     },
     Kind {
         plural: "serviceaccounts",
@@ -61,6 +66,11 @@ pub static KINDS: &[Kind] = &[
         namespaced: true,
         short_names: &["sa"],
         name_rule: NameRule::Subdomain,
+        fields: &[
+            "secrets",
+            "imagePullSecrets",
+            "automountServiceAccountToken",
+        ],
     },
     Kind {
         plural: "secrets",
@@ -70,6 +80,7 @@ pub static KINDS: &[Kind] = &[
         namespaced: true,
         short_names: &[],
         name_rule: NameRule::Subdomain,
+        fields: &["data", "stringData", "type", "immutable"],
     },
     Kind {
         plural: "roles",
@@ -79,6 +90,7 @@ pub static KINDS: &[Kind] = &[
         namespaced: true,
         short_names: &[],
         name_rule: NameRule::PathSegment,
+        fields: &["rules"],
     },
     Kind {
         plural: "rolebindings",
@@ -88,6 +100,7 @@ pub static KINDS: &[Kind] = &[
         namespaced: true,
         short_names: &[],
         name_rule: NameRule::PathSegment,
+        fields: &["roleRef", "subjects"],
     },
 ];
 

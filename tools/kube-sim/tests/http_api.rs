@@ -385,3 +385,32 @@ async fn admin_routes_fail_pods_and_count_objects() {
         .collect();
     assert_eq!(phases, ["Failed", "Failed"]);
 }
+
+#[tokio::test]
+async fn unknown_top_level_fields_are_dropped_as_the_api_server_drops_them() {
+    let (_sim, api) = sim(1000).await;
+    namespace(&api, "ns1").await;
+    // Upstream nodepool's bodies: `restartPolicy` beside `spec`, `userNames`
+    // in a RoleBinding.
+    let mut body = pod("p");
+    body["restartPolicy"] = json!("Never");
+    let (code, created) = api.post("/api/v1/namespaces/ns1/pods", body).await;
+    assert_eq!(code, 201);
+    assert!(created.get("restartPolicy").is_none(), "{created}");
+    assert_eq!(created["spec"]["restartPolicy"], "Always");
+    let binding = json!({
+        "metadata": {"name": "zuul-role"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "zuul"},
+        "subjects": [{"kind": "ServiceAccount", "name": "zuul-worker", "namespace": "ns1"}],
+        "userNames": ["system:serviceaccount:ns1:zuul-worker"],
+    });
+    let (code, created) = api
+        .post(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/ns1/rolebindings",
+            binding,
+        )
+        .await;
+    assert_eq!(code, 201);
+    assert!(created.get("userNames").is_none(), "{created}");
+    assert_eq!(created["subjects"][0]["name"], "zuul-worker");
+}

@@ -283,7 +283,7 @@ impl Store {
         ns: Option<&str>,
         mut body: Value,
     ) -> Result<Value, ApiError> {
-        check_body(kind, &body)?;
+        check_body(kind, &mut body)?;
         let ns = ns.unwrap_or("");
         let meta = metadata_mut(&mut body);
         if kind.namespaced {
@@ -461,7 +461,7 @@ impl Store {
         name: &str,
         mut body: Value,
     ) -> Result<Value, ApiError> {
-        check_body(kind, &body)?;
+        check_body(kind, &mut body)?;
         let old = self.get(kind, ns, name)?;
         let body_name = str_at(&body, &["metadata", "name"]).unwrap_or(name);
         if body_name != name {
@@ -529,8 +529,9 @@ fn lookup(plural: &str) -> &'static Kind {
     }
 }
 
-/// A body of another kind is a 400, as the API server answers.
-fn check_body(kind: &'static Kind, body: &Value) -> Result<(), ApiError> {
+/// A body of another kind is a 400, as the API server answers; top-level
+/// fields the kind's schema does not have are dropped, as it drops them.
+fn check_body(kind: &'static Kind, body: &mut Value) -> Result<(), ApiError> {
     if !body.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request is not a JSON object",
@@ -545,6 +546,12 @@ fn check_body(kind: &'static Kind, body: &Value) -> Result<(), ApiError> {
                 kind.kind
             )));
         }
+    }
+    if let Some(map) = body.as_object_mut() {
+        map.retain(|field, _| {
+            matches!(field.as_str(), "apiVersion" | "kind" | "metadata")
+                || kind.fields.contains(&field.as_str())
+        });
     }
     Ok(())
 }
