@@ -1,6 +1,6 @@
 //! The cluster's objects, the global resourceVersion and the bounded event
 //! history that watches replay; pod and namespace lifecycles are in
-//! [`lifecycle`], the state file in [`persist`].
+//! `lifecycle.rs`, the state file in `persist.rs`.
 
 mod lifecycle;
 mod persist;
