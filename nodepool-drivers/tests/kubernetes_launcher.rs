@@ -49,16 +49,24 @@ providers:
 
 struct Harness {
     sim: Sim,
+    root: MemoryStore,
+    config: Config,
+    provider: Arc<dyn Provider>,
     store: Arc<dyn NodeStore>,
     client: KubeClient,
+    launcher_store: Arc<MemoryStore>,
     cancel: CancellationToken,
     task: Option<JoinHandle<nodepool_core::Result<()>>>,
 }
 
 async fn start(text: &str) -> Harness {
+    start_with(text, Duration::from_millis(100)).await
+}
+
+async fn start_with(text: &str, pod_ready_delay: Duration) -> Harness {
     let sim = Sim::start(SimOptions {
         timing: Timing {
-            pod_ready_delay: Duration::from_millis(100),
+            pod_ready_delay,
             pod_terminate_delay: Duration::from_millis(50),
         },
         ..SimOptions::default()
@@ -81,32 +89,21 @@ async fn start(text: &str) -> Harness {
         .expect("k8s")
         .clone();
     let provider: Arc<dyn Provider> = Arc::new(K8sProvider::new(Arc::new(typed), client.clone()));
-    let providers = BTreeMap::from([("kubespray".to_string(), provider)]);
     let root = MemoryStore::new();
-    let mut settings = LauncherSettings::new("test-launcher");
-    settings.delete_interval = Duration::from_millis(200);
-    settings.cleanup_interval = Duration::from_millis(300);
-    settings.min_ready_interval = Duration::from_millis(200);
-    settings.leak_grace = Duration::from_millis(500);
-    let launcher = Launcher::new(
-        settings,
-        Arc::new(root.session()),
-        Arc::new(DefaultScheduler),
-        config,
-        providers,
-    );
-    let cancel = CancellationToken::new();
-    let task = {
-        let cancel = cancel.clone();
-        tokio::spawn(async move { launcher.run(cancel).await })
-    };
-    Harness {
-        sim,
+    let launcher_store = Arc::new(root.session());
+    let mut h = Harness {
         store: Arc::new(root.session()),
+        sim,
+        root,
+        config,
+        provider,
         client,
-        cancel,
-        task: Some(task),
-    }
+        launcher_store,
+        cancel: CancellationToken::new(),
+        task: None,
+    };
+    h.run_launcher();
+    h
 }
 
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
@@ -128,6 +125,38 @@ where
 }
 
 impl Harness {
+    /// Start a launcher on the launcher session.
+    fn run_launcher(&mut self) {
+        let mut settings = LauncherSettings::new("test-launcher");
+        settings.delete_interval = Duration::from_millis(200);
+        settings.cleanup_interval = Duration::from_millis(300);
+        settings.min_ready_interval = Duration::from_millis(200);
+        settings.leak_grace = Duration::from_millis(500);
+        let providers = BTreeMap::from([("kubespray".to_string(), self.provider.clone())]);
+        let launcher = Launcher::new(
+            settings,
+            self.launcher_store.clone(),
+            Arc::new(DefaultScheduler),
+            self.config.clone(),
+            providers,
+        );
+        self.cancel = CancellationToken::new();
+        let cancel = self.cancel.clone();
+        self.task = Some(tokio::spawn(async move { launcher.run(cancel).await }));
+    }
+
+    /// kill -9 the launcher: its task dies without draining and its store
+    /// session ends; then a new launcher starts on a new session.
+    async fn crash_and_restart(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.launcher_store.close().await.expect("close session");
+        self.launcher_store = Arc::new(self.root.session());
+        self.run_launcher();
+    }
+
     async fn nodes_where(&self, what: &str, pred: impl Fn(&[Node]) -> bool) -> Vec<Node> {
         wait_for(what, || async {
             let nodes = self.store.list_nodes().await.ok()?;
@@ -354,5 +383,58 @@ async fn a_pool_at_max_servers_waits_for_a_node_to_be_returned() {
     );
     h.release(held).await;
     h.fulfilled(&b).await;
+    h.stop().await;
+}
+
+/// Our namespaces (by label) and the node ids they belong to.
+fn our_namespaces(sim: &Sim) -> Vec<(String, String)> {
+    sim.list("namespaces", None)
+        .iter()
+        .filter(|n| n["metadata"]["labels"]["nodepool_provider_name"] == "kubespray")
+        .filter(|n| n["metadata"].get("deletionTimestamp").is_none())
+        .filter_map(|n| {
+            Some((
+                n["metadata"]["name"].as_str()?.to_string(),
+                n["metadata"]["labels"]["nodepool_node_id"]
+                    .as_str()?
+                    .to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_launcher_crashes_namespaces_and_node_records_agree() {
+    let mut h = start_with(&yaml(2, ""), Duration::from_millis(400)).await;
+    for pause in [150, 250, 350] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        h.crash_and_restart().await;
+    }
+    h.nodes_where("two ready nodes of each label, and no others", |nodes| {
+        ready(nodes, "pod-fedora") == 2
+            && ready(nodes, "kubernetes-namespace") == 2
+            && nodes.len() == 4
+    })
+    .await;
+    // Within a cleanup pass or two, every namespace of ours belongs to a
+    // node record and every node record's namespace exists.
+    wait_for(
+        "the simulator's namespaces match the node records",
+        || async {
+            let nodes = h.store.list_nodes().await.ok()?;
+            let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+            let namespaces = our_namespaces(&h.sim);
+            let every_namespace_has_a_record =
+                namespaces.iter().all(|(_, id)| ids.contains(&id.as_str()));
+            let every_record_has_a_namespace = nodes.iter().all(|n| {
+                n.external_id
+                    .as_ref()
+                    .is_some_and(|x| namespaces.iter().any(|(name, _)| name == x))
+            });
+            (every_namespace_has_a_record && every_record_has_a_namespace && namespaces.len() == 4)
+                .then_some(())
+        },
+    )
+    .await;
     h.stop().await;
 }

@@ -462,7 +462,7 @@ impl Provider for K8sProvider {
             .map(|o| o.instance))
     }
 
-    #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id))]
+    #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id = %external_id))]
     async fn delete_instance(&self, external_id: &str) -> Result<()> {
         let path = match self.config.flavor {
             Flavor::Kubernetes => objects::namespace_path(external_id),
@@ -534,7 +534,7 @@ impl Provider for K8sProvider {
     /// Watches the pod (or the token Secret) until the node is ready, the
     /// pod fails or `timeout` passes; after a broken watch it reads the
     /// objects again and watches from there.
-    #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id))]
+    #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id = %external_id))]
     async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
