@@ -153,6 +153,29 @@ impl ApiError {
         )
     }
 
+    /// An injected failure with `code`, named as the API server names it.
+    pub fn injected(code: u16, method: &str, path: &str) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            410 => "Expired",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            500 => "InternalError",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            _ => "Unknown",
+        };
+        Self::new(
+            code,
+            reason,
+            format!("kube-sim injected fault: {method} {path}"),
+        )
+    }
+
     /// 410 Gone: a watch from a resourceVersion older than the kept history.
     pub fn gone(asked: u64, oldest: u64) -> Self {
         Self::new(

@@ -39,6 +39,7 @@ use tower::ServiceExt;
 
 mod api;
 mod error;
+mod faults;
 pub mod kinds;
 pub mod kubeconfig;
 mod meta;
@@ -50,6 +51,7 @@ mod tls;
 mod watch;
 
 pub use error::{ApiError, Error};
+pub use faults::Fault;
 pub use kubeconfig::CONTEXT;
 pub use process::{ProcessOptions, SimProcess, BIN_ENV};
 use store::Store;
@@ -102,11 +104,17 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     /// Wakes the timer task after a change that may have armed a timer.
     wake: Notify,
+    /// Injected failures, first match wins.
+    faults: Mutex<Vec<Fault>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -162,6 +170,7 @@ impl Sim {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             wake: Notify::new(),
+            faults: Mutex::new(Vec::new()),
         });
         let (stop, stopped) = oneshot::channel();
         let router = api::router(shared.clone());
@@ -216,6 +225,16 @@ impl Sim {
     /// The phase pods created later reach after the ready delay.
     pub fn set_pod_outcome(&self, phase: &str) {
         self.shared.lock().set_pod_outcome(phase);
+    }
+
+    /// Make matching requests fail (see [`Fault`]).
+    pub fn add_fault(&self, fault: Fault) {
+        self.shared.faults().push(fault);
+    }
+
+    /// Remove every injected fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults().clear();
     }
 
     /// Stop serving and wait for the server task to end.

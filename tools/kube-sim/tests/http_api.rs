@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use nodepool_kube_sim::{Sim, SimOptions, Timing};
+use nodepool_kube_sim::{Fault, Sim, SimOptions, Timing};
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::{pod, Api};
@@ -413,4 +413,46 @@ async fn unknown_top_level_fields_are_dropped_as_the_api_server_drops_them() {
     assert_eq!(code, 201);
     assert!(created.get("userNames").is_none(), "{created}");
     assert_eq!(created["subjects"][0]["name"], "zuul-worker");
+}
+
+#[tokio::test]
+async fn injected_faults_fail_matching_requests_with_status_errors() {
+    let (sim, api) = sim(1000).await;
+    namespace(&api, "ns1").await;
+    sim.add_fault(Fault::new("POST", "/pods", 500, Some(1)));
+    let (code, body) = api.post("/api/v1/namespaces/ns1/pods", pod("p")).await;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (500, Some("InternalError"))
+    );
+    assert_eq!(body["kind"], "Status");
+    let (code, _) = api.post("/api/v1/namespaces/ns1/pods", pod("p")).await;
+    assert_eq!(code, 201, "the fault was used up");
+
+    let resp = api
+        .http
+        .post(format!("{}/_sim/faults", api.base))
+        .json(&json!({"method": "GET", "path_contains": "/namespaces", "code": 503}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    for _ in 0..2 {
+        let (code, body) = api.get("/api/v1/namespaces").await;
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (503, Some("ServiceUnavailable"))
+        );
+    }
+    let (_, faults) = api.get("/_sim/faults").await;
+    assert_eq!(faults["faults"][0]["code"], 503);
+    let resp = api
+        .http
+        .delete(format!("{}/_sim/faults", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let (code, _) = api.get("/api/v1/namespaces").await;
+    assert_eq!(code, 200);
 }

@@ -1,5 +1,6 @@
 //! Admin routes for tests, outside the Kubernetes API: `GET /_sim/objects`,
-//! `PUT /_sim/pod-outcome`, `POST /_sim/namespaces/{ns}/pods/{name}/phase`.
+//! `PUT /_sim/pod-outcome`, `POST /_sim/namespaces/{ns}/pods/{name}/phase`,
+//! `GET|POST|DELETE /_sim/faults`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::json_response;
-use crate::Shared;
+use crate::{Fault, Shared};
 
 /// Every object as `{kind, namespace, name, phase, labels, deleting}`,
 /// with counts per kind and the resourceVersion.
@@ -87,4 +88,25 @@ pub(super) async fn pod_phase(
         Ok(pod) => json_response(StatusCode::OK, &pod),
         Err(e) => e.into_response(),
     }
+}
+
+/// The injected faults.
+pub(super) async fn faults(State(shared): State<Arc<Shared>>) -> Response {
+    let list = shared.faults().clone();
+    json_response(StatusCode::OK, &json!({"faults": list}))
+}
+
+/// Add a fault (a [`Fault`] as JSON).
+pub(super) async fn add_fault(
+    State(shared): State<Arc<Shared>>,
+    Json(fault): Json<Fault>,
+) -> Response {
+    shared.faults().push(fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Remove every fault.
+pub(super) async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
+    shared.faults().clear();
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -32,6 +32,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
+            inject_faults,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
             require_token,
         ));
     Router::new()
@@ -42,6 +46,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/livez", get(|| async { "ok" }))
         .route("/_sim/objects", get(admin::objects))
         .route("/_sim/pod-outcome", put(admin::pod_outcome))
+        .route(
+            "/_sim/faults",
+            get(admin::faults)
+                .post(admin::add_fault)
+                .delete(admin::clear_faults),
+        )
         .route(
             "/_sim/namespaces/{ns}/pods/{name}/phase",
             post(admin::pod_phase),
@@ -62,6 +72,19 @@ async fn require_token(State(shared): State<Arc<Shared>>, req: Request, next: Ne
         return ApiError::unauthorized().into_response();
     }
     next.run(req).await
+}
+
+/// Answer with the first matching injected fault, if any.
+async fn inject_faults(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let fault = crate::faults::take(
+        &mut shared.faults(),
+        req.method().as_str(),
+        req.uri().path(),
+    );
+    match fault {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    }
 }
 
 /// A JSON answer.
