@@ -106,8 +106,11 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
-/// `object.metadata`, created when missing.
+/// `object.metadata`, created when missing (a non-object becomes `{}`).
 pub fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object.is_object() {
+        *object = json!({});
+    }
     if !object.get("metadata").is_some_and(Value::is_object) {
         if let Some(map) = object.as_object_mut() {
             map.insert("metadata".into(), json!({}));
