@@ -334,3 +334,30 @@ async fn openshiftpods_node_is_a_pod_in_the_project_with_the_providers_token() {
         .await
         .expect("deleted");
 }
+
+#[tokio::test]
+async fn kubernetes_passes_the_conformance_suite_through_the_wrapper_stack() {
+    let sim = sim(Duration::from_millis(100)).await;
+    let provider: Arc<dyn Provider> = Arc::new(provider(&sim, 0));
+    let report = nodepool_core::testing::wrappers::stacked_provider_suite(
+        provider,
+        &suite("pod-fedora", "main"),
+    )
+    .await;
+    assert!(
+        report.ran.contains(&"wait_active_reaches_active"),
+        "{report:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !sim.list("namespaces", None).iter().all(|n| {
+        n["metadata"]["labels"]
+            .get("nodepool_provider_name")
+            .is_none()
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the suite cleans up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
