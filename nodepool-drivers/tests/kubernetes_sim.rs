@@ -21,15 +21,22 @@ zookeeper-servers:
 labels:
   - name: pod-fedora
   - name: kubernetes-namespace
+  - name: pod-gpu
 providers:
   - name: kubespray
     driver: kubernetes
     context: kube-sim
     pools:
       - name: main
+        max-resources: {nvidia.com/gpu: 1}
         labels:
           - name: kubernetes-namespace
             type: namespace
+          - name: pod-gpu
+            type: pod
+            image: docker.io/cuda:12
+            gpu: 1.0
+            gpu-resource: nvidia.com/gpu
           - name: pod-fedora
             type: pod
             image: docker.io/fedora:28
@@ -360,4 +367,56 @@ async fn kubernetes_passes_the_conformance_suite_through_the_wrapper_stack() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn max_resources_refuses_a_node_past_the_pools_limit_with_a_quota_error() {
+    let sim = sim(Duration::from_millis(50)).await;
+    let provider = provider(&sim, 0);
+    let first = provider
+        .create_instance(&spec("0000000011", "main", "pod-gpu", "kubespray"))
+        .await
+        .expect("the first GPU fits");
+    let pod = sim.get("pods", &first.external_id, "pod-gpu").expect("pod");
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+        "1.00"
+    );
+    // Nodes without a GPU are not limited.
+    provider
+        .create_instance(&spec("0000000012", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect("no GPU, no limit");
+    let err = provider
+        .create_instance(&spec("0000000013", "main", "pod-gpu", "kubespray"))
+        .await
+        .expect_err("a second GPU passes max-resources");
+    assert_eq!(err.kind(), ErrorKind::Quota, "{err}");
+    assert!(
+        err.to_string()
+            .contains("nvidia.com/gpu would be 2 of max-resources 1"),
+        "{err}"
+    );
+    assert!(
+        sim.get("namespaces", "", "main-0000000013").is_none(),
+        "nothing created"
+    );
+    provider
+        .delete_instance(&first.external_id)
+        .await
+        .expect("deleted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while provider
+        .get_instance(&first.external_id)
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the namespace goes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    provider
+        .create_instance(&spec("0000000013", "main", "pod-gpu", "kubespray"))
+        .await
+        .expect("fits again once the first is gone");
 }

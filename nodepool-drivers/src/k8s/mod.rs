@@ -9,6 +9,7 @@ pub mod kubeconfig;
 pub mod objects;
 mod parse;
 pub mod provider;
+pub mod quota;
 
 pub use client::{KubeClient, ObjectList, WatchEvent};
 pub use config::{EnvVar, Flavor, K8sConfig, K8sLabel, K8sPool, LabelType};

@@ -8,6 +8,7 @@
 //! carries the nodepool labels, so [`Provider::list_instances_page`] finds
 //! them for leak cleanup. Readiness is watched, not polled.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use super::client::{resource_version, KubeClient, WatchEvent};
 use super::config::{Flavor, K8sConfig, K8sLabel, LabelType, WORKER_USER};
 use super::error::KubeError;
 use super::objects::{self, LABEL_KEY};
+use super::quota;
 
 /// The longest single watch; the wait re-reads the object after each.
 const WATCH_SLICE: Duration = Duration::from_secs(60);
@@ -169,6 +171,54 @@ impl K8sProvider {
         let mut instance = self.instance_of(&ns, &created);
         instance.state = Some(InstanceState::Building);
         Ok(instance)
+    }
+
+    /// Refuse with a Quota error when a node of `label` would pass a
+    /// `max-resources` limit of the provider or the pool, counting the
+    /// extra resources of the nodes the listing finds.
+    async fn check_max_resources(&self, pool: &str, label: &K8sLabel) -> Result<()> {
+        let needs = quota::extra_needs(label);
+        if !quota::limited(&self.config, pool, &needs) {
+            return Ok(());
+        }
+        let (mut provider_used, mut pool_used) = (BTreeMap::new(), BTreeMap::new());
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self.list_instances_page(marker.as_deref(), 500).await?;
+            for instance in &page.instances {
+                let meta = &instance.metadata;
+                let (Some(p), Some(l)) = (meta.get("nodepool_pool_name"), meta.get(LABEL_KEY))
+                else {
+                    continue;
+                };
+                if let Some(other) = self.config.label(p, l) {
+                    let used = quota::extra_needs(other);
+                    quota::add(&mut provider_used, &used);
+                    if p == pool {
+                        quota::add(&mut pool_used, &used);
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => marker = Some(next),
+                None => break,
+            }
+        }
+        let pool_limits = self
+            .config
+            .pool(pool)
+            .map(|p| p.max_resources.clone())
+            .unwrap_or_default();
+        let over = quota::exceeded(&self.config.max_resources, &provider_used, &needs)
+            .map(|why| format!("provider: {why}"))
+            .or_else(|| {
+                quota::exceeded(&pool_limits, &pool_used, &needs)
+                    .map(|why| format!("pool {pool}: {why}"))
+            });
+        match over {
+            Some(why) => Err(Error::cloud(&self.config.name, ErrorKind::Quota, why)),
+            None => Ok(()),
+        }
     }
 
     async fn remove_and_wait(&self, ns: &str) {
@@ -448,6 +498,7 @@ impl Provider for K8sProvider {
     #[tracing::instrument(skip_all, fields(provider = %self.config.name, node_id = %spec.node_id))]
     async fn create_instance(&self, spec: &LaunchSpec) -> Result<Instance> {
         let label = self.label(&spec.pool, &spec.label)?;
+        self.check_max_resources(&spec.pool, label).await?;
         match self.config.flavor {
             Flavor::Kubernetes => self.create_namespace_node(spec, label).await,
             Flavor::OpenshiftPods => self.create_pod_node(spec, label).await,
