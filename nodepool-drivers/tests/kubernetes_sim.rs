@@ -420,3 +420,62 @@ async fn max_resources_refuses_a_node_past_the_pools_limit_with_a_quota_error() 
         .await
         .expect("fits again once the first is gone");
 }
+
+/// The wait for a pod survives the API server going away: the watch
+/// breaks, the provider reads the objects again once the server is back
+/// (a re-list) and watches from there until the pod runs. Uses the
+/// `kube-sim` binary (`cargo build -p nodepool-kube-sim`), killed with
+/// SIGKILL and restarted on the same port and state file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_survives_a_broken_watch_and_re_lists() {
+    use nodepool_kube_sim::{ProcessOptions, SimProcess};
+    let bin = match SimProcess::find_binary() {
+        Ok(bin) => bin,
+        Err(e) => {
+            println!("SKIP: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let mut opts = ProcessOptions::in_dir(dir.path());
+    opts.pod_ready_delay_ms = 1500;
+    let mut sim = SimProcess::spawn(&bin, &opts).expect("kube-sim starts");
+    opts.port = sim.port();
+    let config = load_str(
+        "nodepool.yaml",
+        CONFIG,
+        &nodepool_drivers::registry::builtin(),
+    )
+    .expect("the config loads");
+    let typed = config.providers[0]
+        .driver_config_as::<K8sConfig>()
+        .expect("k8s")
+        .clone();
+    let path = sim.kubeconfig().display().to_string();
+    let env = move |k: &str| (k == "KUBECONFIG").then(|| path.clone());
+    let creds = kubeconfig::load(Some("kube-sim"), &env, std::path::Path::new("/nonexistent"))
+        .expect("credentials");
+    let provider = Arc::new(K8sProvider::new(
+        Arc::new(typed),
+        KubeClient::new(creds).expect("client"),
+    ));
+    let created = provider
+        .create_instance(&spec("0000000021", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect("created");
+    let waiter = {
+        let provider = provider.clone();
+        let id = created.external_id.clone();
+        tokio::spawn(async move { provider.wait_active(&id, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _sim = SimProcess::spawn(&bin, &opts).expect("kube-sim restarts");
+    let ready = waiter
+        .await
+        .expect("the waiter")
+        .expect("the pod is found running after the restart");
+    assert_eq!(ready.state, Some(InstanceState::Active));
+    assert_eq!(ready.interface_ip.as_deref(), Some("pod-fedora"));
+}
