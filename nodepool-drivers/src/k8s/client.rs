@@ -338,3 +338,51 @@ fn without_url(e: &reqwest::Error) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_lines_become_events() {
+        let added = parse_event(
+            br#"{"type":"ADDED","object":{"metadata":{"name":"p","resourceVersion":"7"}}}"#,
+        )
+        .expect("an event");
+        match added {
+            WatchEvent::Object { kind, object } => {
+                assert_eq!(kind, "ADDED");
+                assert_eq!(resource_version(&object).as_deref(), Some("7"));
+            }
+            other => panic!("not an object event: {other:?}"),
+        }
+        let gone = parse_event(
+            br#"{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired"}}"#,
+        )
+        .expect("an event");
+        assert_eq!(gone, WatchEvent::Error(410));
+        let mark =
+            parse_event(br#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"12"}}}"#)
+                .expect("an event");
+        assert_eq!(mark, WatchEvent::Bookmark("12".into()));
+        assert!(parse_event(b"not json").is_err());
+    }
+
+    #[test]
+    fn status_bodies_become_errors_with_reason_and_message() {
+        let body = json!({"kind": "Status", "reason": "AlreadyExists", "message": "namespaces \"x\" already exists", "code": 409});
+        let e = status_error(
+            &Method::POST,
+            "/api/v1/namespaces",
+            StatusCode::CONFLICT,
+            &body,
+        );
+        assert_eq!(e.code(), Some(409));
+        assert_eq!(
+            e.to_string(),
+            "POST /api/v1/namespaces: HTTP 409 AlreadyExists: namespaces \"x\" already exists"
+        );
+        let bare = status_error(&Method::GET, "/x", StatusCode::BAD_GATEWAY, &Value::Null);
+        assert!(bare.to_string().contains("HTTP 502 Bad Gateway"), "{bare}");
+    }
+}

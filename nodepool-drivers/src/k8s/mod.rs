@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod kubeconfig;
 pub mod objects;
+mod observe;
 mod parse;
 pub mod provider;
 pub mod quota;
