@@ -223,7 +223,13 @@ async fn our_nodes_have_upstreams_fields() {
         };
         expected["host"] = json!(sim.url());
         expected["token"] = json!(sim_token);
-        let details = Value::Object(ready.connection_details.clone().expect("details").0);
+        let details = Value::Object(
+            ready
+                .connection_details
+                .clone()
+                .expect("details")
+                .to_serde(),
+        );
         assert_eq!(text(&details), text(&expected), "{name}: connection_port");
 
         assert_eq!(

@@ -211,7 +211,7 @@ async fn a_pod_node_is_upstreams_namespace_objects_and_pod_with_kubectl_details(
     assert_eq!(ready.connection_type.as_deref(), Some("kubectl"));
     assert_eq!(ready.interface_ip.as_deref(), Some("pod-fedora"));
     assert_eq!(ready.cloud.as_deref(), Some("kube-sim"));
-    let details = ready.connection_details.expect("details").0;
+    let details = ready.connection_details.expect("details").to_serde();
     let keys: Vec<&str> = details.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -271,7 +271,7 @@ async fn a_namespace_node_gets_the_full_role_and_namespace_details() {
         .expect("ready");
     assert_eq!(ready.connection_type.as_deref(), Some("namespace"));
     assert_eq!(ready.interface_ip, None);
-    let details = ready.connection_details.expect("details").0;
+    let details = ready.connection_details.expect("details").to_serde();
     assert!(details.get("pod").is_none());
     assert_eq!(details["namespace"], ns);
 }
@@ -331,7 +331,7 @@ async fn openshiftpods_node_is_a_pod_in_the_project_with_the_providers_token() {
         .wait_active(&created.external_id, Duration::from_secs(20))
         .await
         .expect("ready");
-    let details = ready.connection_details.expect("details").0;
+    let details = ready.connection_details.expect("details").to_serde();
     assert_eq!(details["pod"], "pod-fedora-0000000005");
     assert_eq!(details["namespace"], "myproject");
     assert_eq!(details["token"], sim.token());

@@ -14,7 +14,6 @@ use super::nodes::resources_json;
 use super::stats::{Counter, LaunchKey};
 use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
-use crate::model::json::JsonValue;
 use crate::model::{Node, NodeState};
 use crate::provider::{
     ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
@@ -295,15 +294,9 @@ fn fill_from_instance(node: &mut Node, instance: &Instance) {
     if instance.connection_type.is_some() {
         node.connection_type = instance.connection_type.clone();
     }
-    if let Some(details) = &instance.connection_details {
+    if instance.connection_details.is_some() {
         node.connection_port = 22;
-        node.connection_details = Some(
-            details
-                .0
-                .iter()
-                .map(|(k, v)| (k.clone(), JsonValue::from(v.clone())))
-                .collect(),
-        );
+        node.connection_details = instance.connection_details.clone();
     }
     if !instance.host_keys.is_empty() {
         node.host_keys = instance.host_keys.clone();

@@ -189,16 +189,7 @@ pub struct Instance {
     pub connection_details: Option<ConnectionDetails>,
 }
 
-/// Connection details of a container node (namespace, API host, token,
-/// ...). `Debug` shows the keys only: the token never reaches a log.
-#[derive(Clone, PartialEq, Default)]
-pub struct ConnectionDetails(pub serde_json::Map<String, serde_json::Value>);
-
-impl Debug for ConnectionDetails {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
+pub use crate::model::ConnectionDetails;
 
 /// One page of a provider's instances ([`Provider::list_instances_page`]).
 #[derive(Debug, Clone, PartialEq, Default)]

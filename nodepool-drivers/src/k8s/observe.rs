@@ -106,7 +106,7 @@ impl K8sProvider {
         if !is_pod {
             instance.state = Some(InstanceState::Active);
             instance.connection_type = Some("namespace".into());
-            instance.connection_details = Some(ConnectionDetails(details));
+            instance.connection_details = Some(ConnectionDetails::from_serde(details));
             return Ok(Some(Observed {
                 instance,
                 watch: None,
@@ -184,7 +184,7 @@ impl K8sProvider {
         match phase {
             "Running" => {
                 instance.state = Some(InstanceState::Active);
-                instance.connection_details = Some(ConnectionDetails(details));
+                instance.connection_details = Some(ConnectionDetails::from_serde(details));
                 Observed {
                     instance,
                     watch: None,
