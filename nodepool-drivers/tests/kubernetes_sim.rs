@@ -479,3 +479,47 @@ async fn the_wait_survives_a_broken_watch_and_re_lists() {
     assert_eq!(ready.state, Some(InstanceState::Active));
     assert_eq!(ready.interface_ip.as_deref(), Some("pod-fedora"));
 }
+
+/// The launcher deletes a failed attempt's namespace and retries the same
+/// node at once: the new attempt waits for the old namespace to go instead
+/// of failing on "already exists".
+#[tokio::test]
+async fn a_retry_waits_for_the_failed_attempts_namespace_to_go() {
+    let sim = Sim::start(SimOptions {
+        timing: Timing {
+            pod_ready_delay: Duration::from_millis(50),
+            pod_terminate_delay: Duration::from_millis(700),
+        },
+        ..SimOptions::default()
+    })
+    .await
+    .expect("sim");
+    let provider = provider(&sim, 0);
+    let first = provider
+        .create_instance(&spec("0000000031", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect("first attempt");
+    provider
+        .delete_instance(&first.external_id)
+        .await
+        .expect("deleted");
+    assert!(
+        sim.get("namespaces", "", &first.external_id).is_some(),
+        "still terminating"
+    );
+    let again = provider
+        .create_instance(&spec("0000000031", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect("the retry waits for the old namespace");
+    assert_eq!(again.external_id, first.external_id);
+    provider
+        .wait_active(&again.external_id, Duration::from_secs(20))
+        .await
+        .expect("ready");
+    // A namespace of that name that is not going away is a conflict.
+    let other = provider
+        .create_instance(&spec("0000000031", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect_err("exists and is not going");
+    assert_eq!(other.kind(), ErrorKind::Conflict, "{other}");
+}

@@ -115,13 +115,13 @@ impl K8sProvider {
             &spec.metadata,
         );
         let created = self
-            .client
-            .create(
+            .create_replacing(
                 &objects::namespaces_path(),
+                &objects::namespace_path(&ns),
                 &objects::namespace(&ns, &labels),
+                &spec.node_id,
             )
-            .await
-            .map_err(|e| self.err(e))?;
+            .await?;
         let restricted = label.kind == LabelType::Pod;
         let rest = async {
             let c = &self.client;
@@ -210,18 +210,58 @@ impl K8sProvider {
         }
     }
 
+    /// Create `body` in `collection`. When an object of the same name is
+    /// still going away from this node's earlier attempt (the launcher
+    /// deletes a failed attempt's namespace and retries at once), wait for
+    /// it to go first, as upstream waits for a failed node's cleanup.
+    async fn create_replacing(
+        &self,
+        collection: &str,
+        path: &str,
+        body: &Value,
+        node_id: &str,
+    ) -> Result<Value> {
+        match self.client.create(collection, body).await {
+            Err(e) if e.code() == Some(409) => {
+                let old = self.client.get(path).await.map_err(|e| self.err(e))?;
+                let ours_going = old.as_ref().is_some_and(|o| {
+                    o.pointer("/metadata/deletionTimestamp").is_some()
+                        && objects::labels_of(o)
+                            .get("nodepool_node_id")
+                            .map(String::as_str)
+                            == Some(node_id)
+                });
+                if !ours_going {
+                    return Err(self.err(e));
+                }
+                info!(path, "waiting for the earlier attempt's object to go");
+                self.wait_gone(path).await;
+                self.client
+                    .create(collection, body)
+                    .await
+                    .map_err(|e| self.err(e))
+            }
+            other => other.map_err(|e| self.err(e)),
+        }
+    }
+
+    /// Wait (at most [`CLEANUP_WAIT`]) until the object at `path` is gone.
+    async fn wait_gone(&self, path: &str) {
+        let deadline = tokio::time::Instant::now() + CLEANUP_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            match self.client.get(path).await {
+                Ok(None) => return,
+                Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
     async fn remove_and_wait(&self, ns: &str) {
         if let Err(e) = self.client.delete(&objects::namespace_path(ns)).await {
             warn!(namespace = %ns, error = %e, "cannot delete the namespace");
             return;
         }
-        let deadline = tokio::time::Instant::now() + CLEANUP_WAIT;
-        while tokio::time::Instant::now() < deadline {
-            match self.client.get(&objects::namespace_path(ns)).await {
-                Ok(None) => return,
-                Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
+        self.wait_gone(&objects::namespace_path(ns)).await;
     }
 
     async fn create_pod_node(&self, spec: &LaunchSpec, label: &K8sLabel) -> Result<Instance> {
@@ -236,11 +276,10 @@ impl K8sProvider {
             &spec.metadata,
         );
         let body = objects::pod(&pod_name, label, &labels, true);
+        let pods = objects::core_path(project, "pods");
         let created = self
-            .client
-            .create(&objects::core_path(project, "pods"), &body)
-            .await
-            .map_err(|e| self.err(e))?;
+            .create_replacing(&pods, &format!("{pods}/{pod_name}"), &body, &spec.node_id)
+            .await?;
         let external_id = format!("{project}-{pod_name}");
         info!(pod = %external_id, "pod created");
         let mut instance = self.instance_of(&external_id, &created);
