@@ -28,6 +28,10 @@ use super::quota;
 
 /// The longest single watch; the wait re-reads the object after each.
 const WATCH_SLICE: Duration = Duration::from_secs(60);
+/// The longest watch of an object that did not exist when it was read
+/// (no resource version to start from, so an event just before the watch
+/// could be missed): it is read again soon.
+const BLIND_WATCH_SLICE: Duration = Duration::from_secs(2);
 /// How long a failed launch waits for its namespace to go before it
 /// reports the failure (so the retry does not meet the old namespace).
 const CLEANUP_WAIT: Duration = Duration::from_secs(60);
@@ -438,8 +442,12 @@ impl Provider for K8sProvider {
                             timeout.as_secs()
                         ))));
                     }
-                    self.next_change(watch, (deadline - now).min(WATCH_SLICE))
-                        .await;
+                    let slice = if watch.2.is_some() {
+                        WATCH_SLICE
+                    } else {
+                        BLIND_WATCH_SLICE
+                    };
+                    self.next_change(watch, (deadline - now).min(slice)).await;
                 }
                 (_, None) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
