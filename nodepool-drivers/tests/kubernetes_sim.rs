@@ -523,3 +523,41 @@ async fn a_retry_waits_for_the_failed_attempts_namespace_to_go() {
         .expect_err("exists and is not going");
     assert_eq!(other.kind(), ErrorKind::Conflict, "{other}");
 }
+
+/// API errors decide what happens: a refused pod (422) fails the attempt
+/// for good and its namespace is deleted; a 503 while waiting is retried.
+#[tokio::test]
+async fn status_errors_from_the_api_fail_or_are_retried_and_a_half_made_node_is_removed() {
+    use nodepool_kube_sim::Fault;
+    let sim = sim(Duration::from_millis(100)).await;
+    let provider = provider(&sim, 0);
+    sim.add_fault(Fault::new("POST", "/pods", 422, Some(1)));
+    let err = provider
+        .create_instance(&spec("0000000041", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect_err("the pod is refused");
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+    assert!(err.to_string().contains("HTTP 422"), "{err}");
+    assert!(
+        sim.get("namespaces", "", "main-0000000041").is_none(),
+        "the half-made namespace is deleted"
+    );
+
+    let created = provider
+        .create_instance(&spec("0000000042", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect("created");
+    sim.add_fault(Fault::new("GET", "/secrets/zuul-worker", 503, Some(2)));
+    let ready = provider
+        .wait_active(&created.external_id, Duration::from_secs(20))
+        .await
+        .expect("a passing 503 is retried");
+    assert_eq!(ready.state, Some(InstanceState::Active));
+
+    sim.add_fault(Fault::new("POST", "/api/v1/namespaces", 500, Some(1)));
+    let err = provider
+        .create_instance(&spec("0000000043", "main", "pod-fedora", "kubespray"))
+        .await
+        .expect_err("a 500");
+    assert!(err.kind().is_retryable(), "{err}");
+}
