@@ -1,7 +1,8 @@
 //! The launcher engine with `kubernetes` providers on the Kubernetes API
 //! simulator: min-ready pod and namespace nodes, a request served and its
 //! nodes deleted with their namespaces, a leaked labelled namespace deleted
-//! after the grace period, and a pool's `max-servers`.
+//! after the grace period, a pool's `max-servers`, launcher crashes, and
+//! the same for an `openshiftpods` provider's pods.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,7 +16,7 @@ use nodepool_core::model::{Node, NodeRequest, NodeState, RequestState};
 use nodepool_core::provider::Provider;
 use nodepool_core::scheduler::DefaultScheduler;
 use nodepool_core::store::{LockHandle, LockOptions, LockTarget, MemoryStore, NodeStore};
-use nodepool_drivers::k8s::{kubeconfig, K8sConfig, K8sProvider, KubeClient};
+use nodepool_drivers::k8s::{kubeconfig, Flavor, K8sConfig, K8sProvider, KubeClient};
 use nodepool_kube_sim::{Sim, SimOptions, Timing};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -88,6 +89,7 @@ async fn start_with(text: &str, pod_ready_delay: Duration) -> Harness {
         .driver_config_as::<K8sConfig>()
         .expect("k8s")
         .clone();
+    let typed_flavor = typed.flavor;
     let provider: Arc<dyn Provider> = Arc::new(K8sProvider::new(Arc::new(typed), client.clone()));
     let root = MemoryStore::new();
     let launcher_store = Arc::new(root.session());
@@ -102,6 +104,18 @@ async fn start_with(text: &str, pod_ready_delay: Duration) -> Harness {
         cancel: CancellationToken::new(),
         task: None,
     };
+    // openshiftpods: the pools' projects exist before the launcher.
+    if typed_flavor == Flavor::OpenshiftPods {
+        for pool in &h.config.providers[0].pools {
+            h.client
+                .create(
+                    "/api/v1/namespaces",
+                    &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": pool.name}}),
+                )
+                .await
+                .expect("the project is created");
+        }
+    }
     h.run_launcher();
     h
 }
@@ -132,7 +146,7 @@ impl Harness {
         settings.cleanup_interval = Duration::from_millis(300);
         settings.min_ready_interval = Duration::from_millis(200);
         settings.leak_grace = Duration::from_millis(500);
-        let providers = BTreeMap::from([("kubespray".to_string(), self.provider.clone())]);
+        let providers = BTreeMap::from([(self.provider.name().to_string(), self.provider.clone())]);
         let launcher = Launcher::new(
             settings,
             self.launcher_store.clone(),
@@ -435,6 +449,82 @@ async fn after_launcher_crashes_namespaces_and_node_records_agree() {
                 .then_some(())
         },
     )
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openshiftpods_keeps_min_ready_pods_deletes_used_ones_and_leaks() {
+    let h = start(
+        r#"labels:
+  - name: openshift-pod
+    min-ready: 1
+providers:
+  - name: openshift
+    driver: openshiftpods
+    context: kube-sim
+    pools:
+      - name: myproject
+        labels:
+          - name: openshift-pod
+            image: docker.io/fedora:28
+"#,
+    )
+    .await;
+    let nodes = h
+        .nodes_where("a ready pod", |nodes| ready(nodes, "openshift-pod") == 1)
+        .await;
+    let node = nodes
+        .iter()
+        .find(|n| n.state == Some(NodeState::Ready))
+        .expect("ready");
+    let pod_name = format!("openshift-pod-{}", node.id);
+    assert_eq!(
+        node.external_id.as_deref(),
+        Some(format!("myproject-{pod_name}").as_str())
+    );
+    assert_eq!(node.interface_ip.as_deref(), Some(pod_name.as_str()));
+    assert_eq!(node.connection_type.as_deref(), Some("kubectl"));
+    assert!(h.sim.get("pods", "myproject", &pod_name).is_some());
+
+    // A labelled pod without a record is a leak; an unlabelled one is not ours.
+    for (name, labels) in [
+        (
+            "openshift-pod-0000009999",
+            json!({"nodepool_provider_name": "openshift", "nodepool_node_id": "0000009999",
+                   "nodepool_pool_name": "myproject", "nodepool_node_label": "openshift-pod"}),
+        ),
+        ("web", json!({"app": "web"})),
+    ] {
+        h.client
+            .create(
+                "/api/v1/namespaces/myproject/pods",
+                &json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": name, "labels": labels},
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+            )
+            .await
+            .expect("pod created");
+    }
+    wait_for("the leaked pod is deleted", || async {
+        h.sim
+            .get("pods", "myproject", "openshift-pod-0000009999")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(h.sim.get("pods", "myproject", "web").is_some());
+
+    let id = h.submit(&["openshift-pod"]).await;
+    let held = h.accept(&id).await;
+    let used = format!("openshift-pod-{}", held[0].0.id);
+    h.release(held).await;
+    wait_for("the used node's pod is deleted", || async {
+        h.sim
+            .get("pods", "myproject", &used)
+            .is_none()
+            .then_some(())
+    })
     .await;
     h.stop().await;
 }
