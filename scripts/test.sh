@@ -41,6 +41,46 @@ fi
 export NODEPOOL_TEST_ZUUL_PYTHON="$ZUUL_VENV/bin/python"
 export NODEPOOL_TEST_UPSTREAM_CLI="$NP_VENV/bin/nodepool"
 
+# Kubernetes clients we did not write, for kube-sim's tests: Debian's kubectl
+# (package kubernetes-client, 1.20) and the Python kubernetes client. When
+# another package owns /usr/bin/kubectl (e.g. google-cloud-sdk's kubectl),
+# Debian's package is unpacked into the cache instead of installed.
+KUBECTL_DEB_DIR="$CACHE/kubernetes-client"
+if dpkg -s kubernetes-client >/dev/null 2>&1; then
+    NODEPOOL_TEST_KUBECTL=/usr/bin/kubectl
+elif [ ! -e /usr/bin/kubectl ]; then
+    log "installing kubernetes-client"
+    apt-get install -y -q kubernetes-client >/dev/null
+    NODEPOOL_TEST_KUBECTL=/usr/bin/kubectl
+else
+    if [ ! -x "$KUBECTL_DEB_DIR/root/usr/bin/kubectl" ]; then
+        log "unpacking Debian's kubernetes-client into $KUBECTL_DEB_DIR"
+        mkdir -p "$KUBECTL_DEB_DIR"
+        (cd "$KUBECTL_DEB_DIR" && apt-get download kubernetes-client 2>/dev/null &&
+            dpkg-deb -x kubernetes-client_*.deb root)
+    fi
+    NODEPOOL_TEST_KUBECTL="$KUBECTL_DEB_DIR/root/usr/bin/kubectl"
+fi
+export NODEPOOL_TEST_KUBECTL
+KUBE_VENV="$CACHE/venv-kube"
+KUBE_CLIENT_VERSION=37.0.3  # what upstream nodepool 11's venv resolves to
+if ! "$KUBE_VENV/bin/python" -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$KUBE_CLIENT_VERSION')" 2>/dev/null; then
+    log "installing kubernetes==$KUBE_CLIENT_VERSION into $KUBE_VENV"
+    python3 -m venv "$KUBE_VENV"
+    "$KUBE_VENV/bin/pip" install -q "kubernetes==$KUBE_CLIENT_VERSION"
+fi
+export NODEPOOL_TEST_KUBE_PYTHON="$KUBE_VENV/bin/python"
+# Upstream nodepool 11 runs against kube-sim with kubernetes 31.0.0 first on
+# its PYTHONPATH: with the 37.x its venv resolves to, createNamespace fails
+# (pydantic rejects the RoleBinding's `userNames`).
+UPSTREAM_KUBE_PATH="$CACHE/kubernetes-31.0.0"
+if [ ! -f "$UPSTREAM_KUBE_PATH/kubernetes/__init__.py" ]; then
+    log "installing kubernetes==31.0.0 into $UPSTREAM_KUBE_PATH (for upstream's drivers)"
+    "$KUBE_VENV/bin/pip" install -q --no-deps --target "$UPSTREAM_KUBE_PATH" kubernetes==31.0.0
+fi
+export NODEPOOL_TEST_UPSTREAM_KUBE_PYTHONPATH="$UPSTREAM_KUBE_PATH"
+export NODEPOOL_TEST_REQUIRE_KUBE_CLIENTS=1
+
 # Upstream's sdist, for its fixture configs (kept in the cache, never committed).
 NODEPOOL_UPSTREAM_SDIST=$(NODEPOOL_FIXTURES_DOWNLOAD_ONLY=1 scripts/upstream-fixtures.sh "$CACHE")
 export NODEPOOL_UPSTREAM_SDIST
@@ -64,8 +104,8 @@ else
 fi
 
 # Binaries that tests start as processes (the reliability suite runs the
-# daemon and the OpenStack simulator).
-cargo build -p nodepool -p nodepool-openstack-sim
+# daemon and the OpenStack simulator; the Kubernetes drivers' tests kube-sim).
+cargo build -p nodepool -p nodepool-openstack-sim -p nodepool-kube-sim
 
 log "running cargo test --workspace"
 cargo test --workspace --all-targets

@@ -1,13 +1,17 @@
 //! # nodepool-drivers
 //!
 //! The cloud drivers of nodepool-rs: `openstack`, `static` (existing hosts
-//! over SSH) and `fake` (an in-memory cloud for tests and benchmarks). Each
+//! over SSH), `kubernetes` and `openshiftpods` (namespaces and pods as
+//! nodes) and `fake` (an in-memory cloud for tests and benchmarks). Each
 //! driver parses its own provider config and implements
 //! [`nodepool_core::provider::Provider`].
 #![deny(missing_docs)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 
 pub mod fake;
+pub mod k8s;
+pub mod kubernetes;
+pub mod openshiftpods;
 pub mod openstack;
 pub mod registry;
 pub mod static_hosts;

@@ -2,9 +2,12 @@
 
 use nodepool_core::config::DriverRegistry;
 
-/// Register every built-in driver: `openstack`, `static` and `fake`.
+/// Register every built-in driver: `openstack`, `static`, `fake`,
+/// `kubernetes` and `openshiftpods`.
 pub fn register_builtin(reg: &mut DriverRegistry) {
     crate::openstack::register(reg);
+    crate::kubernetes::register(reg);
+    crate::openshiftpods::register(reg);
     crate::static_hosts::register(reg);
     crate::fake::config::register(reg);
 }
@@ -21,7 +24,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_registry_names_the_three_drivers() {
-        assert_eq!(builtin().names(), vec!["fake", "openstack", "static"]);
+    fn builtin_registry_names_the_five_drivers() {
+        assert_eq!(
+            builtin().names(),
+            vec!["fake", "kubernetes", "openshiftpods", "openstack", "static"]
+        );
     }
 }

@@ -56,7 +56,10 @@ const EXPECTED_INVALID: &[(&str, Option<&str>)] = &[
         "config_validate/static_error.yaml",
         Some("providers[0].cloud: unknown key"),
     ),
-    ("config_validate/k8s_spec_duplicate.yaml", None),
+    (
+        "config_validate/k8s_spec_duplicate.yaml",
+        Some("\"image\" is not allowed in a label with \"spec\""),
+    ),
     ("config_validate/aws-fleet-exclusive-error.yaml", None),
     (
         "config_validate/aws-fleet-allocation-strategy-error.yaml",
@@ -281,7 +284,7 @@ fn config_validate_reports_every_error_and_exits_1() {
     );
     assert!(
         stdout.contains(&format!(
-            "{f}:6:13: providers[0].driver: unknown driver \"nimbus\"; registered drivers: fake, openstack, static"
+            "{f}:6:13: providers[0].driver: unknown driver \"nimbus\"; registered drivers: fake, kubernetes, openshiftpods, openstack, static"
         )),
         "{stdout}"
     );

@@ -302,6 +302,13 @@ fn fill_from_instance(node: &mut Node, instance: &Instance) {
     if let Some(port) = instance.connection_port {
         node.connection_port = i64::from(port);
     }
+    if instance.connection_type.is_some() {
+        node.connection_type = instance.connection_type.clone();
+    }
+    if instance.connection_details.is_some() {
+        node.connection_port = 22;
+        node.connection_details = instance.connection_details.clone();
+    }
     if !instance.host_keys.is_empty() {
         node.host_keys = instance.host_keys.clone();
     }

@@ -73,6 +73,43 @@ const KNOWN: &[&str] = &[
     "node_properties",
 ];
 
+/// The connection details a container node stores as its
+/// `connection_port` (upstream's `kubernetes` and `openshiftpods` drivers:
+/// `name`, `namespace`, `host`, `skiptls`, `token`, `user`, `ca_crt`,
+/// `pod`). `Debug` shows the keys only, so a token never reaches a log.
+#[derive(Clone, PartialEq, Default)]
+pub struct ConnectionDetails(pub JsonObject);
+
+impl std::fmt::Debug for ConnectionDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl ConnectionDetails {
+    /// Details from a JSON object (as a driver builds them).
+    pub fn from_serde(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Self(
+            map.into_iter()
+                .map(|(k, v)| (k, JsonValue::from(v)))
+                .collect(),
+        )
+    }
+
+    /// The details as a JSON object, keys in their order.
+    pub fn to_serde(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_serde_json()))
+            .collect()
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&JsonValue> {
+        self.0.get(key)
+    }
+}
+
 /// A node: one machine, launched or registered, for one or more labels.
 ///
 /// `Node::default()` is upstream's `Node()`: everything unset except
@@ -113,6 +150,13 @@ pub struct Node {
     /// Port to connect to (written as `connection_port` and `ssh_port`;
     /// read from `connection_port`, else `ssh_port`, else 22).
     pub connection_port: i64,
+    /// The mapping upstream's container drivers (`kubernetes`,
+    /// `openshiftpods`) store in place of the port number: what the
+    /// executor needs to reach the namespace or pod (`name`, `namespace`,
+    /// `host`, `skiptls`, `token`, `user`, `ca_crt`, `pod`). When set it is
+    /// written as `connection_port` and `ssh_port`, and `connection_port`
+    /// (the number) stays 22.
+    pub connection_details: Option<ConnectionDetails>,
     /// Image (or build) the node was booted from.
     pub image_id: Option<String>,
     /// The launcher that made it.
@@ -182,6 +226,7 @@ impl Default for Node {
             host_id: None,
             interface_ip: None,
             connection_port: 22,
+            connection_details: None,
             image_id: None,
             launcher: None,
             created_time: None,
@@ -244,7 +289,9 @@ impl Node {
             .opt_str("host_id", self.host_id.as_deref())
             .opt_str("interface_ip", self.interface_ip.as_deref());
         for key in ["connection_port", "ssh_port"] {
-            if wire.was_null("connection_port") && self.connection_port == 22 {
+            if let Some(details) = &self.connection_details {
+                w.opt_value(key, Some(&JsonValue::Object(details.0.clone())));
+            } else if wire.was_null("connection_port") && self.connection_port == 22 {
                 w.null(key);
             } else {
                 w.int(key, self.connection_port);
@@ -305,7 +352,10 @@ impl Node {
         if matches!(f.get(port_key), Some(JsonValue::Null)) {
             wire.remember_null("connection_port");
         }
-        let connection_port = f.opt_int(port_key)?.unwrap_or(22);
+        let (connection_port, connection_details) = match f.get(port_key) {
+            Some(JsonValue::Object(details)) => (22, Some(ConnectionDetails(details.clone()))),
+            _ => (f.opt_int(port_key)?.unwrap_or(22), None),
+        };
         let hold_expiration = match f.get("hold_expiration") {
             None | Some(JsonValue::Null) => None,
             Some(v) => {
@@ -331,6 +381,7 @@ impl Node {
             host_id: f.opt_str("host_id")?,
             interface_ip: f.opt_str("interface_ip")?,
             connection_port,
+            connection_details,
             image_id: f.opt_str("image_id")?,
             launcher: f.opt_str("launcher")?,
             created_time,

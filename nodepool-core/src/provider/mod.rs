@@ -180,7 +180,16 @@ pub struct Instance {
     pub host_keys: Vec<String>,
     /// Connection port, when not 22.
     pub connection_port: Option<u16>,
+    /// The node's `connection_type` when the driver decides it per node
+    /// (upstream's kubernetes driver: `namespace` or `kubectl`); `None`
+    /// keeps the label's.
+    pub connection_type: Option<String>,
+    /// The mapping the node stores as its `connection_port` (upstream's
+    /// container drivers), see [`Node::connection_details`](crate::model::Node::connection_details).
+    pub connection_details: Option<ConnectionDetails>,
 }
+
+pub use crate::model::ConnectionDetails;
 
 /// One page of a provider's instances ([`Provider::list_instances_page`]).
 #[derive(Debug, Clone, PartialEq, Default)]

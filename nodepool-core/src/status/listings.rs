@@ -116,7 +116,13 @@ pub fn node_list(nodes: &[Node], locked: &HashSet<String>, now: f64) -> Listing 
             opt_str(node.private_ipv4.as_deref()),
             opt_str(node.az.as_deref()),
             opt_str(node.username.as_deref()),
-            JsonValue::from(node.connection_port),
+            // Upstream shows a port that carries connection details (a
+            // kubernetes node's token) as "redacted".
+            if node.connection_details.is_some() {
+                JsonValue::from("redacted")
+            } else {
+                JsonValue::from(node.connection_port)
+            },
             opt_str(node.launcher.as_deref()),
             opt_str(node.allocated_to.as_deref()),
             opt_str(node.hold_job.as_deref()),

@@ -255,6 +255,8 @@ impl FakeInstance {
             resources: shape.resources,
             host_keys: Vec::new(),
             connection_port: None,
+            connection_type: None,
+            connection_details: None,
         }
     }
 }

@@ -224,6 +224,8 @@ pub fn instance(server: &Value, place: Place<'_>, flavor: Option<&Flavor>) -> Op
         resources,
         host_keys: Vec::new(),
         connection_port: None,
+        connection_type: None,
+        connection_details: None,
     })
 }
 

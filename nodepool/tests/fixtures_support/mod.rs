@@ -21,10 +21,8 @@ pub const UPSTREAM_ONLY_DRIVERS: &[&str] = &[
     "azure",
     "gce",
     "ibmvpc",
-    "kubernetes",
     "metastatic",
     "openshift",
-    "openshiftpods",
     "test",
 ];
 
@@ -98,6 +96,8 @@ pub fn fill_placeholders(text: &str) -> String {
         ("zookeeper_cert", "/tmp/nodepool-fixtures/client.pem"),
         ("zookeeper_key", "/tmp/nodepool-fixtures/client.key"),
         ("auth_path", "/tmp/nodepool-fixtures/auth.json"),
+        // functional/openshift/pods.yaml: the kubeconfig context under test.
+        ("context_name", "nodepool-fixtures"),
     ];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -95,3 +95,22 @@ fn zuul_user_data_object_is_read_and_written_back() {
     assert!(String::from_utf8_lossy(&node.to_json())
         .contains(r#""user_data": {"zuul_system": "abc", "project_name": "org/repo"}"#));
 }
+
+#[test]
+fn a_connection_port_mapping_round_trips_as_upstream_writes_it() {
+    let data = br#"{"state": "ready", "connection_port": {"name": "main-0000000001", "namespace": "main-0000000001", "host": "https://k8s:6443", "skiptls": false, "token": "t0k", "user": "zuul-worker", "ca_crt": "Q0E=", "pod": "pod-fedora"}, "ssh_port": {"name": "main-0000000001", "namespace": "main-0000000001", "host": "https://k8s:6443", "skiptls": false, "token": "t0k", "user": "zuul-worker", "ca_crt": "Q0E=", "pod": "pod-fedora"}, "connection_type": "kubectl"}"#;
+    let node = Node::from_json("0000000001", data).expect("a mapping is a valid port");
+    let details = node.connection_details.clone().expect("details kept");
+    assert_eq!(
+        details.get("pod").and_then(JsonValue::as_str),
+        Some("pod-fedora")
+    );
+    assert_eq!(node.connection_port, 22);
+    let written = Node::from_json("0000000001", &node.to_json()).expect("reads back");
+    assert_eq!(written.connection_details, Some(details));
+    let text = String::from_utf8(node.to_json()).expect("utf-8");
+    assert!(
+        text.contains(r#""ssh_port": {"name": "main-0000000001""#),
+        "{text}"
+    );
+}

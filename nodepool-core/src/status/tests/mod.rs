@@ -366,3 +366,19 @@ fn table_with_no_columns_draws_as_prettytable() {
     assert_eq!(pretty_table(&[], &[]), "++\n||\n++\n++");
     assert_eq!(pretty_table(&[], &[vec![]]), "++\n||\n++\n\n++");
 }
+
+#[test]
+fn a_port_carrying_connection_details_is_redacted_as_upstream() {
+    let mut node = Node::new(NodeState::Ready);
+    node.id = "0000000009".into();
+    node.connection_details = Some(crate::model::ConnectionDetails(
+        [("token".to_string(), JsonValue::from("s3cret"))]
+            .into_iter()
+            .collect(),
+    ));
+    assert!(!format!("{node:?}").contains("s3cret"), "no token in Debug");
+    let listing = node_list(&[node], &HashSet::new(), NOW);
+    let json = listing.to_json();
+    assert!(json.contains(r#""connection_port": "redacted""#), "{json}");
+    assert!(!json.contains("s3cret"), "{json}");
+}

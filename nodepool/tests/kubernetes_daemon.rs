@@ -1,0 +1,153 @@
+//! `nodepool launcher` as a process with an upstream-style `kubernetes`
+//! provider pointed at the Kubernetes API simulator (through `KUBECONFIG`,
+//! as kubectl reads it): min-ready pod and namespace nodes that `kubectl`
+//! sees with upstream's labels and objects, listed with a redacted
+//! `connection_port`; `nodepool delete` removes a node's namespace.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use nodepool_kube_sim::{Sim, SimOptions, Timing};
+use serde_json::Value;
+use support::{free_port, wait_for, Daemon};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn yaml(port: u16) -> String {
+    format!(
+        "webapp:
+  port: {port}
+  listen_address: 127.0.0.1
+labels:
+  - name: pod-fedora
+    min-ready: 1
+  - name: kubernetes-namespace
+    min-ready: 1
+providers:
+  - name: kubespray
+    driver: kubernetes
+    context: kube-sim
+    pools:
+      - name: main
+        node-attributes:
+          key1: value1
+        labels:
+          - name: kubernetes-namespace
+            type: namespace
+          - name: pod-fedora
+            type: pod
+            image: docker.io/fedora:28
+            cpu: 1
+            memory: 256
+"
+    )
+}
+
+/// `kubectl --kubeconfig SIM get ARGS -o json`, or `None` without kubectl.
+fn kubectl(sim: &Sim, args: &[&str]) -> Option<Value> {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(sim.kubeconfig())
+        .arg("get")
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "kubectl get {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_nodes_are_namespaces_kubectl_sees_and_delete_removes_them() {
+    let sim = Sim::start(SimOptions {
+        timing: Timing {
+            pod_ready_delay: Duration::from_millis(200),
+            pod_terminate_delay: Duration::from_millis(50),
+        },
+        ..SimOptions::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let port = free_port();
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let mut daemon = Daemon::start_with(&yaml(port), port, vec![("KUBECONFIG".into(), kubeconfig)]);
+    daemon.wait_ready();
+
+    let ready = wait_for("a ready node of each label", WAIT, || {
+        let nodes: Vec<Value> = daemon
+            .list()
+            .into_iter()
+            .filter(|n| n["state"] == "ready")
+            .collect();
+        (nodes.len() == 2).then_some(nodes)
+    });
+    for node in &ready {
+        assert_eq!(node["provider"], "kubespray");
+        assert_eq!(node["connection_port"], "redacted", "{node}");
+    }
+    let id_of = |label: &str| {
+        ready
+            .iter()
+            .find(|n| n["label"][0] == label)
+            .and_then(|n| n["id"].as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {label} node in {ready:?}\n{}", daemon.logs()))
+    };
+    let namespace_node = id_of("kubernetes-namespace");
+    let pod_node = id_of("pod-fedora");
+    let ns_of = |id: &str| format!("main-{id}");
+
+    match kubectl(
+        &sim,
+        &["namespaces", "-l", "nodepool_provider_name=kubespray"],
+    ) {
+        Some(list) => {
+            let mut names: Vec<&str> = list["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .filter_map(|n| n["metadata"]["name"].as_str())
+                .collect();
+            names.sort_unstable();
+            let mut expected = [ns_of(&namespace_node), ns_of(&pod_node)];
+            expected.sort();
+            assert_eq!(names, expected);
+            let pods = kubectl(&sim, &["pods", "-n", &ns_of(&pod_node)]).expect("kubectl");
+            let pod = &pods["items"][0];
+            assert_eq!(pod["metadata"]["name"], "pod-fedora");
+            assert_eq!(pod["status"]["phase"], "Running");
+            assert_eq!(
+                pod["metadata"]["labels"]["nodepool_node_id"],
+                pod_node.as_str()
+            );
+            let roles = kubectl(&sim, &["roles", "-n", &ns_of(&pod_node)]).expect("kubectl");
+            assert_eq!(roles["items"][0]["metadata"]["name"], "zuul-restricted");
+        }
+        None => println!("kubectl is not installed: checked through the simulator only"),
+    }
+    assert!(sim.get("namespaces", "", &ns_of(&namespace_node)).is_some());
+
+    let out = daemon.cli(&["delete", &namespace_node]);
+    assert!(
+        out.status.success(),
+        "nodepool delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the deleted node's namespace to go", WAIT, || {
+        sim.get("namespaces", "", &ns_of(&namespace_node))
+            .is_none()
+            .then_some(())
+    });
+    wait_for("min-ready to replace it", WAIT, || {
+        let ready = daemon.ids_in_state("ready");
+        (ready.len() == 2 && !ready.contains(&namespace_node)).then_some(())
+    });
+    drop(daemon);
+    sim.shutdown().await;
+}
