@@ -46,6 +46,9 @@ export NODEPOOL_TEST_UPSTREAM_CLI="$NP_VENV/bin/nodepool"
 # another package owns /usr/bin/kubectl (e.g. google-cloud-sdk's kubectl),
 # Debian's package is unpacked into the cache instead of installed.
 KUBECTL_DEB_DIR="$CACHE/kubernetes-client"
+if ! dpkg -s kubernetes-client >/dev/null 2>&1 && ! apt-cache show kubernetes-client >/dev/null 2>&1; then
+    apt-get update -q >/dev/null
+fi
 if dpkg -s kubernetes-client >/dev/null 2>&1; then
     NODEPOOL_TEST_KUBECTL=/usr/bin/kubectl
 elif [ ! -e /usr/bin/kubectl ]; then

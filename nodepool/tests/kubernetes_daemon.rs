@@ -151,3 +151,84 @@ async fn min_ready_nodes_are_namespaces_kubectl_sees_and_delete_removes_them() {
     drop(daemon);
     sim.shutdown().await;
 }
+
+/// `(namespace, node id)` of the namespaces our provider labelled.
+fn our_namespaces(sim: &Sim) -> Vec<(String, String)> {
+    sim.list("namespaces", None)
+        .iter()
+        .filter(|ns| ns["metadata"]["labels"]["nodepool_provider_name"] == "kubespray")
+        .filter_map(|ns| {
+            Some((
+                ns["metadata"]["name"].as_str()?.to_string(),
+                ns["metadata"]["labels"]["nodepool_node_id"]
+                    .as_str()?
+                    .to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9s_of_the_launcher_namespaces_and_node_records_agree() {
+    // Slow pods, so that kills land while nodes are being built.
+    let sim = Sim::start(SimOptions {
+        timing: Timing {
+            pod_ready_delay: Duration::from_millis(700),
+            pod_terminate_delay: Duration::from_millis(50),
+        },
+        ..SimOptions::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let port = free_port();
+    let kubeconfig = sim.kubeconfig().display().to_string();
+    let mut daemon = Daemon::start_with(&yaml(port), port, vec![("KUBECONFIG".into(), kubeconfig)]);
+    let mut killed_mid_build = 0;
+    for round in 0..4u64 {
+        std::thread::sleep(Duration::from_millis(500 + 300 * round));
+        if round == 2 {
+            // A node comes and goes between kills.
+            if let Some(id) = daemon.ids_in_state("ready").first() {
+                let _ = daemon.cli(&["delete", id]);
+            }
+        }
+        if !daemon.ids_in_state("building").is_empty() {
+            killed_mid_build += 1;
+        }
+        daemon.kill9();
+        daemon.spawn();
+    }
+    assert!(
+        killed_mid_build >= 1,
+        "no kill landed mid-build\n{}",
+        daemon.logs()
+    );
+    // Within the daemon's cleanup interval and leak grace (60 s each): every
+    // namespace of ours has a node record and every record its namespace,
+    // with min-ready met.
+    wait_for(
+        "the simulator's namespaces and the node records to agree",
+        Duration::from_secs(170),
+        || {
+            let nodes = daemon.list();
+            let ids: Vec<&str> = nodes.iter().filter_map(|n| n["id"].as_str()).collect();
+            let namespaces = our_namespaces(&sim);
+            let ready = nodes.iter().filter(|n| n["state"] == "ready").count();
+            let every_namespace_has_a_record =
+                namespaces.iter().all(|(_, id)| ids.contains(&id.as_str()));
+            let every_record_has_a_namespace = nodes.iter().all(|n| {
+                n["id"]
+                    .as_str()
+                    .is_some_and(|id| namespaces.iter().any(|(_, owner)| owner == id))
+            });
+            (ready == 2
+                && nodes.len() == 2
+                && namespaces.len() == 2
+                && every_namespace_has_a_record
+                && every_record_has_a_namespace)
+                .then_some(())
+        },
+    );
+    drop(daemon);
+    sim.shutdown().await;
+}

@@ -358,7 +358,14 @@ pub(super) async fn resume(state: Arc<WebState>) {
     state.persist_requests();
 }
 
+/// A node as the requestor who holds it sees it: for a Kubernetes node
+/// `connection_port` is upstream's mapping of connection details (its
+/// token included; the requestor owns the node), else the port number.
 fn node_json(node: &Node) -> Value {
+    let connection_port = match &node.connection_details {
+        Some(details) => Value::Object(details.to_serde()),
+        None => json!(node.connection_port),
+    };
     json!({
         "id": node.id,
         "labels": node.labels,
@@ -374,7 +381,7 @@ fn node_json(node: &Node) -> Value {
         "private_ipv4": node.private_ipv4,
         "public_ipv6": node.public_ipv6,
         "connection_type": node.connection_type,
-        "connection_port": node.connection_port,
+        "connection_port": connection_port,
         "username": node.username,
         "host_keys": node.host_keys,
         "python_path": node.python_path,
@@ -478,4 +485,24 @@ pub(super) async fn release(
     }
     info!(node_id = %id, request_id = %request_id, "nodes released through the API");
     Json(json!({ "request": request_id, "released": released })).into_response()
+}
+
+#[cfg(test)]
+mod node_json_tests {
+    use super::*;
+    use nodepool_core::model::{ConnectionDetails, NodeState};
+
+    #[test]
+    fn a_kubernetes_node_shows_its_connection_details_and_others_their_port() {
+        let mut node = Node::new(NodeState::Ready);
+        node.connection_port = 2222;
+        assert_eq!(node_json(&node)["connection_port"], 2222);
+        let mut details = serde_json::Map::new();
+        details.insert("namespace".into(), json!("main-0000000001"));
+        details.insert("token".into(), json!("sa-token"));
+        node.connection_details = Some(ConnectionDetails::from_serde(details));
+        let shown = node_json(&node);
+        assert_eq!(shown["connection_port"]["namespace"], "main-0000000001");
+        assert_eq!(shown["connection_port"]["token"], "sa-token");
+    }
 }
