@@ -2,8 +2,9 @@
 
 use nodepool_core::config::DriverRegistry;
 
-/// Register every built-in driver: `openstack`, `static` and `fake`.
+/// Register every built-in driver: `openstack`, `aws`, `static` and `fake`.
 pub fn register_builtin(reg: &mut DriverRegistry) {
+    crate::aws::register(reg);
     crate::openstack::register(reg);
     crate::static_hosts::register(reg);
     crate::fake::config::register(reg);
@@ -21,7 +22,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_registry_names_the_three_drivers() {
-        assert_eq!(builtin().names(), vec!["fake", "openstack", "static"]);
+    fn builtin_registry_names_the_four_drivers() {
+        assert_eq!(
+            builtin().names(),
+            vec!["aws", "fake", "openstack", "static"]
+        );
     }
 }

@@ -17,7 +17,6 @@ use nodepool_core::config::{
 /// unchecked (see [`Unchecked`]) so the rest of such a fixture is still
 /// validated; fixtures where they are all there is are skipped.
 pub const UPSTREAM_ONLY_DRIVERS: &[&str] = &[
-    "aws",
     "azure",
     "gce",
     "ibmvpc",
@@ -98,6 +97,13 @@ pub fn fill_placeholders(text: &str) -> String {
         ("zookeeper_cert", "/tmp/nodepool-fixtures/client.pem"),
         ("zookeeper_key", "/tmp/nodepool-fixtures/client.key"),
         ("auth_path", "/tmp/nodepool-fixtures/auth.json"),
+        // The aws fixtures: upstream fills these from moto.
+        ("subnet_id", "subnet-0123456789abcdef0"),
+        ("security_group_id", "sg-0123456789abcdef0"),
+        (
+            "instance_profile_arn",
+            "arn:aws:iam::123456789012:instance-profile/not-a-real-profile",
+        ),
     ];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
