@@ -12,12 +12,20 @@ use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, P
 use nodepool_core::provider::Provider;
 use nodepool_core::Result;
 
+pub mod client;
 pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod fleet;
+pub mod instance;
 mod parse;
+pub mod provider;
+pub mod quota;
 pub mod sigv4;
 
 pub use config::{AwsCloudImage, AwsConfig, AwsDiskImage, AwsLabel, AwsPool};
 pub use parse::{aws_provider_view, parse_aws_provider};
+pub use provider::AwsProvider;
 
 /// The `driver:` name of this driver.
 pub const AWS: &str = "aws";
@@ -40,12 +48,14 @@ impl Driver for AwsDriver {
         Some(aws_provider_view(common, &config, config.clone()))
     }
 
+    /// Finds credentials and endpoints as the AWS SDKs do (see
+    /// [`credentials`]); no network call is made until the provider is used.
     fn create_provider(&self, config: &ProviderConfig) -> Result<Arc<dyn Provider>> {
-        let _typed = config.driver_config_as::<AwsConfig>()?;
-        Err(nodepool_core::Error::Unsupported {
-            provider: config.name.clone(),
-            operation: "create_provider",
-        })
+        let typed = config.driver_config_as::<AwsConfig>()?;
+        let env = |k: &str| std::env::var(k).ok();
+        let provider = AwsProvider::from_env(Arc::new(typed.clone()), &env)
+            .map_err(|e| e.into_core(&config.name))?;
+        Ok(Arc::new(provider))
     }
 }
 

@@ -1,0 +1,281 @@
+//! The aws provider against moto's EC2: the provider conformance suite,
+//! the tags, user data, spot and IMDS settings moto records, fleets,
+//! image filters, quota and leaked volumes.
+
+mod aws_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine;
+use nodepool_core::provider::{list_all_instances, LaunchSpec, Provider};
+use nodepool_core::testing::provider::{launch_spec, provider_suite, SuiteConfig};
+use nodepool_drivers::aws::client::Params;
+use serde_json::json;
+
+fn spec_for(provider: &dyn Provider, label: &str) -> LaunchSpec {
+    let mut cfg = SuiteConfig::new("main", label);
+    cfg.boot_timeout = Duration::from_secs(30);
+    launch_spec(provider, &cfg)
+}
+
+#[tokio::test]
+async fn aws_provider_passes_the_provider_suite_against_moto() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let mut cfg = SuiteConfig::new("main", "small");
+    cfg.boot_timeout = Duration::from_secs(30);
+    let report = provider_suite(&provider, &cfg).await;
+    for name in [
+        "create_then_get_then_delete",
+        "wait_active_reaches_active",
+        "instance_carries_metadata",
+        "listed_instances_carry_nodepool_metadata",
+        "paged_listing_lists_each_instance_once",
+        "quota_reports_limits",
+    ] {
+        assert!(report.ran.contains(&name), "{name} did not run: {report:?}");
+    }
+}
+
+#[tokio::test]
+async fn instances_carry_upstreams_tags_userdata_and_options_in_moto() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+
+    let mut spec = spec_for(&provider, "tagged");
+    spec.request = Some(json!({"tenant_name": "tenant-1", "id": "200-0000000001"}));
+    let created = provider.create_instance(&spec).await.expect("create");
+    let item = aws_support::describe(&provider, &created.external_id).await;
+    let tags = item.tags();
+    assert_eq!(tags["nodepool_node_id"], spec.node_id);
+    assert_eq!(tags["nodepool_pool_name"], "main");
+    assert_eq!(tags["nodepool_provider_name"], "ec2-test");
+    assert_eq!(
+        tags["Name"], spec.hostname,
+        "Name is the hostname, not the label's tag"
+    );
+    assert_eq!(tags["has-tags"], "True");
+    assert_eq!(tags["dynamic-tenant"], "Tenant is tenant-1");
+    assert_eq!(
+        item.text_at(&["instanceType"]).as_deref(),
+        Some("t3.medium")
+    );
+    assert_eq!(
+        item.text_at(&["imageId"]).as_deref(),
+        Some(image_id.as_str())
+    );
+    assert_eq!(item.text_at(&["keyName"]).as_deref(), Some("zuul"));
+    assert_eq!(
+        item.text_at(&["metadataOptions", "httpTokens"]).as_deref(),
+        Some("required")
+    );
+
+    let mut p = Params::new();
+    p.set("InstanceId", &created.external_id)
+        .set("Attribute", "userData");
+    let attr = provider
+        .client()
+        .ec2("DescribeInstanceAttribute", &p)
+        .await
+        .expect("DescribeInstanceAttribute");
+    let encoded = attr.text_at(&["userData", "value"]).expect("user data");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    assert_eq!(String::from_utf8_lossy(&decoded), "#!/bin/sh\necho hello");
+
+    // The root volume carries the same tags and the label's size.
+    let volume_id = item
+        .items("blockDeviceMapping")
+        .next()
+        .and_then(|b| b.text_at(&["ebs", "volumeId"]))
+        .expect("a root volume");
+    let mut p = Params::new();
+    p.set("VolumeId.1", &volume_id);
+    let volumes = provider
+        .client()
+        .ec2("DescribeVolumes", &p)
+        .await
+        .expect("DescribeVolumes");
+    let volume = volumes.items("volumeSet").next().expect("volume");
+    assert_eq!(volume.text_at(&["size"]).as_deref(), Some("20"));
+    assert_eq!(volume.tags()["nodepool_node_id"], spec.node_id);
+
+    // Node data as upstream writes it.
+    let active = provider
+        .wait_active(&created.external_id, Duration::from_secs(30))
+        .await
+        .expect("active");
+    assert_eq!(active.cloud.as_deref(), Some("AWS"));
+    assert_eq!(active.region.as_deref(), Some("us-west-2"));
+    assert!(active
+        .az
+        .as_deref()
+        .is_some_and(|az| az.starts_with("us-west-2")));
+    assert!(active.private_ipv4.is_some());
+    assert_eq!(
+        active.interface_ip,
+        active.public_ipv4.clone().or(active.private_ipv4.clone())
+    );
+    assert_eq!(active.resources.cores, Some(1), "t3.medium: 1 core");
+    assert_eq!(active.resources.ram, Some(4096));
+
+    provider
+        .delete_instance(&created.external_id)
+        .await
+        .expect("delete");
+    let after = aws_support::describe(&provider, &created.external_id).await;
+    assert_ne!(
+        after.text_at(&["instanceState", "name"]).as_deref(),
+        Some("running")
+    );
+    assert!(provider
+        .get_instance(&created.external_id)
+        .await
+        .expect("get")
+        .is_none_or(|i| i.state == Some(nodepool_core::provider::InstanceState::Deleting)));
+}
+
+#[tokio::test]
+async fn spot_fleet_and_filtered_images_launch_in_moto() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+
+    let spot = provider
+        .create_instance(&spec_for(&provider, "spot"))
+        .await
+        .expect("spot");
+    let item = aws_support::describe(&provider, &spot.external_id).await;
+    assert_eq!(
+        item.text_at(&["instanceLifecycle"]).as_deref(),
+        Some("spot")
+    );
+
+    let filtered = provider
+        .create_instance(&spec_for(&provider, "by-filters"))
+        .await
+        .expect("by filters");
+    let item = aws_support::describe(&provider, &filtered.external_id).await;
+    assert_eq!(
+        item.text_at(&["imageId"]).as_deref(),
+        Some(image_id.as_str())
+    );
+
+    let spec = spec_for(&provider, "fleet");
+    let fleet = provider.create_instance(&spec).await.expect("fleet");
+    let item = aws_support::describe(&provider, &fleet.external_id).await;
+    assert_eq!(item.tags()["nodepool_node_id"], spec.node_id);
+    let t = item.text_at(&["instanceType"]).unwrap_or_default();
+    assert!(t == "t3.nano" || t == "t3.micro", "fleet launched {t}");
+    // The launch template is upstream's, shared with it by name.
+    let mut p = Params::new();
+    p.filter("launch-template-name", &["nodepool-launch-template-*"]);
+    let templates = provider
+        .client()
+        .ec2("DescribeLaunchTemplates", &p)
+        .await
+        .expect("templates");
+    let names: Vec<String> = templates
+        .items("launchTemplates")
+        .filter_map(|t| t.text_at(&["launchTemplateName"]))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    let listed = list_all_instances(&provider).await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|i| i.external_id.as_str()).collect();
+    for id in [&spot.external_id, &filtered.external_id, &fleet.external_id] {
+        assert!(ids.contains(&id.as_str()), "{id} not listed: {ids:?}");
+    }
+}
+
+#[tokio::test]
+async fn quota_falls_back_to_max_resources_when_service_quotas_fails() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    // moto answers 500 to ListServiceQuotas: only max-resources limit.
+    let text = aws_support::config(&image_id, &image_name, 10).replace(
+        "        max-servers: 10\n",
+        "        max-servers: 10\n        max-resources:\n          L-1216C47A: 8\n",
+    );
+    let (_, provider) = moto.provider(&text);
+    let quota = provider.quota().await.expect("quota");
+    // 8 on-demand vCPUs of t3 types (2 vCPUs on 1 core) are 4 cores.
+    assert_eq!(quota.cores, Some(4));
+    let (_, unlimited) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    assert_eq!(unlimited.quota().await.expect("quota").cores, None);
+}
+
+#[tokio::test]
+async fn leaked_volumes_are_deleted_after_the_grace_period() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let provider = provider.with_volume_grace(Duration::from_millis(200));
+    let create = |tags: BTreeMap<String, String>| {
+        let mut p = Params::new();
+        p.set("AvailabilityZone", "us-west-2a").set("Size", 1);
+        p.set("TagSpecification.1.ResourceType", "volume");
+        p.tags("TagSpecification.1.Tag", &tags);
+        p
+    };
+    let ours = BTreeMap::from([
+        ("nodepool_provider_name".to_string(), "ec2-test".to_string()),
+        ("nodepool_node_id".to_string(), "0000000099".to_string()),
+    ]);
+    let theirs = BTreeMap::from([("nodepool_provider_name".to_string(), "other".to_string())]);
+    let mut ids = Vec::new();
+    for tags in [ours, theirs] {
+        let answer = provider
+            .client()
+            .ec2("CreateVolume", &create(tags))
+            .await
+            .expect("CreateVolume");
+        ids.push(answer.text_at(&["volumeId"]).expect("volume id"));
+    }
+    let exists = |id: String| {
+        let provider = &provider;
+        async move {
+            let mut p = Params::new();
+            p.filter("volume-id", &[&id]);
+            let answer = provider
+                .client()
+                .ec2("DescribeVolumes", &p)
+                .await
+                .expect("DescribeVolumes");
+            let found = answer.items("volumeSet").next().is_some();
+            found
+        }
+    };
+    // First pass: seen, still within the grace period.
+    list_all_instances(&provider).await.expect("list");
+    assert!(exists(ids[0].clone()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    list_all_instances(&provider).await.expect("list");
+    assert!(
+        !exists(ids[0].clone()).await,
+        "our leaked volume is deleted"
+    );
+    assert!(
+        exists(ids[1].clone()).await,
+        "another provider's volume stays"
+    );
+}
