@@ -172,7 +172,60 @@ pub fn create_params(args: &Value, name: &str) -> Params {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::config::{Fleet, InstanceSpec, LabelImage};
     use super::*;
+
+    /// The name upstream's `_getLaunchTemplateName` gives the `io2` fleet
+    /// label of its `aws-fleet.yaml` fixture (computed with upstream's
+    /// code in Python), so both launchers use the same template.
+    #[test]
+    fn template_names_are_upstreams() {
+        let label = AwsLabel {
+            name: "ubuntu1404-io2".into(),
+            image: LabelImage::CloudImage("ubuntu1404".into()),
+            instance: InstanceSpec::Fleet(Fleet {
+                instance_types: vec!["t3.medium".into()],
+                allocation_strategy: "prioritized".into(),
+            }),
+            key_name: "zuul".into(),
+            ebs_optimized: false,
+            volume_type: Some("io2".into()),
+            volume_size: Some(20),
+            iops: Some(2000),
+            throughput: None,
+            userdata: Some("some-command".into()),
+            iam_instance_profile: None,
+            tags: BTreeMap::new(),
+            dynamic_tags: BTreeMap::new(),
+            use_spot: false,
+            imdsv2: None,
+            dedicated_host: false,
+            host_key_checking: true,
+        };
+        let pool = AwsPool {
+            name: "main".into(),
+            max_servers: None,
+            max_cores: None,
+            max_ram: None,
+            max_resources: BTreeMap::new(),
+            priority: None,
+            node_attributes: None,
+            availability_zone: None,
+            subnet_id: None,
+            security_group_id: Some("sg-1".into()),
+            public_ipv4: true,
+            public_ipv6: false,
+            host_key_checking: true,
+            labels: vec![],
+        };
+        let args = template_args(&label, &pool, "ec2-us-west-2");
+        assert_eq!(
+            template_name(&args),
+            "nodepool-launch-template-96b90f4abaeb2c1384e187e5c9f42267a499b7b226e6d4c0972c58906dd3d143"
+        );
+    }
 
     #[test]
     fn python_json_matches_json_dumps_sort_keys() {
