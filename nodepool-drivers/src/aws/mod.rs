@@ -1,7 +1,7 @@
 //! The `aws` driver: EC2 instances in one region, as upstream nodepool
 //! 11's `aws` driver.
 //!
-//! [`AwsConfig`] holds every key of a provider ([`parse`]); the provider
+//! [`AwsConfig`] holds every key of a provider ([`parse_aws_provider`]); the provider
 //! talks to EC2's query API through [`client::AwsClient`], which signs
 //! each request with SigV4 ([`sigv4`]) using credentials found as the AWS
 //! SDKs find them ([`credentials`]).

@@ -46,6 +46,17 @@ pub fn parse_aws_provider(provider: &mut MapReader<'_>, common: &ProviderCommon)
         .unwrap_or_else(|| DEFAULT_IMAGE_FORMAT.to_string());
     let image_import_timeout = provider.opt_i64("image-import-timeout");
     let cloud_images = unique_entries(provider, "cloud-images", read_cloud_image);
+    if let Some(node) = provider.peek("diskimages") {
+        let non_empty =
+            matches!(&node.value, nodepool_core::config::yaml::Value::Seq(s) if !s.is_empty());
+        if non_empty {
+            provider.warn(
+                "nodepool-rs' aws driver does not upload diskimages yet (see \
+                 doc/drivers/aws.md): builds are not uploaded to this provider, and its labels \
+                 that boot a diskimage cannot launch",
+            );
+        }
+    }
     let diskimages = unique_entries(provider, "diskimages", read_diskimage);
     if !provider.has("pools") {
         provider.error("missing required key \"pools\"");
@@ -589,6 +600,12 @@ fn read_label(
         None => None,
     };
     let dedicated_host = map.bool_or("dedicated-host", false);
+    if dedicated_host {
+        map.warn(
+            "nodepool-rs' aws driver does not allocate dedicated hosts yet (see \
+             doc/drivers/aws.md): launches of this label fail",
+        );
+    }
     if dedicated_host && use_spot {
         map.error("Spot instances can not be used on dedicated hosts");
     }

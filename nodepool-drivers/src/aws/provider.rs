@@ -631,6 +631,12 @@ impl Provider for AwsProvider {
             provider = %self.config.name, pool = %spec.pool, label = %spec.label);
         let _guard = span.enter();
         let (pool, label) = self.label(&spec.pool, &spec.label)?;
+        if label.dedicated_host {
+            return Err(Error::Unsupported {
+                provider: self.config.name.clone(),
+                operation: "dedicated-host launches",
+            });
+        }
         let image_id = self.image_id(spec, label).await.map_err(|e| self.err(e))?;
         let tags = self.tags(spec, label);
         let external_id = match &label.instance {
