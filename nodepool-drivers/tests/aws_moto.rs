@@ -27,10 +27,16 @@ async fn aws_provider_passes_the_provider_suite_against_moto() {
     let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
     let (image_id, image_name) = aws_support::stock_image(&probe).await;
     let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("suite.raw");
+    std::fs::write(&file, vec![7u8; 1_300_000]).expect("image file");
     let mut cfg = SuiteConfig::new("main", "small");
     cfg.boot_timeout = Duration::from_secs(30);
+    cfg.image_file = Some(file);
+    cfg.image_format = "raw".to_string();
     let report = provider_suite(&provider, &cfg).await;
     for name in [
+        "image_upload_list_delete",
         "create_then_get_then_delete",
         "wait_active_reaches_active",
         "instance_carries_metadata",
@@ -277,5 +283,148 @@ async fn leaked_volumes_are_deleted_after_the_grace_period() {
     assert!(
         exists(ids[1].clone()).await,
         "another provider's volume stays"
+    );
+}
+
+/// `import-method: ebs-direct` end to end: the file's blocks are in the
+/// snapshot, the AMI and snapshot carry the upload's tags, a label booting
+/// the diskimage launches from the AMI, and deleting the image removes the
+/// AMI and its snapshot.
+#[tokio::test]
+async fn ebs_direct_upload_registers_an_ami_that_boots_in_moto() {
+    use nodepool_core::provider::{ImageRef, ImageUploadSpec};
+    use nodepool_drivers::aws::credentials::Service;
+
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("suite.raw");
+    // Two whole blocks and a partial third, each block a different byte.
+    let mut data = vec![1u8; 512 * 1024];
+    data.extend(vec![2u8; 512 * 1024]);
+    data.extend(vec![3u8; 1000]);
+    std::fs::write(&file, &data).expect("image file");
+    let spec = ImageUploadSpec {
+        diskimage: "suite".into(),
+        build_id: "0000000007".into(),
+        upload_id: "0000000001".into(),
+        external_name: "suite-1700000000".into(),
+        path: file,
+        format: "raw".into(),
+        metadata: BTreeMap::from([
+            ("nodepool_build_id".to_string(), "0000000007".to_string()),
+            ("nodepool_upload_id".to_string(), "0000000001".to_string()),
+            ("built-by".to_string(), "nodepool-rs".to_string()),
+        ]),
+    };
+    let ami = provider.upload_image(&spec).await.expect("upload");
+
+    let mut p = Params::new();
+    p.set("ImageId.1", &ami);
+    let answer = provider
+        .client()
+        .ec2("DescribeImages", &p)
+        .await
+        .expect("DescribeImages");
+    let image = answer.items("imagesSet").next().expect("the AMI");
+    assert_eq!(
+        image.text_at(&["name"]).as_deref(),
+        Some("suite-1700000000")
+    );
+    let tags = image.tags();
+    assert_eq!(tags["nodepool_build_id"], "0000000007");
+    assert_eq!(tags["nodepool_provider_name"], "ec2-test");
+    assert_eq!(tags["built-by"], "nodepool-rs");
+    // moto's RegisterImage drops the block device mapping; find the
+    // snapshot by the upload's tags, which StartSnapshot set.
+    let mut p = Params::new();
+    p.filter("tag:nodepool_upload_id", &["0000000001"])
+        .filter("tag:nodepool_provider_name", &["ec2-test"]);
+    let snaps = provider
+        .client()
+        .ec2("DescribeSnapshots", &p)
+        .await
+        .expect("DescribeSnapshots");
+    let snapshot = snaps
+        .items("snapshotSet")
+        .next()
+        .and_then(|s| s.text_at(&["snapshotId"]))
+        .expect("the upload's snapshot");
+    assert_eq!(
+        snaps
+            .items("snapshotSet")
+            .next()
+            .and_then(|s| s.text_at(&["volumeSize"]))
+            .as_deref(),
+        Some("1"),
+        "1 GiB holds the 1 MiB file"
+    );
+
+    // The blocks moto holds are the file's, zero-padded to 512 KiB.
+    for (index, byte) in [(0u8, 1u8), (1, 2), (2, 3)] {
+        let (status, body) = provider
+            .client()
+            .send(
+                Service::Ebs,
+                "GetSnapshotBlock",
+                reqwest::Method::GET,
+                &format!("/snapshots/{snapshot}/blocks/{index}"),
+                &[("blockToken".to_string(), "x".to_string())],
+                &[],
+                Vec::new(),
+            )
+            .await
+            .expect("GetSnapshotBlock");
+        assert_eq!(status, 200, "block {index}");
+        assert_eq!(body.len(), 512 * 1024, "block {index} length");
+        assert_eq!(body[0], byte, "block {index} content");
+        if index == 2 {
+            assert_eq!(body[999], 3);
+            assert_eq!(body[1000], 0, "the last block is zero-padded");
+        }
+    }
+
+    // A label booting the diskimage launches from the AMI.
+    let mut launch = spec_for(&provider, "from-dib");
+    launch.image = Some(ImageRef::Uploaded {
+        diskimage: "suite".into(),
+        external_id: ami.clone(),
+    });
+    let created = provider.create_instance(&launch).await.expect("create");
+    let item = aws_support::describe(&provider, &created.external_id).await;
+    assert_eq!(item.text_at(&["imageId"]).as_deref(), Some(ami.as_str()));
+    provider
+        .delete_instance(&created.external_id)
+        .await
+        .expect("delete instance");
+
+    assert!(provider
+        .list_images()
+        .await
+        .expect("list")
+        .iter()
+        .any(|i| i.external_id == ami));
+    provider.delete_image(&ami).await.expect("delete image");
+    assert!(provider
+        .list_images()
+        .await
+        .expect("list")
+        .iter()
+        .all(|i| i.external_id != ami));
+    let mut p = Params::new();
+    p.filter("snapshot-id", &[&snapshot]);
+    let snaps = provider
+        .client()
+        .ec2("DescribeSnapshots", &p)
+        .await
+        .expect("DescribeSnapshots");
+    assert!(
+        snaps.items("snapshotSet").next().is_none(),
+        "the AMI's snapshot is deleted with it"
     );
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod fleet;
+pub mod images;
 pub mod instance;
 mod parse;
 pub mod provider;

@@ -46,17 +46,6 @@ pub fn parse_aws_provider(provider: &mut MapReader<'_>, common: &ProviderCommon)
         .unwrap_or_else(|| DEFAULT_IMAGE_FORMAT.to_string());
     let image_import_timeout = provider.opt_i64("image-import-timeout");
     let cloud_images = unique_entries(provider, "cloud-images", read_cloud_image);
-    if let Some(node) = provider.peek("diskimages") {
-        let non_empty =
-            matches!(&node.value, nodepool_core::config::yaml::Value::Seq(s) if !s.is_empty());
-        if non_empty {
-            provider.warn(
-                "nodepool-rs' aws driver does not upload diskimages yet (see \
-                 doc/drivers/aws.md): builds are not uploaded to this provider, and its labels \
-                 that boot a diskimage cannot launch",
-            );
-        }
-    }
     let diskimages = unique_entries(provider, "diskimages", read_diskimage);
     if !provider.has("pools") {
         provider.error("missing required key \"pools\"");
@@ -381,6 +370,13 @@ fn read_diskimage(map: &mut MapReader<'_>) -> Option<AwsDiskImage> {
         }
         None => None,
     };
+    if import_method != ImportMethod::EbsDirect {
+        map.warn(format!(
+            "nodepool-rs' aws driver uploads diskimages with import-method ebs-direct only \
+             (see doc/drivers/aws.md): uploads with {:?} fail",
+            import_method.as_str()
+        ));
+    }
     let iops = map.opt_i64("iops");
     let throughput = map.opt_i64("throughput");
     let tags = tag_map(map, "tags");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use nodepool_core::provider::{
-    ImageRef, Instance, InstancePage, InstanceState, LaunchSpec, Provider, ProviderCapabilities,
-    Resources, META_PROVIDER,
+    CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage, InstanceState, LaunchSpec,
+    Provider, ProviderCapabilities, Resources, META_PROVIDER,
 };
 use nodepool_core::{Error, Result};
 use serde_json::json;
@@ -24,11 +24,12 @@ use tokio::sync::Mutex;
 
 use super::client::{AwsClient, Params, Xml};
 use super::config::{
-    AwsConfig, AwsLabel, AwsPool, IamInstanceProfile, ImageSource, InstanceSpec, LabelImage,
+    AwsConfig, AwsLabel, AwsPool, IamInstanceProfile, ImageSource, ImportMethod, InstanceSpec,
+    LabelImage,
 };
 use super::error::AwsError;
 use super::quota::{self, CodeUse, TypeInfo};
-use super::{fleet, instance};
+use super::{fleet, images, instance};
 
 type AwsResult<T> = std::result::Result<T, AwsError>;
 
@@ -606,7 +607,7 @@ impl Provider for AwsProvider {
 
     fn capabilities(&self) -> ProviderCapabilities {
         ProviderCapabilities {
-            image_upload: false,
+            image_upload: true,
             quota_query: true,
             instance_listing: true,
         }
@@ -731,6 +732,54 @@ impl Provider for AwsProvider {
             }
         }
         Ok(InstancePage { instances, next })
+    }
+
+    async fn upload_image(&self, spec: &ImageUploadSpec) -> Result<String> {
+        let span = tracing::info_span!("aws_upload", provider = %self.config.name,
+            diskimage = %spec.diskimage, upload_id = %spec.upload_id);
+        let _guard = span.enter();
+        let image = self
+            .config
+            .diskimage(&spec.diskimage)
+            .ok_or_else(|| Error::NotFound {
+                kind: "diskimage",
+                id: format!("{}/{}", self.config.name, spec.diskimage),
+            })?;
+        let operation = match image.import_method {
+            ImportMethod::EbsDirect => None,
+            ImportMethod::Snapshot => Some("upload_image with import-method snapshot"),
+            ImportMethod::Image => Some("upload_image with import-method image"),
+        };
+        if let Some(operation) = operation {
+            return Err(Error::Unsupported {
+                provider: self.config.name.clone(),
+                operation,
+            });
+        }
+        let mut spec = spec.clone();
+        spec.metadata
+            .insert(META_PROVIDER.to_string(), self.config.name.clone());
+        let timeout = self
+            .config
+            .image_import_timeout
+            .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
+        let id = images::upload_ebs_direct(&self.client, image, &spec, timeout)
+            .await
+            .map_err(|e| self.err(e))?;
+        tracing::info!(image = %id, name = %spec.external_name, "registered image");
+        Ok(id)
+    }
+
+    async fn delete_image(&self, external_id: &str) -> Result<()> {
+        images::delete_image(&self.client, external_id)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn list_images(&self) -> Result<Vec<CloudImage>> {
+        images::list_images(&self.client, &self.config.name)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn quota(&self) -> Result<Resources> {

@@ -143,6 +143,11 @@ labels:
   - name: spot
   - name: by-filters
   - name: fleet
+  - name: from-dib
+
+diskimages:
+  - name: suite
+    elements: [ubuntu-minimal]
 
 providers:
   - name: ec2-test
@@ -158,6 +163,13 @@ providers:
           - name: name
             values: ["{image_name}"]
         username: ec2-user
+    diskimages:
+      - name: suite
+        import-method: ebs-direct
+        imds-support: v2.0
+        volume-size: 4
+        tags:
+          built-by: nodepool-rs
     pools:
       - name: main
         max-servers: {max_servers}
@@ -193,6 +205,10 @@ providers:
             fleet:
               instance-types: [t3.nano, t3.micro]
               allocation-strategy: prioritized
+            key-name: zuul
+          - name: from-dib
+            diskimage: suite
+            instance-type: t3.micro
             key-name: zuul
 "##
     )

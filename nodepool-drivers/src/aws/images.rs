@@ -1,0 +1,405 @@
+//! Diskimage uploads as upstream's `import-method: ebs-direct` does them:
+//! the file is written into a new EBS snapshot with the EBS direct APIs
+//! (StartSnapshot, PutSnapshotBlock per 512 KiB block, CompleteSnapshot),
+//! registered as an AMI (RegisterImage), both tagged with the upload's
+//! metadata. Deleting an image deregisters the AMI and deletes its
+//! snapshots.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use nodepool_core::provider::{CloudImage, ImageUploadSpec};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
+
+use super::client::{AwsClient, Params};
+use super::config::AwsDiskImage;
+use super::credentials::Service;
+use super::error::AwsError;
+
+type AwsResult<T> = std::result::Result<T, AwsError>;
+
+/// The EBS direct API's block size (upstream's `segment_size`).
+pub const BLOCK_SIZE: usize = 512 * 1024;
+/// Blocks written at once.
+const PARALLEL_BLOCKS: usize = 8;
+const GIB: u64 = 1024 * 1024 * 1024;
+
+fn json_error(action: &str, status: u16, body: &[u8]) -> AwsError {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    AwsError::Api {
+        action: action.to_string(),
+        status,
+        code: v["__type"]
+            .as_str()
+            .or(v["code"].as_str())
+            .unwrap_or("HTTP error")
+            .to_string(),
+        message: v["message"]
+            .as_str()
+            .or(v["Message"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+async fn ebs_json(
+    client: &AwsClient,
+    action: &str,
+    method: Method,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<Value>,
+) -> AwsResult<Value> {
+    let mut headers = headers.to_vec();
+    let bytes = match body {
+        Some(b) => {
+            headers.push(("content-type".into(), "application/json".into()));
+            b.to_string().into_bytes()
+        }
+        None => Vec::new(),
+    };
+    let (status, answer) = client
+        .send(Service::Ebs, action, method, path, &[], &headers, bytes)
+        .await?;
+    if status >= 300 {
+        return Err(json_error(action, status, &answer));
+    }
+    Ok(serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
+fn tag_list(tags: &BTreeMap<String, String>) -> Value {
+    Value::Array(
+        tags.iter()
+            .map(|(k, v)| json!({ "Key": k, "Value": v }))
+            .collect(),
+    )
+}
+
+/// Write `spec.path` into a new snapshot; its id and size in GiB.
+async fn upload_snapshot(
+    client: &AwsClient,
+    spec: &ImageUploadSpec,
+    timeout: Option<Duration>,
+) -> AwsResult<(String, u64)> {
+    let io = |e: std::io::Error| AwsError::Io(format!("{}: {e}", spec.path.display()));
+    let size = tokio::fs::metadata(&spec.path).await.map_err(io)?.len();
+    let size_gib = size.div_ceil(GIB).max(1);
+    let started = Instant::now();
+    let token = format!("{}-{}", spec.upload_id, spec.build_id);
+    let answer = ebs_json(
+        client,
+        "StartSnapshot",
+        Method::POST,
+        "/snapshots",
+        &[],
+        Some(json!({
+            "VolumeSize": size_gib,
+            "ClientToken": token,
+            "Tags": tag_list(&spec.metadata),
+        })),
+    )
+    .await?;
+    let snapshot = answer["SnapshotId"]
+        .as_str()
+        .ok_or_else(|| AwsError::BadResponse {
+            action: "StartSnapshot".into(),
+            message: "no SnapshotId".into(),
+        })?
+        .to_string();
+    let result = write_blocks(client, spec, &snapshot, size, timeout, started).await;
+    match result {
+        Ok(count) => {
+            complete_snapshot(client, &snapshot, count, timeout, started).await?;
+            Ok((snapshot, size_gib))
+        }
+        Err(e) => {
+            let mut p = Params::new();
+            p.set("SnapshotId", &snapshot);
+            let _ = client.ec2("DeleteSnapshot", &p).await;
+            Err(e)
+        }
+    }
+}
+
+async fn write_blocks(
+    client: &AwsClient,
+    spec: &ImageUploadSpec,
+    snapshot: &str,
+    size: u64,
+    timeout: Option<Duration>,
+    started: Instant,
+) -> AwsResult<u64> {
+    let io = |e: std::io::Error| AwsError::Io(format!("{}: {e}", spec.path.display()));
+    let mut file = tokio::fs::File::open(&spec.path).await.map_err(io)?;
+    let blocks = size.div_ceil(BLOCK_SIZE as u64);
+    let mut count = 0u64;
+    let mut index = 0u64;
+    while index < blocks {
+        // Read a batch, then write it in parallel.
+        let mut batch = Vec::new();
+        while batch.len() < PARALLEL_BLOCKS && index < blocks {
+            let mut data = vec![0u8; BLOCK_SIZE];
+            let mut filled = 0;
+            while filled < BLOCK_SIZE {
+                let n = file.read(&mut data[filled..]).await.map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            batch.push((index, data));
+            index += 1;
+        }
+        futures::stream::iter(batch)
+            .map(|(i, data)| put_block(client, snapshot, i, data))
+            .buffer_unordered(PARALLEL_BLOCKS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        count = index;
+        if let Some(limit) = timeout {
+            if started.elapsed() > limit {
+                return Err(AwsError::Failed(format!(
+                    "image upload took longer than image-import-timeout ({}s)",
+                    limit.as_secs()
+                )));
+            }
+        }
+    }
+    Ok(count)
+}
+
+async fn put_block(client: &AwsClient, snapshot: &str, index: u64, data: Vec<u8>) -> AwsResult<()> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+    let checksum = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    let headers = vec![
+        ("x-amz-Data-Length".to_string(), data.len().to_string()),
+        ("x-amz-Checksum".to_string(), checksum.clone()),
+        ("x-amz-Checksum-Algorithm".to_string(), "SHA256".to_string()),
+        (
+            "content-type".to_string(),
+            "application/octet-stream".to_string(),
+        ),
+    ];
+    let path = format!("/snapshots/{snapshot}/blocks/{index}");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (status, answer) = client
+            .send(
+                Service::Ebs,
+                "PutSnapshotBlock",
+                Method::PUT,
+                &path,
+                &[],
+                &headers,
+                data.clone(),
+            )
+            .await?;
+        if status < 300 {
+            return Ok(());
+        }
+        let error = json_error("PutSnapshotBlock", status, &answer);
+        // Throttling, server errors and validation errors are retried, as
+        // upstream does.
+        let retry = status >= 500 || status == 429 || status == 400;
+        if !retry || attempt >= 5 {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+    }
+}
+
+async fn complete_snapshot(
+    client: &AwsClient,
+    snapshot: &str,
+    count: u64,
+    timeout: Option<Duration>,
+    started: Instant,
+) -> AwsResult<()> {
+    loop {
+        let answer = ebs_json(
+            client,
+            "CompleteSnapshot",
+            Method::POST,
+            &format!("/snapshots/completion/{snapshot}"),
+            &[("x-amz-ChangedBlocksCount".to_string(), count.to_string())],
+            None,
+        )
+        .await?;
+        match answer["Status"].as_str() {
+            Some("completed") => return Ok(()),
+            Some("error") => {
+                return Err(AwsError::Failed(format!(
+                    "snapshot {snapshot} is in error state"
+                )))
+            }
+            _ => {}
+        }
+        if timeout.is_some_and(|t| started.elapsed() > t) {
+            return Err(AwsError::Failed(format!(
+                "snapshot {snapshot} did not complete within image-import-timeout"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Upload `spec` with `ebs-direct` and register it; the AMI id.
+pub async fn upload_ebs_direct(
+    client: &AwsClient,
+    image: &AwsDiskImage,
+    spec: &ImageUploadSpec,
+    timeout: Option<Duration>,
+) -> AwsResult<String> {
+    let (snapshot, size_gib) = upload_snapshot(client, spec, timeout).await?;
+    tracing::info!(snapshot = %snapshot, image = %spec.external_name, "snapshot written");
+    let mut p = Params::new();
+    let bdm = "BlockDeviceMapping.1";
+    p.set("Architecture", &image.architecture)
+        .set(format!("{bdm}.DeviceName"), "/dev/sda1")
+        .set(format!("{bdm}.Ebs.DeleteOnTermination"), true)
+        .set(format!("{bdm}.Ebs.SnapshotId"), &snapshot)
+        .set(
+            format!("{bdm}.Ebs.VolumeSize"),
+            image
+                .volume_size
+                .map_or(size_gib, |v| u64::try_from(v).unwrap_or(size_gib)),
+        )
+        .set(format!("{bdm}.Ebs.VolumeType"), &image.volume_type);
+    if let Some(iops) = image.iops {
+        p.set(format!("{bdm}.Ebs.Iops"), iops);
+    }
+    if let Some(t) = image.throughput {
+        p.set(format!("{bdm}.Ebs.Throughput"), t);
+    }
+    p.set("RootDeviceName", "/dev/sda1")
+        .set("VirtualizationType", "hvm")
+        .set("EnaSupport", image.ena_support)
+        .set("Name", &spec.external_name)
+        .set("TagSpecification.1.ResourceType", "image");
+    p.tags("TagSpecification.1.Tag", &spec.metadata);
+    if image.imds_support.as_deref() == Some("v2.0") {
+        p.set("ImdsSupport", "v2.0");
+    }
+    match client.ec2("RegisterImage", &p).await {
+        Ok(answer) => {
+            let id = answer
+                .text_at(&["imageId"])
+                .ok_or_else(|| AwsError::BadResponse {
+                    action: "RegisterImage".into(),
+                    message: "no imageId".into(),
+                })?;
+            // Tag again: an EC2 that ignores RegisterImage's tag
+            // specification (moto does) must still show ours, or the
+            // builder could not tell the image is its own.
+            let mut t = Params::new();
+            t.set("ResourceId.1", &id);
+            t.tags("Tag", &spec.metadata);
+            client.ec2("CreateTags", &t).await?;
+            Ok(id)
+        }
+        Err(e) => {
+            let mut d = Params::new();
+            d.set("SnapshotId", &snapshot);
+            let _ = client.ec2("DeleteSnapshot", &d).await;
+            Err(e)
+        }
+    }
+}
+
+/// Deregister an AMI and delete its snapshots; a missing AMI is fine.
+pub async fn delete_image(client: &AwsClient, image_id: &str) -> AwsResult<()> {
+    let mut p = Params::new();
+    p.set("ImageId.1", image_id);
+    let answer = match client.ec2("DescribeImages", &p).await {
+        Ok(a) => a,
+        Err(e) if e.kind() == nodepool_core::ErrorKind::NotFound => return Ok(()),
+        Err(AwsError::Api { code, .. }) if code == "InvalidAMIID.Malformed" => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Some(image) = answer.items("imagesSet").next() else {
+        return Ok(());
+    };
+    let mut snapshots: Vec<String> = image
+        .items("blockDeviceMapping")
+        .filter_map(|b| b.text_at(&["ebs", "snapshotId"]))
+        .collect();
+    // The snapshot our upload wrote carries the same upload tags; find it
+    // that way too (an EC2 that drops the AMI's block devices, as moto
+    // does, would otherwise leak it).
+    let tags = image.tags();
+    let keys = [
+        nodepool_core::provider::META_PROVIDER,
+        "nodepool_build_id",
+        "nodepool_upload_id",
+    ];
+    if keys.iter().all(|k| tags.contains_key(*k)) {
+        let mut q = Params::new();
+        q.set("Owner.1", "self");
+        for key in keys {
+            q.filter(&format!("tag:{key}"), &[&tags[key]]);
+        }
+        let found = client.ec2("DescribeSnapshots", &q).await?;
+        for snap in found.items("snapshotSet") {
+            if let Some(id) = snap.text_at(&["snapshotId"]) {
+                if !snapshots.contains(&id) {
+                    snapshots.push(id);
+                }
+            }
+        }
+    }
+    let mut d = Params::new();
+    d.set("ImageId", image_id);
+    match client.ec2("DeregisterImage", &d).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == nodepool_core::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    for snapshot in snapshots {
+        let mut s = Params::new();
+        s.set("SnapshotId", &snapshot);
+        match client.ec2("DeleteSnapshot", &s).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == nodepool_core::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The account's own AMIs tagged with provider `provider`, every page.
+pub async fn list_images(client: &AwsClient, provider: &str) -> AwsResult<Vec<CloudImage>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut p = Params::new();
+        p.set("Owner.1", "self");
+        p.filter(
+            &format!("tag:{}", nodepool_core::provider::META_PROVIDER),
+            &[provider],
+        );
+        p.set("MaxResults", 1000);
+        if let Some(t) = &token {
+            p.set("NextToken", t);
+        }
+        let answer = client.ec2("DescribeImages", &p).await?;
+        for image in answer.items("imagesSet") {
+            if image.text_at(&["imageState"]).as_deref() == Some("deregistered") {
+                continue;
+            }
+            out.push(CloudImage {
+                external_id: image.text_at(&["imageId"]).unwrap_or_default(),
+                name: image.text_at(&["name"]).unwrap_or_default(),
+                metadata: image.tags(),
+            });
+        }
+        token = answer.text_at(&["nextToken"]);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
