@@ -428,3 +428,66 @@ async fn ebs_direct_upload_registers_an_ami_that_boots_in_moto() {
         "the AMI's snapshot is deleted with it"
     );
 }
+
+/// A `dedicated-host` label allocates a tagged host in the pool's zone,
+/// places the instance on it, and the host is released once it has held
+/// no instance for the grace period.
+#[tokio::test]
+async fn dedicated_hosts_are_allocated_and_released_in_moto() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let provider = provider.with_volume_grace(Duration::from_millis(200));
+
+    let mut cfg = SuiteConfig::new("hosts", "dedicated");
+    cfg.boot_timeout = Duration::from_secs(30);
+    let spec = launch_spec(&provider, &cfg);
+    let created = provider.create_instance(&spec).await.expect("create");
+    let item = aws_support::describe(&provider, &created.external_id).await;
+    let host = item
+        .text_at(&["placement", "hostId"])
+        .expect("placed on a host");
+    // (moto keeps the host id but reports tenancy "default".)
+    let describe_host = |host: String| {
+        let provider = &provider;
+        async move {
+            let mut p = Params::new();
+            p.set("HostId.1", &host);
+            let answer = provider
+                .client()
+                .ec2("DescribeHosts", &p)
+                .await
+                .expect("DescribeHosts");
+            let found = answer.items("hostSet").next().cloned();
+            found.expect("the host")
+        }
+    };
+    let h = describe_host(host.clone()).await;
+    assert_eq!(
+        h.text_at(&["availabilityZone"]).as_deref(),
+        Some("us-west-2b")
+    );
+    assert_eq!(h.tags()["nodepool_node_id"], spec.node_id);
+
+    // While it holds the instance it is not released, however long.
+    list_all_instances(&provider).await.expect("list");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    list_all_instances(&provider).await.expect("list");
+    let h = describe_host(host.clone()).await;
+    assert_eq!(h.text_at(&["state"]).as_deref(), Some("available"));
+
+    provider
+        .delete_instance(&created.external_id)
+        .await
+        .expect("delete");
+    // Once empty and past
+    // the grace period, the leak pass releases it.
+    list_all_instances(&provider).await.expect("list");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    list_all_instances(&provider).await.expect("list");
+    let h = describe_host(host.clone()).await;
+    assert_eq!(h.text_at(&["state"]).as_deref(), Some("released"), "{h:?}");
+}

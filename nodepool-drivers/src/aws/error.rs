@@ -54,6 +54,7 @@ pub enum AwsError {
 const QUOTA_CODES: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InsufficientHostCapacity",
+    "HostLimitExceeded",
     "InsufficientCapacity",
     "VcpuLimitExceeded",
     "MaxSpotInstanceCountExceeded",

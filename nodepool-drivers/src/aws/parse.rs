@@ -596,12 +596,6 @@ fn read_label(
         None => None,
     };
     let dedicated_host = map.bool_or("dedicated-host", false);
-    if dedicated_host {
-        map.warn(
-            "nodepool-rs' aws driver does not allocate dedicated hosts yet (see \
-             doc/drivers/aws.md): launches of this label fail",
-        );
-    }
     if dedicated_host && use_spot {
         map.error("Spot instances can not be used on dedicated hosts");
     }

@@ -56,6 +56,9 @@ pub struct AwsProvider {
     quotas: Mutex<QuotaCache>,
     quota_fallback_logged: AtomicBool,
     volumes_seen: Mutex<BTreeMap<String, Instant>>,
+    hosts_seen: Mutex<BTreeMap<String, Instant>>,
+    /// Hosts of the live instances seen by the current listing walk.
+    hosts_in_use: Mutex<std::collections::BTreeSet<String>>,
     volume_grace: Duration,
 }
 
@@ -72,6 +75,8 @@ impl AwsProvider {
             quotas: Mutex::new(None),
             quota_fallback_logged: AtomicBool::new(false),
             volumes_seen: Mutex::new(BTreeMap::new()),
+            hosts_seen: Mutex::new(BTreeMap::new()),
+            hosts_in_use: Mutex::new(std::collections::BTreeSet::new()),
             volume_grace: Duration::from_secs(60),
         }
     }
@@ -87,8 +92,9 @@ impl AwsProvider {
         Ok(Self::new(config, client))
     }
 
-    /// How long a tagged volume must stay unattached before it is deleted
-    /// as leaked (default 60 s).
+    /// How long a tagged volume must stay unattached, or a tagged
+    /// dedicated host empty, before it is deleted or released as leaked
+    /// (default 60 s).
     pub fn with_volume_grace(mut self, grace: Duration) -> Self {
         self.volume_grace = grace;
         self
@@ -97,6 +103,13 @@ impl AwsProvider {
     /// The client, for tests and tools.
     pub fn client(&self) -> &AwsClient {
         &self.client
+    }
+
+    fn uses_dedicated_hosts(&self) -> bool {
+        self.config
+            .pools
+            .iter()
+            .any(|p| p.labels.iter().any(|l| l.dedicated_host))
     }
 
     fn err(&self, e: AwsError) -> Error {
@@ -264,6 +277,7 @@ impl AwsProvider {
         tags
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_instances(
         &self,
         pool: &AwsPool,
@@ -271,6 +285,7 @@ impl AwsProvider {
         instance_type: &str,
         image_id: &str,
         tags: &BTreeMap<String, String>,
+        host: Option<&str>,
     ) -> AwsResult<Xml> {
         let mut p = Params::new();
         p.set("ImageId", image_id)
@@ -353,6 +368,11 @@ impl AwsProvider {
         if let Some(mode) = &label.imdsv2 {
             p.set("MetadataOptions.HttpTokens", mode)
                 .set("MetadataOptions.HttpEndpoint", "enabled");
+        }
+        if let Some(host) = host {
+            p.set("Placement.Tenancy", "host")
+                .set("Placement.HostId", host)
+                .set("Placement.Affinity", "host");
         }
         if let Some(az) = &pool.availability_zone {
             p.set("Placement.AvailabilityZone", az);
@@ -551,6 +571,119 @@ impl AwsProvider {
         }
     }
 
+    /// Allocate a dedicated host for one instance of `instance_type` in the
+    /// pool's availability zone, tagged like the instance, and wait until
+    /// it is available (upstream's arguments).
+    async fn allocate_host(
+        &self,
+        pool: &AwsPool,
+        instance_type: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> AwsResult<String> {
+        let mut p = Params::new();
+        p.set("AutoPlacement", "off")
+            .set("InstanceType", instance_type)
+            .set("Quantity", 1)
+            .set("HostRecovery", "off")
+            .set("HostMaintenance", "off")
+            .set("TagSpecification.1.ResourceType", "dedicated-host");
+        if let Some(az) = &pool.availability_zone {
+            p.set("AvailabilityZone", az);
+        }
+        p.tags("TagSpecification.1.Tag", tags);
+        let answer = self.client.ec2("AllocateHosts", &p).await?;
+        let host = answer
+            .child("hostIdSet")
+            .and_then(|set| set.children.first())
+            .map(|item| item.text.clone())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AwsError::BadResponse {
+                action: "AllocateHosts".into(),
+                message: "no host id".into(),
+            })?;
+        tracing::info!(host = %host, "allocated dedicated host");
+        let deadline = Instant::now() + self.config.boot_timeout();
+        loop {
+            let mut q = Params::new();
+            q.set("HostId.1", &host);
+            let state = self
+                .client
+                .ec2("DescribeHosts", &q)
+                .await?
+                .items("hostSet")
+                .next()
+                .and_then(|h| h.text_at(&["state"]))
+                .unwrap_or_default()
+                .to_lowercase();
+            match state.as_str() {
+                "available" => return Ok(host),
+                "permanent-failure" | "released" | "released-permanent-failure" => {
+                    self.release_host(&host).await;
+                    return Err(AwsError::Failed(format!("host {host} in {state} state")));
+                }
+                _ if Instant::now() > deadline => {
+                    self.release_host(&host).await;
+                    return Err(AwsError::Failed(format!(
+                        "host {host} not available within boot-timeout"
+                    )));
+                }
+                _ => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+
+    async fn release_host(&self, host: &str) {
+        let mut p = Params::new();
+        p.set("HostId.1", host);
+        match self.client.ec2("ReleaseHosts", &p).await {
+            Ok(_) => tracing::info!(host = %host, "released dedicated host"),
+            Err(e) => tracing::warn!(host = %host, error = %e, "cannot release dedicated host"),
+        }
+    }
+
+    /// Release dedicated hosts tagged with this provider's name that have
+    /// held no instance for the grace period (the host of a deleted node,
+    /// or one whose launch failed or was interrupted).
+    async fn clean_hosts(&self) -> AwsResult<()> {
+        let mut token: Option<String> = None;
+        let mut empty = Vec::new();
+        loop {
+            // Tags are checked here rather than filtered on: not every EC2
+            // (moto) filters hosts by tag.
+            let mut p = Params::new();
+            p.filter("state", &["available"]);
+            if let Some(t) = &token {
+                p.set("NextToken", t);
+            }
+            let answer = self.client.ec2("DescribeHosts", &p).await?;
+            let in_use = self.hosts_in_use.lock().await;
+            for host in answer.items("hostSet") {
+                let ours = host.tags().get(META_PROVIDER) == Some(&self.config.name);
+                let Some(id) = host.text_at(&["hostId"]) else {
+                    continue;
+                };
+                let busy = host.items("instances").next().is_some() || in_use.contains(&id);
+                if ours && !busy {
+                    empty.push(id);
+                }
+            }
+            token = answer.text_at(&["nextToken"]);
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut seen = self.hosts_seen.lock().await;
+        seen.retain(|id, _| empty.contains(id));
+        for id in empty {
+            let first = *seen.entry(id.clone()).or_insert_with(Instant::now);
+            if first.elapsed() >= self.volume_grace {
+                self.release_host(&id).await;
+                seen.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
     /// Delete volumes tagged with this provider's name that have been
     /// unattached (`available`) for the grace period.
     async fn clean_volumes(&self) -> AwsResult<()> {
@@ -632,20 +765,30 @@ impl Provider for AwsProvider {
             provider = %self.config.name, pool = %spec.pool, label = %spec.label);
         let _guard = span.enter();
         let (pool, label) = self.label(&spec.pool, &spec.label)?;
-        if label.dedicated_host {
-            return Err(Error::Unsupported {
-                provider: self.config.name.clone(),
-                operation: "dedicated-host launches",
-            });
-        }
         let image_id = self.image_id(spec, label).await.map_err(|e| self.err(e))?;
         let tags = self.tags(spec, label);
         let external_id = match &label.instance {
             InstanceSpec::Type(t) => {
+                let host = if label.dedicated_host {
+                    Some(
+                        self.allocate_host(pool, t, &tags)
+                            .await
+                            .map_err(|e| self.err(e))?,
+                    )
+                } else {
+                    None
+                };
                 let item = self
-                    .run_instances(pool, label, t, &image_id, &tags)
-                    .await
-                    .map_err(|e| self.err(e))?;
+                    .run_instances(pool, label, t, &image_id, &tags, host.as_deref())
+                    .await;
+                let item = match (item, &host) {
+                    (Ok(item), _) => item,
+                    (Err(e), Some(host)) => {
+                        self.release_host(host).await;
+                        return Err(self.err(e));
+                    }
+                    (Err(e), None) => return Err(self.err(e)),
+                };
                 item.text_at(&["instanceId"]).unwrap_or_default()
             }
             InstanceSpec::Fleet(f) => self
@@ -719,6 +862,17 @@ impl Provider for AwsProvider {
             .await
             .map_err(|e| self.err(e))?;
         let mut instances = Vec::new();
+        {
+            let mut in_use = self.hosts_in_use.lock().await;
+            if marker.is_none() {
+                in_use.clear();
+            }
+            for item in instance::items(&answer) {
+                if let Some(host) = item.text_at(&["placement", "hostId"]) {
+                    in_use.insert(host);
+                }
+            }
+        }
         for item in instance::items(&answer) {
             if instance::state_name(item) != "terminated" {
                 instances.push(self.instance_of(item).await);
@@ -729,6 +883,12 @@ impl Provider for AwsProvider {
             if let Err(e) = self.clean_volumes().await {
                 tracing::warn!(provider = %self.config.name, error = %e,
                     "cannot look for leaked volumes");
+            }
+            if self.uses_dedicated_hosts() {
+                if let Err(e) = self.clean_hosts().await {
+                    tracing::warn!(provider = %self.config.name, error = %e,
+                        "cannot look for leaked dedicated hosts");
+                }
             }
         }
         Ok(InstancePage { instances, next })

@@ -144,6 +144,7 @@ labels:
   - name: by-filters
   - name: fleet
   - name: from-dib
+  - name: dedicated
 
 diskimages:
   - name: suite
@@ -210,6 +211,14 @@ providers:
             diskimage: suite
             instance-type: t3.micro
             key-name: zuul
+      - name: hosts
+        availability-zone: us-west-2b
+        labels:
+          - name: dedicated
+            cloud-image: stock
+            instance-type: m5.large
+            key-name: zuul
+            dedicated-host: true
 "##
     )
 }
