@@ -358,3 +358,47 @@ fn mistakes_name_the_key_and_line() {
         "{m}"
     );
 }
+
+#[test]
+fn import_methods_not_built_are_warned_about_not_ignored() {
+    let config = load(
+        r#"
+labels:
+  - name: small
+diskimages:
+  - name: ubuntu
+    elements: [ubuntu-minimal]
+  - name: debian
+    elements: [debian-minimal]
+providers:
+  - name: ec2
+    driver: aws
+    region-name: us-east-1
+    diskimages:
+      - name: ubuntu
+      - name: debian
+        import-method: ebs-direct
+    pools:
+      - name: main
+        labels:
+          - name: small
+            diskimage: ubuntu
+            instance-type: t3.small
+            key-name: zuul
+"#,
+    );
+    let warnings = config.warnings.join("\n");
+    assert!(
+        warnings.contains("import-method ebs-direct only") && warnings.contains("\"snapshot\""),
+        "{warnings}"
+    );
+    assert_eq!(
+        config
+            .warnings
+            .iter()
+            .filter(|w| w.contains("import-method"))
+            .count(),
+        1,
+        "the ebs-direct image is not warned about: {warnings}"
+    );
+}
