@@ -491,3 +491,104 @@ async fn dedicated_hosts_are_allocated_and_released_in_moto() {
     let h = describe_host(host.clone()).await;
     assert_eq!(h.text_at(&["state"]).as_deref(), Some("released"), "{h:?}");
 }
+
+/// A stand-in for Service Quotas (moto answers 500): two pages of EC2
+/// quotas. Returns its URL and the `x-amz-target`s it was called with.
+async fn fake_service_quotas() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read the headers and the body (Content-Length).
+            let (head, body) = loop {
+                let n = stream.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let head = text[..end].to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if text.len() >= end + 4 + len {
+                        break (head, text[end + 4..end + 4 + len].to_string());
+                    }
+                }
+            };
+            let target = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-amz-target:"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let signed = head.contains("authorization: aws4-hmac-sha256 credential=testing/");
+            seen.lock()
+                .expect("lock")
+                .push(format!("{target} signed={signed}"));
+            let page = if body.contains("\"NextToken\":\"p2\"") {
+                json!({"Quotas": [{
+                    "QuotaCode": "L-34B43A08",
+                    "QuotaName": "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+                    "Value": 4.0
+                }]})
+            } else {
+                json!({"Quotas": [{
+                    "QuotaCode": "L-1216C47A",
+                    "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+                    "Value": 16.0
+                }], "NextToken": "p2"})
+            };
+            let body = page.to_string();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    (url, calls)
+}
+
+/// With Service Quotas readable, each label's vCPU quota code (found from
+/// the quota names, every page read) limits the provider's cores.
+#[tokio::test]
+async fn quota_reads_every_page_of_service_quotas() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (url, calls) = fake_service_quotas().await;
+    let (_, provider) = moto.provider_with(
+        &aws_support::config(&image_id, &image_name, 10),
+        vec![("AWS_ENDPOINT_URL_SERVICE_QUOTAS", url)],
+    );
+    let quota = provider.quota().await.expect("quota");
+    // On demand: 16 vCPUs of 2-vCPU, 1-core types = 8 cores; the spot
+    // label's 4 vCPUs = 2 cores; the smaller wins.
+    assert_eq!(quota.cores, Some(2));
+    let seen = calls.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        vec![
+            "servicequotasv20190624.listservicequotas signed=true".to_string(),
+            "servicequotasv20190624.listservicequotas signed=true".to_string(),
+        ],
+        "both pages, signed"
+    );
+    // Cached: no third call.
+    provider.quota().await.expect("quota");
+    assert_eq!(calls.lock().expect("lock").len(), 2);
+}

@@ -33,8 +33,16 @@ use super::{fleet, images, instance};
 
 type AwsResult<T> = std::result::Result<T, AwsError>;
 
-/// Quota values by code, read at an instant (`None`: could not be read).
-type QuotaCache = Option<(Instant, Option<BTreeMap<String, f64>>)>;
+/// The account's quota values by code, and the codes its quota names give
+/// instance-type prefixes.
+#[derive(Debug, Clone, Default)]
+struct ServiceQuotas {
+    values: BTreeMap<String, f64>,
+    learned: quota::LearnedCodes,
+}
+
+/// Service Quotas read at an instant (`None`: could not be read).
+type QuotaCache = Option<(Instant, Option<ServiceQuotas>)>;
 
 /// How long an image found by `image-filters` and the Service Quotas
 /// answer are reused (upstream's 5 minutes).
@@ -524,7 +532,7 @@ impl AwsProvider {
 
     /// The account's quota values by code (`ec2` service), cached for 5
     /// minutes; `None` when Service Quotas cannot be read.
-    async fn service_quotas(&self) -> Option<BTreeMap<String, f64>> {
+    async fn service_quotas(&self) -> Option<ServiceQuotas> {
         let mut cache = self.quotas.lock().await;
         if let Some((at, quotas)) = cache.as_ref() {
             if at.elapsed() < CACHE_TTL {
@@ -547,8 +555,9 @@ impl AwsProvider {
         quotas
     }
 
-    async fn list_service_quotas(&self) -> AwsResult<BTreeMap<String, f64>> {
+    async fn list_service_quotas(&self) -> AwsResult<ServiceQuotas> {
         let mut out = BTreeMap::new();
+        let mut names: Vec<(String, String)> = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut body = json!({ "ServiceCode": "ec2", "MaxResults": 100 });
@@ -562,11 +571,19 @@ impl AwsProvider {
             for q in page["Quotas"].as_array().into_iter().flatten() {
                 if let (Some(code), Some(value)) = (q["QuotaCode"].as_str(), q["Value"].as_f64()) {
                     out.insert(code.to_string(), value);
+                    if let Some(name) = q["QuotaName"].as_str() {
+                        names.push((code.to_string(), name.to_string()));
+                    }
                 }
             }
             token = page["NextToken"].as_str().map(str::to_string);
             if token.is_none() {
-                return Ok(out);
+                let learned =
+                    quota::learn_codes(names.iter().map(|(c, n)| (c.as_str(), n.as_str())));
+                return Ok(ServiceQuotas {
+                    values: out,
+                    learned,
+                });
             }
         }
     }
@@ -943,12 +960,14 @@ impl Provider for AwsProvider {
     }
 
     async fn quota(&self) -> Result<Resources> {
+        let service = self.service_quotas().await.unwrap_or_default();
         // The codes the labels launch under, and what their types use.
-        let mut uses: BTreeMap<&str, Vec<CodeUse>> = BTreeMap::new();
+        let mut uses: BTreeMap<String, Vec<CodeUse>> = BTreeMap::new();
         for pool in &self.config.pools {
             for label in &pool.labels {
                 for t in label.instance_types() {
-                    let Some(code) = quota::quota_code(t, label.use_spot) else {
+                    let Some(code) = quota::quota_code_learned(t, label.use_spot, &service.learned)
+                    else {
                         continue;
                     };
                     let info = self.type_info(t).await.map_err(|e| self.err(e))?;
@@ -959,7 +978,7 @@ impl Provider for AwsProvider {
                 }
             }
         }
-        let mut limits = self.service_quotas().await.unwrap_or_default();
+        let mut limits = service.values;
         // `max-resources` of any pool caps its quota code for the provider.
         for pool in &self.config.pools {
             for (code, value) in &pool.max_resources {

@@ -75,6 +75,23 @@ impl Moto {
 
     /// A provider of `yaml` (a whole nodepool.yaml) talking to moto.
     pub fn provider(&self, yaml: &str) -> (ProviderConfig, AwsProvider) {
+        self.provider_with(yaml, Vec::new())
+    }
+
+    /// [`Moto::provider`] with more environment (endpoint overrides).
+    pub fn provider_with(
+        &self,
+        yaml: &str,
+        extra: Vec<(&'static str, String)>,
+    ) -> (ProviderConfig, AwsProvider) {
+        let base = self.env();
+        let env = move |k: &str| {
+            extra
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone())
+                .or_else(|| base(k))
+        };
         let config = match load_str(
             "nodepool.yaml",
             yaml,
@@ -90,8 +107,7 @@ impl Moto {
             .downcast_ref::<AwsConfig>()
             .expect("an aws provider")
             .clone();
-        let provider =
-            AwsProvider::from_env(Arc::new(typed), &self.env()).expect("provider from env");
+        let provider = AwsProvider::from_env(Arc::new(typed), &env).expect("provider from env");
         (provider_cfg, provider)
     }
 }
