@@ -592,3 +592,116 @@ async fn quota_reads_every_page_of_service_quotas() {
     provider.quota().await.expect("quota");
     assert_eq!(calls.lock().expect("lock").len(), 2);
 }
+
+/// `import-method: snapshot`: the image goes to S3 in parts with the
+/// upload's tags; moto answers 500 to ImportSnapshot, so the upload fails
+/// as a passing fault, and the object is deleted again.
+#[tokio::test]
+async fn snapshot_import_uploads_to_s3_and_cleans_up_when_the_import_fails() {
+    use nodepool_core::provider::ImageUploadSpec;
+    use nodepool_drivers::aws::credentials::Service;
+    use nodepool_drivers::aws::s3;
+
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let client = provider.client();
+    let (status, body) = client
+        .send(
+            Service::S3,
+            "CreateBucket",
+            reqwest::Method::PUT,
+            "/nodepool-images",
+            &[],
+            &[],
+            b"<CreateBucketConfiguration><LocationConstraint>us-west-2</LocationConstraint>\
+              </CreateBucketConfiguration>"
+                .to_vec(),
+        )
+        .await
+        .expect("CreateBucket");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // Three parts of 5 MiB, 5 MiB and 1 MiB, read back whole.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("image.raw");
+    let data: Vec<u8> = (0..11 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &data).expect("write");
+    let tags = BTreeMap::from([
+        ("nodepool_build_id".to_string(), "0000000003".to_string()),
+        ("team".to_string(), "ci infra/v1".to_string()),
+    ]);
+    s3::upload_file_in_parts(
+        client,
+        "nodepool-images",
+        "probe.raw",
+        &file,
+        &tags,
+        5 * 1024 * 1024,
+    )
+    .await
+    .expect("multipart upload");
+    let back = s3::get_object(client, "nodepool-images", "probe.raw")
+        .await
+        .expect("GetObject");
+    assert!(
+        back == data,
+        "the object is the file ({} bytes back)",
+        back.len()
+    );
+    let (status, tagging) = client
+        .send(
+            Service::S3,
+            "GetObjectTagging",
+            reqwest::Method::GET,
+            "/nodepool-images/probe.raw",
+            &[("tagging".to_string(), String::new())],
+            &[],
+            Vec::new(),
+        )
+        .await
+        .expect("GetObjectTagging");
+    let tagging = String::from_utf8_lossy(&tagging);
+    assert_eq!(status, 200, "{tagging}");
+    assert!(tagging.contains("<Value>ci infra/v1</Value>"), "{tagging}");
+    s3::delete_object(client, "nodepool-images", "probe.raw")
+        .await
+        .expect("DeleteObject");
+
+    let spec = ImageUploadSpec {
+        diskimage: "snap".into(),
+        build_id: "0000000003".into(),
+        upload_id: "0000000001".into(),
+        external_name: "snap-1700000000".into(),
+        path: file,
+        format: "raw".into(),
+        metadata: tags.clone(),
+    };
+    let err = provider
+        .upload_image(&spec)
+        .await
+        .expect_err("moto cannot ImportSnapshot");
+    assert!(err.to_string().contains("ImportSnapshot"), "{err}");
+    assert_eq!(err.kind(), nodepool_core::ErrorKind::Transient, "{err}");
+    let (status, listing) = client
+        .send(
+            Service::S3,
+            "ListObjectsV2",
+            reqwest::Method::GET,
+            "/nodepool-images",
+            &[("list-type".to_string(), "2".to_string())],
+            &[],
+            Vec::new(),
+        )
+        .await
+        .expect("ListObjectsV2");
+    let listing = String::from_utf8_lossy(&listing);
+    assert_eq!(status, 200, "{listing}");
+    assert!(
+        !listing.contains("snap-1700000000.raw"),
+        "the image object is deleted after the failed import: {listing}"
+    );
+}

@@ -236,6 +236,24 @@ impl AwsClient {
         headers: &[(String, String)],
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), AwsError> {
+        let (status, _, body) = self
+            .send_full(service, action, method, path, query, headers, body)
+            .await?;
+        Ok((status, body))
+    }
+
+    /// [`AwsClient::send`], with the answer's headers.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_full(
+        &self,
+        service: Service,
+        action: &str,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), AwsError> {
         let base = self.base(service);
         let base_path = base.path().trim_end_matches('/');
         let full_path = encode_path(&format!("{base_path}{path}"));
@@ -274,8 +292,9 @@ impl AwsClient {
             .await
             .map_err(|e| transport(action, &e))?;
         let status = resp.status().as_u16();
+        let answer_headers = resp.headers().clone();
         let bytes = resp.bytes().await.map_err(|e| transport(action, &e))?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, answer_headers, bytes.to_vec()))
     }
 
     /// Call an EC2 query action; the answer's root element.

@@ -1,8 +1,9 @@
-//! Diskimage uploads as upstream's `import-method: ebs-direct` does them:
+//! Diskimage uploads as upstream does them. `import-method: ebs-direct`:
 //! the file is written into a new EBS snapshot with the EBS direct APIs
-//! (StartSnapshot, PutSnapshotBlock per 512 KiB block, CompleteSnapshot),
-//! registered as an AMI (RegisterImage), both tagged with the upload's
-//! metadata. Deleting an image deregisters the AMI and deletes its
+//! (StartSnapshot, PutSnapshotBlock per 512 KiB block, CompleteSnapshot).
+//! `import-method: snapshot`: the file goes to S3 and ImportSnapshot makes
+//! the snapshot. Either way the snapshot is registered as an AMI
+//! (RegisterImage), both tagged with the upload's metadata. Deleting an image deregisters the AMI and deletes its
 //! snapshots.
 
 use std::collections::BTreeMap;
@@ -257,12 +258,24 @@ pub async fn upload_ebs_direct(
 ) -> AwsResult<String> {
     let (snapshot, size_gib) = upload_snapshot(client, spec, timeout).await?;
     tracing::info!(snapshot = %snapshot, image = %spec.external_name, "snapshot written");
+    register(client, image, spec, &snapshot, size_gib).await
+}
+
+/// Register `snapshot` as an AMI as upstream's `_registerImage` does, and
+/// tag it; the snapshot is deleted when the registration fails.
+async fn register(
+    client: &AwsClient,
+    image: &AwsDiskImage,
+    spec: &ImageUploadSpec,
+    snapshot: &str,
+    size_gib: u64,
+) -> AwsResult<String> {
     let mut p = Params::new();
     let bdm = "BlockDeviceMapping.1";
     p.set("Architecture", &image.architecture)
         .set(format!("{bdm}.DeviceName"), "/dev/sda1")
         .set(format!("{bdm}.Ebs.DeleteOnTermination"), true)
-        .set(format!("{bdm}.Ebs.SnapshotId"), &snapshot)
+        .set(format!("{bdm}.Ebs.SnapshotId"), snapshot)
         .set(
             format!("{bdm}.Ebs.VolumeSize"),
             image
@@ -304,9 +317,128 @@ pub async fn upload_ebs_direct(
         }
         Err(e) => {
             let mut d = Params::new();
-            d.set("SnapshotId", &snapshot);
+            d.set("SnapshotId", snapshot);
             let _ = client.ec2("DeleteSnapshot", &d).await;
             Err(e)
+        }
+    }
+}
+
+/// How often an import task is looked at (upstream's 30 s).
+const IMPORT_POLL: Duration = Duration::from_secs(30);
+
+/// Upload `spec` with `import-method: snapshot`: the file as an S3 object
+/// in `bucket` (named `<image name>.<format>`, tagged with the upload's
+/// metadata), ImportSnapshot from it, wait for the task, delete the
+/// object, tag the snapshot, register the AMI.
+pub async fn upload_snapshot_import(
+    client: &AwsClient,
+    image: &AwsDiskImage,
+    spec: &ImageUploadSpec,
+    bucket: &str,
+    timeout: Option<Duration>,
+) -> AwsResult<String> {
+    let key = format!("{}.{}", spec.external_name, spec.format);
+    super::s3::upload_file(client, bucket, &key, &spec.path, &spec.metadata).await?;
+    tracing::info!(bucket = %bucket, key = %key, "image object uploaded");
+    let imported = import_snapshot(client, spec, bucket, &key, timeout).await;
+    if let Err(e) = super::s3::delete_object(client, bucket, &key).await {
+        tracing::warn!(bucket = %bucket, key = %key, error = %e, "cannot delete image object");
+    }
+    let (snapshot, size_gib) = imported?;
+    let size = image
+        .volume_size
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(size_gib);
+    register(client, image, spec, &snapshot, size).await
+}
+
+async fn import_snapshot(
+    client: &AwsClient,
+    spec: &ImageUploadSpec,
+    bucket: &str,
+    key: &str,
+    timeout: Option<Duration>,
+) -> AwsResult<(String, u64)> {
+    let started = Instant::now();
+    let late = || timeout.is_some_and(|t| started.elapsed() > t);
+    let mut p = Params::new();
+    p.set("DiskContainer.Format", &spec.format)
+        .set("DiskContainer.UserBucket.S3Bucket", bucket)
+        .set("DiskContainer.UserBucket.S3Key", key)
+        .set("TagSpecification.1.ResourceType", "import-snapshot-task");
+    p.tags("TagSpecification.1.Tag", &spec.metadata);
+    let task = loop {
+        match client.ec2("ImportSnapshot", &p).await {
+            Ok(answer) => {
+                break answer
+                    .text_at(&["importTaskId"])
+                    .ok_or_else(|| AwsError::BadResponse {
+                        action: "ImportSnapshot".into(),
+                        message: "no importTaskId".into(),
+                    })?
+            }
+            // Too many imports at once: wait, as upstream does.
+            Err(AwsError::Api { code, .. }) if code == "ResourceCountLimitExceeded" && !late() => {
+                tokio::time::sleep(IMPORT_POLL).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    loop {
+        tokio::time::sleep(IMPORT_POLL).await;
+        let mut q = Params::new();
+        q.set("ImportTaskId.1", &task);
+        let answer = client.ec2("DescribeImportSnapshotTasks", &q).await?;
+        let detail = answer
+            .items("importSnapshotTaskSet")
+            .next()
+            .and_then(|t| t.child("snapshotTaskDetail").cloned());
+        let status = detail
+            .as_ref()
+            .and_then(|d| d.text_at(&["status"]))
+            .unwrap_or_default()
+            .to_lowercase();
+        match status.as_str() {
+            "completed" => {
+                let snapshot = detail
+                    .as_ref()
+                    .and_then(|d| d.text_at(&["snapshotId"]))
+                    .ok_or_else(|| AwsError::BadResponse {
+                        action: "DescribeImportSnapshotTasks".into(),
+                        message: "no snapshotId".into(),
+                    })?;
+                let mut t = Params::new();
+                t.set("ResourceId.1", &snapshot);
+                t.tags("Tag", &spec.metadata);
+                client.ec2("CreateTags", &t).await?;
+                let mut d = Params::new();
+                d.set("SnapshotId.1", &snapshot);
+                let size = client
+                    .ec2("DescribeSnapshots", &d)
+                    .await?
+                    .items("snapshotSet")
+                    .next()
+                    .and_then(|s| s.text_at(&["volumeSize"]))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                return Ok((snapshot, size));
+            }
+            "deleted" | "deleting" => {
+                let message = detail
+                    .as_ref()
+                    .and_then(|d| d.text_at(&["statusMessage"]))
+                    .unwrap_or_default();
+                return Err(AwsError::Failed(format!(
+                    "import task {task} ended {status}: {message}"
+                )));
+            }
+            _ if late() => {
+                return Err(AwsError::Failed(format!(
+                    "import task {task} did not complete within image-import-timeout"
+                )))
+            }
+            _ => {}
         }
     }
 }

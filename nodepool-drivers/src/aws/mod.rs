@@ -22,6 +22,7 @@ pub mod instance;
 mod parse;
 pub mod provider;
 pub mod quota;
+pub mod s3;
 pub mod sigv4;
 
 pub use config::{AwsCloudImage, AwsConfig, AwsDiskImage, AwsLabel, AwsPool};

@@ -922,17 +922,23 @@ impl Provider for AwsProvider {
                 kind: "diskimage",
                 id: format!("{}/{}", self.config.name, spec.diskimage),
             })?;
-        let operation = match image.import_method {
-            ImportMethod::EbsDirect => None,
-            ImportMethod::Snapshot => Some("upload_image with import-method snapshot"),
-            ImportMethod::Image => Some("upload_image with import-method image"),
-        };
-        if let Some(operation) = operation {
+        if image.import_method == ImportMethod::Image {
             return Err(Error::Unsupported {
                 provider: self.config.name.clone(),
-                operation,
+                operation: "upload_image with import-method image",
             });
         }
+        let bucket = match (image.import_method, &self.config.bucket_name) {
+            (ImportMethod::Snapshot, None) => {
+                return Err(self.err(AwsError::Config(format!(
+                    "diskimage {} is imported with import-method snapshot, which needs \
+                     object-storage.bucket-name",
+                    image.name
+                ))))
+            }
+            (ImportMethod::Snapshot, Some(b)) => Some(b.clone()),
+            _ => None,
+        };
         let mut spec = spec.clone();
         spec.metadata
             .insert(META_PROVIDER.to_string(), self.config.name.clone());
@@ -940,9 +946,13 @@ impl Provider for AwsProvider {
             .config
             .image_import_timeout
             .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
-        let id = images::upload_ebs_direct(&self.client, image, &spec, timeout)
-            .await
-            .map_err(|e| self.err(e))?;
+        let uploaded = match &bucket {
+            Some(bucket) => {
+                images::upload_snapshot_import(&self.client, image, &spec, bucket, timeout).await
+            }
+            None => images::upload_ebs_direct(&self.client, image, &spec, timeout).await,
+        };
+        let id = uploaded.map_err(|e| self.err(e))?;
         tracing::info!(image = %id, name = %spec.external_name, "registered image");
         Ok(id)
     }

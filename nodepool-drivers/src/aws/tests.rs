@@ -376,8 +376,8 @@ providers:
     region-name: us-east-1
     diskimages:
       - name: ubuntu
+        import-method: image
       - name: debian
-        import-method: ebs-direct
     pools:
       - name: main
         labels:
@@ -389,7 +389,7 @@ providers:
     );
     let warnings = config.warnings.join("\n");
     assert!(
-        warnings.contains("import-method ebs-direct only") && warnings.contains("\"snapshot\""),
+        warnings.contains("does not build import-method image"),
         "{warnings}"
     );
     assert_eq!(
@@ -399,6 +399,6 @@ providers:
             .filter(|w| w.contains("import-method"))
             .count(),
         1,
-        "the ebs-direct image is not warned about: {warnings}"
+        "the default (snapshot) is built and not warned about: {warnings}"
     );
 }

@@ -165,12 +165,16 @@ labels:
 diskimages:
   - name: suite
     elements: [ubuntu-minimal]
+  - name: snap
+    elements: [ubuntu-minimal]
 
 providers:
   - name: ec2-test
     driver: aws
     region-name: us-west-2
     rate: 100
+    object-storage:
+      bucket-name: nodepool-images
     cloud-images:
       - name: stock
         image-id: {image_id}
@@ -187,6 +191,7 @@ providers:
         volume-size: 4
         tags:
           built-by: nodepool-rs
+      - name: snap
     pools:
       - name: main
         max-servers: {max_servers}
