@@ -705,3 +705,105 @@ async fn snapshot_import_uploads_to_s3_and_cleans_up_when_the_import_fails() {
         "the image object is deleted after the failed import: {listing}"
     );
 }
+
+/// What a crashed upload leaves (a snapshot without an AMI, an image
+/// object) is listed with its upload tags, so the builder's leak pass can
+/// delete it when its upload has no record; deleting works by id.
+#[tokio::test]
+async fn orphan_snapshots_and_objects_are_listed_and_deleted() {
+    use nodepool_drivers::aws::credentials::Service;
+    use nodepool_drivers::aws::s3;
+
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let client = provider.client();
+    let tags = BTreeMap::from([
+        ("nodepool_provider_name".to_string(), "ec2-test".to_string()),
+        ("nodepool_build_id".to_string(), "0000000009".to_string()),
+        ("nodepool_upload_id".to_string(), "0000000002".to_string()),
+    ]);
+
+    // A snapshot started by an upload that never registered its AMI.
+    let (status, body) = client
+        .send(
+            Service::Ebs,
+            "StartSnapshot",
+            reqwest::Method::POST,
+            "/snapshots",
+            &[],
+            &[("content-type".to_string(), "application/json".to_string())],
+            json!({"VolumeSize": 1, "Tags": tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()})
+                .to_string()
+                .into_bytes(),
+        )
+        .await
+        .expect("StartSnapshot");
+    assert!(status < 300, "{status}: {}", String::from_utf8_lossy(&body));
+    let snapshot = serde_json::from_slice::<serde_json::Value>(&body).expect("json")["SnapshotId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // An image object left in the bucket.
+    let (status, _) = client
+        .send(
+            Service::S3,
+            "CreateBucket",
+            reqwest::Method::PUT,
+            "/nodepool-images",
+            &[],
+            &[],
+            b"<CreateBucketConfiguration><LocationConstraint>us-west-2</LocationConstraint>\
+              </CreateBucketConfiguration>"
+                .to_vec(),
+        )
+        .await
+        .expect("CreateBucket");
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("left.raw");
+    std::fs::write(&file, b"image bytes").expect("write");
+    s3::upload_file(client, "nodepool-images", "left.raw", &file, &tags)
+        .await
+        .expect("upload");
+    let other = BTreeMap::from([("nodepool_provider_name".to_string(), "other".to_string())]);
+    s3::upload_file(client, "nodepool-images", "theirs.raw", &file, &other)
+        .await
+        .expect("upload");
+
+    let listed = provider.list_images().await.expect("list");
+    let ids: Vec<&str> = listed.iter().map(|i| i.external_id.as_str()).collect();
+    assert!(ids.contains(&snapshot.as_str()), "{ids:?}");
+    assert!(ids.contains(&"s3://nodepool-images/left.raw"), "{ids:?}");
+    assert!(!ids.iter().any(|i| i.contains("theirs")), "{ids:?}");
+    for image in &listed {
+        assert_eq!(image.metadata["nodepool_upload_id"], "0000000002");
+    }
+
+    provider
+        .delete_image(&snapshot)
+        .await
+        .expect("delete snapshot");
+    provider
+        .delete_image("s3://nodepool-images/left.raw")
+        .await
+        .expect("delete object");
+    let ids: Vec<String> = provider
+        .list_images()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|i| i.external_id)
+        .collect();
+    assert!(ids.is_empty(), "{ids:?}");
+    assert_eq!(
+        s3::list_keys(client, "nodepool-images")
+            .await
+            .expect("keys"),
+        vec!["theirs.raw".to_string()]
+    );
+}

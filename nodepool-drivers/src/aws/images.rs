@@ -443,8 +443,33 @@ async fn import_snapshot(
     }
 }
 
+/// The external id [`list_images`] gives an S3 object: `s3://bucket/key`.
+pub fn object_external_id(bucket: &str, key: &str) -> String {
+    format!("s3://{bucket}/{key}")
+}
+
+/// Delete what [`list_images`] listed: an AMI (`ami-...`, with its
+/// snapshots), a snapshot left without an AMI (`snap-...`) or an image
+/// object (`s3://bucket/key`). A missing one is fine.
+pub async fn delete_image(client: &AwsClient, external_id: &str) -> AwsResult<()> {
+    if let Some(rest) = external_id.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        return super::s3::delete_object(client, bucket, key).await;
+    }
+    if external_id.starts_with("snap-") {
+        let mut s = Params::new();
+        s.set("SnapshotId", external_id);
+        return match client.ec2("DeleteSnapshot", &s).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == nodepool_core::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    delete_ami(client, external_id).await
+}
+
 /// Deregister an AMI and delete its snapshots; a missing AMI is fine.
-pub async fn delete_image(client: &AwsClient, image_id: &str) -> AwsResult<()> {
+async fn delete_ami(client: &AwsClient, image_id: &str) -> AwsResult<()> {
     let mut p = Params::new();
     p.set("ImageId.1", image_id);
     let answer = match client.ec2("DescribeImages", &p).await {
@@ -503,8 +528,103 @@ pub async fn delete_image(client: &AwsClient, image_id: &str) -> AwsResult<()> {
     Ok(())
 }
 
-/// The account's own AMIs tagged with provider `provider`, every page.
-pub async fn list_images(client: &AwsClient, provider: &str) -> AwsResult<Vec<CloudImage>> {
+/// What the builder made for provider `provider`, every page: its AMIs,
+/// and (so the builder's leak pass can delete those whose upload has no
+/// record) snapshots with upload tags that no listed AMI uses and image
+/// objects in `bucket` tagged with the provider's name.
+pub async fn list_images(
+    client: &AwsClient,
+    provider: &str,
+    bucket: Option<&str>,
+) -> AwsResult<Vec<CloudImage>> {
+    let amis = list_amis(client, provider).await?;
+    let mut out = Vec::new();
+    let used: std::collections::BTreeSet<String> =
+        amis.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+    for (image, _) in amis {
+        out.push(image);
+    }
+    out.extend(
+        list_snapshots(client, provider)
+            .await?
+            .into_iter()
+            .filter(|s| !used.contains(&s.external_id)),
+    );
+    if let Some(bucket) = bucket {
+        // The AMIs matter most: a bucket that cannot be listed (missing,
+        // no permission) leaves only the objects out.
+        match list_objects(client, provider, bucket).await {
+            Ok(objects) => out.extend(objects),
+            Err(e) => tracing::warn!(bucket = %bucket, error = %e,
+                "cannot list the image bucket for leaked objects"),
+        }
+    }
+    Ok(out)
+}
+
+/// Our snapshots that carry upload tags.
+async fn list_snapshots(client: &AwsClient, provider: &str) -> AwsResult<Vec<CloudImage>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut p = Params::new();
+        p.set("Owner.1", "self");
+        p.filter(
+            &format!("tag:{}", nodepool_core::provider::META_PROVIDER),
+            &[provider],
+        );
+        p.set("MaxResults", 1000);
+        if let Some(t) = &token {
+            p.set("NextToken", t);
+        }
+        let answer = client.ec2("DescribeSnapshots", &p).await?;
+        for snap in answer.items("snapshotSet") {
+            let tags = snap.tags();
+            if !tags.contains_key("nodepool_upload_id") {
+                continue;
+            }
+            out.push(CloudImage {
+                external_id: snap.text_at(&["snapshotId"]).unwrap_or_default(),
+                name: tags.get("Name").cloned().unwrap_or_default(),
+                metadata: tags,
+            });
+        }
+        token = answer.text_at(&["nextToken"]);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// The objects of `bucket` tagged with provider `provider`.
+async fn list_objects(
+    client: &AwsClient,
+    provider: &str,
+    bucket: &str,
+) -> AwsResult<Vec<CloudImage>> {
+    let mut out = Vec::new();
+    for key in super::s3::list_keys(client, bucket).await? {
+        let tags = super::s3::object_tags(client, bucket, &key).await?;
+        if tags
+            .get(nodepool_core::provider::META_PROVIDER)
+            .map(String::as_str)
+            == Some(provider)
+        {
+            out.push(CloudImage {
+                external_id: object_external_id(bucket, &key),
+                name: key,
+                metadata: tags,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Our AMIs with the snapshots they use.
+async fn list_amis(
+    client: &AwsClient,
+    provider: &str,
+) -> AwsResult<Vec<(CloudImage, Vec<String>)>> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -523,11 +643,18 @@ pub async fn list_images(client: &AwsClient, provider: &str) -> AwsResult<Vec<Cl
             if image.text_at(&["imageState"]).as_deref() == Some("deregistered") {
                 continue;
             }
-            out.push(CloudImage {
-                external_id: image.text_at(&["imageId"]).unwrap_or_default(),
-                name: image.text_at(&["name"]).unwrap_or_default(),
-                metadata: image.tags(),
-            });
+            let snapshots = image
+                .items("blockDeviceMapping")
+                .filter_map(|b| b.text_at(&["ebs", "snapshotId"]))
+                .collect();
+            out.push((
+                CloudImage {
+                    external_id: image.text_at(&["imageId"]).unwrap_or_default(),
+                    name: image.text_at(&["name"]).unwrap_or_default(),
+                    metadata: image.tags(),
+                },
+                snapshots,
+            ));
         }
         token = answer.text_at(&["nextToken"]);
         if token.is_none() {

@@ -964,9 +964,13 @@ impl Provider for AwsProvider {
     }
 
     async fn list_images(&self) -> Result<Vec<CloudImage>> {
-        images::list_images(&self.client, &self.config.name)
-            .await
-            .map_err(|e| self.err(e))
+        images::list_images(
+            &self.client,
+            &self.config.name,
+            self.config.bucket_name.as_deref(),
+        )
+        .await
+        .map_err(|e| self.err(e))
     }
 
     async fn quota(&self) -> Result<Resources> {

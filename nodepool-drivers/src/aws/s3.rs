@@ -206,3 +206,79 @@ pub async fn get_object(client: &AwsClient, bucket: &str, key: &str) -> AwsResul
     .await?;
     Ok(body)
 }
+
+/// Every key of `bucket` (ListObjectsV2, every page).
+pub async fn list_keys(client: &AwsClient, bucket: &str) -> AwsResult<Vec<String>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut query = vec![("list-type".to_string(), "2".to_string())];
+        if let Some(t) = &token {
+            query.push(("continuation-token".to_string(), t.clone()));
+        }
+        let (_, body) = call(
+            client,
+            "ListObjectsV2",
+            Method::GET,
+            &format!("/{bucket}"),
+            &query,
+            &[],
+            Vec::new(),
+        )
+        .await?;
+        let xml =
+            Xml::parse(&String::from_utf8_lossy(&body)).map_err(|e| AwsError::BadResponse {
+                action: "ListObjectsV2".into(),
+                message: e,
+            })?;
+        out.extend(
+            xml.children
+                .iter()
+                .filter(|c| c.name == "Contents")
+                .filter_map(|c| c.text_at(&["Key"])),
+        );
+        token = match xml.text_at(&["IsTruncated"]).as_deref() {
+            Some("true") => xml.text_at(&["NextContinuationToken"]),
+            _ => None,
+        };
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// The tags of `bucket/key`.
+pub async fn object_tags(
+    client: &AwsClient,
+    bucket: &str,
+    key: &str,
+) -> AwsResult<std::collections::BTreeMap<String, String>> {
+    let (_, body) = call(
+        client,
+        "GetObjectTagging",
+        Method::GET,
+        &path(bucket, key),
+        &[("tagging".to_string(), String::new())],
+        &[],
+        Vec::new(),
+    )
+    .await?;
+    let xml = Xml::parse(&String::from_utf8_lossy(&body)).map_err(|e| AwsError::BadResponse {
+        action: "GetObjectTagging".into(),
+        message: e,
+    })?;
+    Ok(xml
+        .child("TagSet")
+        .map(|set| {
+            set.children
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.text_at(&["Key"])?,
+                        t.text_at(&["Value"]).unwrap_or_default(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
