@@ -255,3 +255,188 @@ async fn launcher_keeps_min_ready_serves_deletes_and_cleans_leaks_in_moto() {
         .expect("task")
         .expect("run");
 }
+
+/// A stand-in EC2 in front of moto that answers RunInstances with
+/// `InsufficientInstanceCapacity` while `refuse` is set and passes every
+/// other call through. Returns its URL.
+async fn capacity_proxy(moto: String, refuse: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let http = http.clone();
+            let moto = moto.clone();
+            let refuse = refuse.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let (head, body) = loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0usize);
+                    if buf.len() >= end + 4 + len {
+                        break (head, buf[end + 4..end + 4 + len].to_vec());
+                    }
+                };
+                let text = String::from_utf8_lossy(&body).to_string();
+                let (status, answer) = if refuse.load(std::sync::atomic::Ordering::Relaxed)
+                    && text.contains("Action=RunInstances")
+                {
+                    (
+                        400,
+                        "<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code>\
+                         <Message>We currently do not have sufficient t3.medium capacity.\
+                         </Message></Error></Errors><RequestID>r</RequestID></Response>"
+                            .as_bytes()
+                            .to_vec(),
+                    )
+                } else {
+                    let mut req = http.post(&moto).body(body);
+                    for line in head.lines().skip(1) {
+                        if let Some((k, v)) = line.split_once(':') {
+                            let k = k.trim();
+                            if !k.eq_ignore_ascii_case("host")
+                                && !k.eq_ignore_ascii_case("content-length")
+                            {
+                                req = req.header(k, v.trim());
+                            }
+                        }
+                    }
+                    match req.send().await {
+                        Ok(resp) => (
+                            resp.status().as_u16(),
+                            resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                        ),
+                        Err(_) => (502, Vec::new()),
+                    }
+                };
+                let mut out = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n",
+                    answer.len()
+                )
+                .into_bytes();
+                out.extend(answer);
+                let _ = stream.write_all(&out).await;
+            });
+        }
+    });
+    url
+}
+
+/// `InsufficientInstanceCapacity` pauses the pool: the request waits
+/// (it is not failed) and is served once capacity is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_errors_pause_the_pool_instead_of_failing_requests() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 3));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let text = aws_support::config(&image_id, &image_name, 3).replace(
+        "        max-servers: 3\n",
+        "        max-servers: 3\n        host-key-checking: false\n",
+    );
+    let config = match nodepool_core::config::load_str(
+        "nodepool.yaml",
+        &text,
+        &nodepool_drivers::registry::builtin(),
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let proxy = capacity_proxy(moto.url.clone(), refuse.clone()).await;
+    let (_, provider) = moto.provider_with(&text, vec![("AWS_ENDPOINT_URL_EC2", proxy)]);
+    let mut settings = LauncherSettings::new("aws-capacity-launcher");
+    settings.delete_interval = Duration::from_millis(200);
+    settings.cleanup_interval = Duration::from_millis(500);
+    settings.min_ready_interval = Duration::from_millis(200);
+    let root = MemoryStore::new();
+    let store: Arc<dyn NodeStore> = Arc::new(root.session());
+    let providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::from([(
+        "ec2-test".to_string(),
+        Arc::new(provider) as Arc<dyn Provider>,
+    )]);
+    let launcher = Launcher::new(
+        settings,
+        Arc::new(root.session()),
+        Arc::new(DefaultScheduler),
+        config,
+        providers,
+    );
+    let cancel = CancellationToken::new();
+    let task = {
+        let launcher = launcher.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { launcher.run(cancel).await })
+    };
+
+    let mut request = NodeRequest::new(["small"]);
+    request.state = Some(RequestState::Requested);
+    request.requestor = Some("test".to_string());
+    let rid = store.create_request(&request, "100").await.expect("submit");
+    wait("the pool pauses on the capacity error", || {
+        let status = launcher.status();
+        async move {
+            status
+                .pools
+                .iter()
+                .any(|p| p.pool == "main" && p.paused)
+                .then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = store
+        .get_request(&rid)
+        .await
+        .expect("read")
+        .expect("request");
+    assert_ne!(
+        now.state,
+        Some(RequestState::Failed),
+        "not failed while paused"
+    );
+    assert_ne!(now.state, Some(RequestState::Fulfilled));
+
+    // Capacity is back: the request is served.
+    refuse.store(false, std::sync::atomic::Ordering::Relaxed);
+    wait("request fulfilled after capacity returns", || {
+        let store = store.clone();
+        let rid = rid.clone();
+        async move {
+            store
+                .get_request(&rid)
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.state == Some(RequestState::Fulfilled))
+        }
+    })
+    .await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("launcher drains")
+        .expect("task")
+        .expect("run");
+}
