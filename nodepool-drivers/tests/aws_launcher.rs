@@ -256,10 +256,21 @@ async fn launcher_keeps_min_ready_serves_deletes_and_cleans_leaks_in_moto() {
         .expect("run");
 }
 
-/// A stand-in EC2 in front of moto that answers RunInstances with
-/// `InsufficientInstanceCapacity` while `refuse` is set and passes every
-/// other call through. Returns its URL.
-async fn capacity_proxy(moto: String, refuse: Arc<std::sync::atomic::AtomicBool>) -> String {
+/// An error the stand-in EC2 answers RunInstances with, `remaining`
+/// times.
+#[derive(Debug, Clone)]
+struct Fault {
+    code: &'static str,
+    status: u16,
+    remaining: usize,
+    /// RunInstances calls seen.
+    calls: usize,
+}
+
+/// A stand-in EC2 in front of moto that answers RunInstances with the
+/// fault while it has `remaining` answers left, and passes every other
+/// call through. Returns its URL.
+async fn fault_proxy(moto: String, fault: Arc<std::sync::Mutex<Fault>>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -270,7 +281,7 @@ async fn capacity_proxy(moto: String, refuse: Arc<std::sync::atomic::AtomicBool>
         while let Ok((mut stream, _)) = listener.accept().await {
             let http = http.clone();
             let moto = moto.clone();
-            let refuse = refuse.clone();
+            let fault = fault.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
@@ -297,16 +308,27 @@ async fn capacity_proxy(moto: String, refuse: Arc<std::sync::atomic::AtomicBool>
                     }
                 };
                 let text = String::from_utf8_lossy(&body).to_string();
-                let (status, answer) = if refuse.load(std::sync::atomic::Ordering::Relaxed)
-                    && text.contains("Action=RunInstances")
-                {
+                let injected = if text.contains("Action=RunInstances") {
+                    let mut f = fault.lock().expect("fault");
+                    f.calls += 1;
+                    if f.remaining > 0 {
+                        f.remaining -= 1;
+                        Some((f.status, f.code))
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                };
+                let (status, answer) = if let Some((status, code)) = injected {
                     (
-                        400,
-                        "<Response><Errors><Error><Code>InsufficientInstanceCapacity</Code>\
-                         <Message>We currently do not have sufficient t3.medium capacity.\
-                         </Message></Error></Errors><RequestID>r</RequestID></Response>"
-                            .as_bytes()
-                            .to_vec(),
+                        status,
+                        format!(
+                            "<Response><Errors><Error><Code>{code}</Code>\
+                             <Message>injected by the test</Message></Error></Errors>\
+                             <RequestID>r</RequestID></Response>"
+                        )
+                        .into_bytes(),
                     )
                 } else {
                     let mut req = http.post(&moto).body(body);
@@ -363,8 +385,13 @@ async fn capacity_errors_pause_the_pool_instead_of_failing_requests() {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
-    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let proxy = capacity_proxy(moto.url.clone(), refuse.clone()).await;
+    let fault = Arc::new(std::sync::Mutex::new(Fault {
+        code: "InsufficientInstanceCapacity",
+        status: 400,
+        remaining: usize::MAX,
+        calls: 0,
+    }));
+    let proxy = fault_proxy(moto.url.clone(), fault.clone()).await;
     let (_, provider) = moto.provider_with(&text, vec![("AWS_ENDPOINT_URL_EC2", proxy)]);
     let mut settings = LauncherSettings::new("aws-capacity-launcher");
     settings.delete_interval = Duration::from_millis(200);
@@ -419,7 +446,7 @@ async fn capacity_errors_pause_the_pool_instead_of_failing_requests() {
     assert_ne!(now.state, Some(RequestState::Fulfilled));
 
     // Capacity is back: the request is served.
-    refuse.store(false, std::sync::atomic::Ordering::Relaxed);
+    fault.lock().expect("fault").remaining = 0;
     wait("request fulfilled after capacity returns", || {
         let store = store.clone();
         let rid = rid.clone();
@@ -433,6 +460,91 @@ async fn capacity_errors_pause_the_pool_instead_of_failing_requests() {
         }
     })
     .await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("launcher drains")
+        .expect("task")
+        .expect("run");
+}
+
+/// `RequestLimitExceeded` (EC2's throttling, HTTP 503) is retried with
+/// backoff: the launch succeeds without the request failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_launches_are_retried() {
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 3));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let text = aws_support::config(&image_id, &image_name, 3).replace(
+        "        max-servers: 3\n",
+        "        max-servers: 3\n        host-key-checking: false\n",
+    );
+    let config = match nodepool_core::config::load_str(
+        "nodepool.yaml",
+        &text,
+        &nodepool_drivers::registry::builtin(),
+    ) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    // More throttled answers than launch-retries (3): only a retry that
+    // does not count them as failed attempts gets through.
+    let fault = Arc::new(std::sync::Mutex::new(Fault {
+        code: "RequestLimitExceeded",
+        status: 503,
+        remaining: 4,
+        calls: 0,
+    }));
+    let proxy = fault_proxy(moto.url.clone(), fault.clone()).await;
+    let (_, provider) = moto.provider_with(&text, vec![("AWS_ENDPOINT_URL_EC2", proxy)]);
+    let root = MemoryStore::new();
+    let store: Arc<dyn NodeStore> = Arc::new(root.session());
+    let providers: BTreeMap<String, Arc<dyn Provider>> = BTreeMap::from([(
+        "ec2-test".to_string(),
+        Arc::new(provider) as Arc<dyn Provider>,
+    )]);
+    let launcher = Launcher::new(
+        LauncherSettings::new("aws-throttle-launcher"),
+        Arc::new(root.session()),
+        Arc::new(DefaultScheduler),
+        config,
+        providers,
+    );
+    let cancel = CancellationToken::new();
+    let task = {
+        let launcher = launcher.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { launcher.run(cancel).await })
+    };
+    let mut request = NodeRequest::new(["small"]);
+    request.state = Some(RequestState::Requested);
+    request.requestor = Some("test".to_string());
+    let rid = store.create_request(&request, "100").await.expect("submit");
+    let done = wait("request settled", || {
+        let store = store.clone();
+        let rid = rid.clone();
+        async move {
+            store.get_request(&rid).await.ok().flatten().filter(|r| {
+                matches!(
+                    r.state,
+                    Some(RequestState::Fulfilled) | Some(RequestState::Failed)
+                )
+            })
+        }
+    })
+    .await;
+    let calls = fault.lock().expect("fault").calls;
+    assert_eq!(
+        done.state,
+        Some(RequestState::Fulfilled),
+        "throttling failed the request after {calls} RunInstances calls"
+    );
+    assert!(
+        calls >= 5,
+        "4 throttled calls, then one that went through: {calls}"
+    );
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(20), task)
         .await

@@ -297,8 +297,27 @@ impl AwsClient {
         Ok((status, answer_headers, bytes.to_vec()))
     }
 
-    /// Call an EC2 query action; the answer's root element.
+    /// Call an EC2 query action; the answer's root element. Throttling
+    /// (`RequestLimitExceeded`, ...) is retried with exponential backoff
+    /// as the AWS SDKs do, and so are server errors and lost connections
+    /// of calls that are safe to repeat ([`safe_to_repeat`]), up to
+    /// [`MAX_ATTEMPTS`] attempts in all.
     pub async fn ec2(&self, action: &str, params: &Params) -> Result<Xml, AwsError> {
+        let mut attempt = 1;
+        loop {
+            match self.ec2_once(action, params).await {
+                Err(e) if attempt < MAX_ATTEMPTS && should_retry(action, &e) => {
+                    let delay = backoff(attempt);
+                    tracing::debug!(action, attempt, error = %e, ?delay, "retrying AWS call");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn ec2_once(&self, action: &str, params: &Params) -> Result<Xml, AwsError> {
         let mut form = vec![
             ("Action".to_string(), action.to_string()),
             ("Version".to_string(), EC2_VERSION.to_string()),
@@ -376,6 +395,61 @@ impl AwsClient {
     }
 }
 
+/// Attempts per call, the first included (botocore's default for EC2).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Error codes of throttling: the call was not made, so it is always safe
+/// to repeat.
+const THROTTLING_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "SlowDown",
+];
+
+/// Whether repeating `action` after an unknown outcome (a server error or
+/// a lost connection) does no harm: reads, deletes, tagging, and the
+/// creates that carry a `ClientToken`.
+pub fn safe_to_repeat(action: &str) -> bool {
+    [
+        "Describe",
+        "List",
+        "Get",
+        "Delete",
+        "Terminate",
+        "Release",
+        "Deregister",
+        "CreateTags",
+    ]
+    .iter()
+    .any(|p| action.starts_with(p))
+        || matches!(action, "RunInstances" | "CreateFleet")
+}
+
+fn should_retry(action: &str, e: &AwsError) -> bool {
+    match e {
+        AwsError::Api { code, status, .. } => {
+            THROTTLING_CODES.contains(&code.as_str()) || (*status >= 500 && safe_to_repeat(action))
+        }
+        AwsError::Transport { .. } => safe_to_repeat(action),
+        _ => false,
+    }
+}
+
+/// The wait before attempt `attempt + 1`: 100 ms doubled per attempt,
+/// at most 20 s, with up to half of it taken off at random.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(8))
+        .min(Duration::from_secs(20));
+    let jitter = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % 500;
+    base.mul_f64(1.0 - f64::from(jitter) / 1000.0)
+}
+
 /// The error of an EC2 or S3 answer with an error status.
 pub fn api_error(action: &str, status: u16, xml: Option<&Xml>) -> AwsError {
     // EC2: <Response><Errors><Error><Code>; S3: <Error><Code>.
@@ -433,6 +507,35 @@ mod tests {
         let e = api_error("DescribeInstances", 400, Some(&err));
         assert_eq!(e.code(), Some("InvalidInstanceID.NotFound"));
         assert_eq!(e.kind(), nodepool_core::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn throttling_is_always_retried_unknown_outcomes_only_when_safe() {
+        let api = |code: &str, status| AwsError::Api {
+            action: "x".into(),
+            status,
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(should_retry(
+            "RegisterImage",
+            &api("RequestLimitExceeded", 503)
+        ));
+        assert!(should_retry("RunInstances", &api("InternalError", 500)));
+        assert!(!should_retry("RegisterImage", &api("InternalError", 500)));
+        assert!(!should_retry(
+            "RunInstances",
+            &api("InvalidParameterValue", 400)
+        ));
+        let lost = AwsError::Transport {
+            action: "x".into(),
+            message: "reset".into(),
+        };
+        assert!(should_retry("DescribeInstances", &lost));
+        assert!(!should_retry("CreateLaunchTemplate", &lost));
+        assert!(backoff(1) <= Duration::from_millis(200));
+        assert!(backoff(1) >= Duration::from_millis(100));
+        assert!(backoff(30) <= Duration::from_secs(20));
     }
 
     #[test]

@@ -52,6 +52,23 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The instance states listed (everything but `terminated`).
 const LIVE_STATES: &[&str] = &["pending", "running", "shutting-down", "stopping", "stopped"];
 
+/// An idempotency token for one create call: the node id and the time,
+/// so a repeated call of the same attempt is recognised and a later
+/// attempt for the same node is not.
+fn client_token(tags: &BTreeMap<String, String>) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let node = tags
+        .get(nodepool_core::provider::META_NODE_ID)
+        .map_or("node", String::as_str);
+    // EC2 takes up to 64 ASCII characters.
+    let mut token = format!("np-{node}-{nanos:x}");
+    token.retain(|c| c.is_ascii_alphanumeric() || c == '-');
+    token.truncate(64);
+    token
+}
+
 /// One configured `aws` provider.
 #[derive(Debug)]
 pub struct AwsProvider {
@@ -296,6 +313,9 @@ impl AwsProvider {
         host: Option<&str>,
     ) -> AwsResult<Xml> {
         let mut p = Params::new();
+        // Makes a repeated call (after a lost answer) return the same
+        // instance instead of a second one, as the SDKs' idempotency token.
+        p.set("ClientToken", client_token(tags));
         p.set("ImageId", image_id)
             .set("MinCount", 1)
             .set("MaxCount", 1)
@@ -440,6 +460,7 @@ impl AwsProvider {
     ) -> AwsResult<String> {
         let template = self.launch_template(pool, label).await?;
         let mut p = Params::new();
+        p.set("ClientToken", client_token(tags));
         p.set("Type", "instant");
         let (options, capacity) = if label.use_spot {
             ("SpotOptions", "spot")
