@@ -106,6 +106,11 @@ else
     log "diskimage-builder unavailable: the real disk-image-create test will skip"
 fi
 
+# moto's server for the aws driver's tests (each test starts its own).
+NODEPOOL_TEST_MOTO=$(scripts/moto.sh install "$CACHE")
+export NODEPOOL_TEST_MOTO
+export NODEPOOL_TEST_REQUIRE_MOTO=1
+
 # Binaries that tests start as processes (the reliability suite runs the
 # daemon and the OpenStack simulator; the Kubernetes drivers' tests kube-sim).
 cargo build -p nodepool -p nodepool-openstack-sim -p nodepool-kube-sim

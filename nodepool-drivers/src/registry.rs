@@ -2,9 +2,10 @@
 
 use nodepool_core::config::DriverRegistry;
 
-/// Register every built-in driver: `openstack`, `static`, `fake`,
+/// Register every built-in driver: `openstack`, `aws`, `static`, `fake`,
 /// `kubernetes` and `openshiftpods`.
 pub fn register_builtin(reg: &mut DriverRegistry) {
+    crate::aws::register(reg);
     crate::openstack::register(reg);
     crate::kubernetes::register(reg);
     crate::openshiftpods::register(reg);
@@ -24,10 +25,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builtin_registry_names_the_five_drivers() {
+    fn builtin_registry_names_the_six_drivers() {
         assert_eq!(
             builtin().names(),
-            vec!["fake", "kubernetes", "openshiftpods", "openstack", "static"]
+            vec![
+                "aws",
+                "fake",
+                "kubernetes",
+                "openshiftpods",
+                "openstack",
+                "static"
+            ]
         );
     }
 }

@@ -60,12 +60,24 @@ const EXPECTED_INVALID: &[(&str, Option<&str>)] = &[
         "config_validate/k8s_spec_duplicate.yaml",
         Some("\"image\" is not allowed in a label with \"spec\""),
     ),
-    ("config_validate/aws-fleet-exclusive-error.yaml", None),
+    (
+        "config_validate/aws-fleet-exclusive-error.yaml",
+        Some("fleet.instance-requirements: unknown key"),
+    ),
     (
         "config_validate/aws-fleet-allocation-strategy-error.yaml",
-        None,
+        Some("\"not-exist\" is not an allocation strategy"),
     ),
     ("config_validate/metastatic_error.yaml", None),
+    // test_aws: upstream's tests expect these to fail to load.
+    (
+        "aws/bad-config-images.yaml",
+        Some("a cloud image sets only one of \"image-id\" and \"image-filters\""),
+    ),
+    (
+        "aws/diskimage-imdsv2-image.yaml",
+        Some("IMDSv2 requires 'snapshot' or 'ebs-direct' import method"),
+    ),
     // test_sdk_integration: an openstack provider without `cloud:`.
     (
         "integration_noocc.yaml",
@@ -284,7 +296,7 @@ fn config_validate_reports_every_error_and_exits_1() {
     );
     assert!(
         stdout.contains(&format!(
-            "{f}:6:13: providers[0].driver: unknown driver \"nimbus\"; registered drivers: fake, kubernetes, openshiftpods, openstack, static"
+            "{f}:6:13: providers[0].driver: unknown driver \"nimbus\"; registered drivers: aws, fake, kubernetes, openshiftpods, openstack, static"
         )),
         "{stdout}"
     );

@@ -16,15 +16,8 @@ use nodepool_core::config::{
 /// Upstream's drivers we do not have. Their providers are accepted
 /// unchecked (see [`Unchecked`]) so the rest of such a fixture is still
 /// validated; fixtures where they are all there is are skipped.
-pub const UPSTREAM_ONLY_DRIVERS: &[&str] = &[
-    "aws",
-    "azure",
-    "gce",
-    "ibmvpc",
-    "metastatic",
-    "openshift",
-    "test",
-];
+pub const UPSTREAM_ONLY_DRIVERS: &[&str] =
+    &["azure", "gce", "ibmvpc", "metastatic", "openshift", "test"];
 
 /// Accepts any provider of an upstream-only driver without checking it.
 #[derive(Debug)]
@@ -98,6 +91,13 @@ pub fn fill_placeholders(text: &str) -> String {
         ("auth_path", "/tmp/nodepool-fixtures/auth.json"),
         // functional/openshift/pods.yaml: the kubeconfig context under test.
         ("context_name", "nodepool-fixtures"),
+        // The aws fixtures: upstream fills these from moto.
+        ("subnet_id", "subnet-0123456789abcdef0"),
+        ("security_group_id", "sg-0123456789abcdef0"),
+        (
+            "instance_profile_arn",
+            "arn:aws:iam::123456789012:instance-profile/not-a-real-profile",
+        ),
     ];
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
