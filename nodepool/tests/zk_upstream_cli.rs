@@ -172,6 +172,37 @@ async fn upstream_cli_shows_and_acts_on_what_our_launcher_wrote() {
     assert_eq!(column(&tables[0], "Build ID"), vec![build_id.clone()]);
     assert_eq!(sorted(column(&tables[1], "ID")), node_ids);
 
+    // An upload waiting for its validation (ours): upstream's CLI lists it
+    // as `uploading` (upstream's code refuses state names it does not know).
+    let testing_build = store
+        .create_build("ubuntu", &ImageBuild::new("ubuntu", BuildState::Ready))
+        .await
+        .expect("storing a build");
+    let mut testing = ImageUpload::new(
+        "ubuntu",
+        &testing_build,
+        "fake-provider",
+        UploadState::Testing,
+    );
+    testing.external_id = Some("image-5678".into());
+    store
+        .create_upload("ubuntu", &testing_build, "fake-provider", &testing)
+        .await
+        .expect("storing a testing upload");
+    let rows = table::parse(&world.upstream_cli(&["image-list"]).await);
+    let row = rows
+        .iter()
+        .find(|r| r["Build ID"] == testing_build)
+        .unwrap_or_else(|| panic!("upstream lists the testing upload: {rows:#?}"));
+    assert_eq!(row["State"], "uploading", "{row:?}");
+    assert_eq!(row["Provider Image ID"], "image-5678", "{row:?}");
+    // ... and our store reads it back as testing.
+    let ours = store
+        .list_uploads("ubuntu", &testing_build)
+        .await
+        .expect("uploads");
+    assert_eq!(ours[0].state, Some(UploadState::Testing));
+
     // nodepool hold: our launcher keeps the node, held.
     let (held, deleted) = (&node_ids[0], &node_ids[1]);
     world.upstream_cli(&["hold", held]).await;

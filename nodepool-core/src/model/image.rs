@@ -24,7 +24,9 @@ state_enum! {
         /// Being uploaded.
         Uploading => "uploading",
         /// Uploaded, waiting for its validation (ours: a diskimage with
-        /// `validation`; upstream's launchers boot only `ready` uploads).
+        /// `validation`). Written as upstream's `uploading` with
+        /// `"validation": {"result": "pending"}`: upstream's code refuses
+        /// any other state name, and its launchers boot only `ready`.
         Testing => "testing",
         /// Uploaded and usable.
         Ready => "ready",
@@ -171,6 +173,9 @@ pub const VALIDATION_KEY: &str = "validation";
 pub const VALIDATION_PASSED: &str = "passed";
 /// [`Validation::result`] of an upload that was rejected.
 pub const VALIDATION_FAILED: &str = "failed";
+/// [`Validation::result`] of an upload waiting for its validation: with
+/// the state `uploading` on the wire, it is our [`UploadState::Testing`].
+pub const VALIDATION_PENDING: &str = "pending";
 
 /// How an upload's validation ended (see doc/images.md).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -280,7 +285,24 @@ impl ImageUpload {
     /// [`extra`](Self::extra) keys.
     pub fn to_json(&self) -> Vec<u8> {
         let mut w = JsonWriter::new();
-        w.opt_str("state", self.state.map(UploadState::as_str));
+        let testing = self.state == Some(UploadState::Testing);
+        let state = if testing {
+            Some(UploadState::Uploading)
+        } else {
+            self.state
+        };
+        let mut extra = self.extra.clone();
+        if testing {
+            let mut v = JsonObject::new();
+            v.insert("result", JsonValue::String(VALIDATION_PENDING.to_string()));
+            extra.insert(VALIDATION_KEY, JsonValue::Object(v));
+        } else if self
+            .validation()
+            .is_some_and(|v| v.result == VALIDATION_PENDING)
+        {
+            extra.remove(VALIDATION_KEY);
+        }
+        w.opt_str("state", state.map(UploadState::as_str));
         write_time(&mut w, &self.wire, "state_time", self.state_time);
         w.opt_str("external_id", self.external_id.as_deref())
             .opt_str("external_name", self.external_name.as_deref())
@@ -288,7 +310,7 @@ impl ImageUpload {
             .opt_str("username", self.username.as_deref())
             .opt_str("python_path", self.python_path.as_deref())
             .opt_str("shell_type", self.shell_type.as_deref())
-            .extra(&self.extra);
+            .extra(&extra);
         w.finish()
     }
 
@@ -310,6 +332,16 @@ impl ImageUpload {
         let f = Fields::parse("image upload", id, data)?;
         let mut wire = WireForm::default();
         let (state, state_time) = f.state_and_time("an upload state", &mut wire)?;
+        let pending = f
+            .get(VALIDATION_KEY)
+            .and_then(JsonValue::as_object)
+            .and_then(|v| v.get("result"))
+            .and_then(JsonValue::as_str)
+            == Some(VALIDATION_PENDING);
+        let state = match state {
+            Some(UploadState::Uploading) if pending => Some(UploadState::Testing),
+            other => other,
+        };
         Ok(Self {
             id: id.to_owned(),
             build_id: build_id.to_owned(),
@@ -326,5 +358,50 @@ impl ImageUpload {
             extra: f.extra(UPLOAD_KNOWN),
             wire,
         })
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    #![allow(clippy::unwrap_used)] // tests fail by panicking
+    use super::*;
+
+    #[test]
+    fn a_testing_upload_is_written_as_upstreams_uploading_with_a_pending_marker() {
+        let mut upload = ImageUpload::new("img", "b1", "p1", UploadState::Testing);
+        upload.external_id = Some("image-1".into());
+        let text = String::from_utf8(upload.to_json()).unwrap();
+        // Upstream's ImageUpload accepts only uploading/ready/deleting/failed.
+        assert!(text.starts_with(r#"{"state": "uploading""#), "{text}");
+        assert!(
+            text.ends_with(r#""validation": {"result": "pending"}}"#),
+            "{text}"
+        );
+        let back = ImageUpload::from_json("0000000001", text.as_bytes()).unwrap();
+        assert_eq!(back.state, Some(UploadState::Testing));
+
+        // Passed: ready, the marker replaced by the outcome.
+        let mut passed = back.clone();
+        passed.set_validation(&Validation {
+            result: VALIDATION_PASSED.into(),
+            log: Some("/var/log/v.log".into()),
+            reason: None,
+        });
+        passed.set_state(UploadState::Ready);
+        let text = String::from_utf8(passed.to_json()).unwrap();
+        assert!(text.starts_with(r#"{"state": "ready""#), "{text}");
+        assert!(
+            text.contains(r#""validation": {"result": "passed", "log": "/var/log/v.log"}"#),
+            "{text}"
+        );
+
+        // An upload in another state never carries the pending marker.
+        let mut deleting = back;
+        deleting.set_state(UploadState::Deleting);
+        let text = String::from_utf8(deleting.to_json()).unwrap();
+        assert!(!text.contains("pending"), "{text}");
+        // A plain upstream `uploading` upload stays uploading.
+        let plain = ImageUpload::from_json("0000000002", br#"{"state": "uploading"}"#).unwrap();
+        assert_eq!(plain.state, Some(UploadState::Uploading));
     }
 }

@@ -186,12 +186,16 @@ impl From<ModelError> for crate::Error {
 pub struct WireForm {
     ints: Vec<(&'static str, i128)>,
     nulls: Vec<&'static str>,
+    /// A string field that was written as a mapping (upstream's aws
+    /// driver writes a node's `external_id` as `{"instance": ..., "host":
+    /// ...}`): the mapping, and the value our field holds for it.
+    mappings: Vec<(&'static str, json::JsonObject, String)>,
 }
 
 impl WireForm {
     /// Whether nothing was remembered.
     pub fn is_plain(&self) -> bool {
-        self.ints.is_empty() && self.nulls.is_empty()
+        self.ints.is_empty() && self.nulls.is_empty() && self.mappings.is_empty()
     }
 
     pub(crate) fn remember_int(&mut self, key: &'static str, value: i128) {
@@ -213,6 +217,25 @@ impl WireForm {
 
     pub(crate) fn was_null(&self, key: &str) -> bool {
         self.nulls.contains(&key)
+    }
+
+    pub(crate) fn remember_mapping(
+        &mut self,
+        key: &'static str,
+        mapping: json::JsonObject,
+        held: String,
+    ) {
+        self.mappings.push((key, mapping, held));
+    }
+
+    /// The mapping `key` was written as, if our field still holds the value
+    /// read from it.
+    pub(crate) fn mapping_for(&self, key: &str, value: Option<&str>) -> Option<&json::JsonObject> {
+        let value = value?;
+        self.mappings
+            .iter()
+            .find(|(k, _, held)| *k == key && held == value)
+            .map(|(_, m, _)| m)
     }
 }
 

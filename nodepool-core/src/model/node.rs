@@ -300,8 +300,15 @@ impl Node {
         w.opt_str("image_id", self.image_id.as_deref())
             .opt_str("launcher", self.launcher.as_deref());
         write_time(&mut w, wire, "created_time", self.created_time);
-        w.opt_str("external_id", self.external_id.as_deref())
-            .opt_str("hostname", self.hostname.as_deref())
+        match wire.mapping_for("external_id", self.external_id.as_deref()) {
+            Some(mapping) => {
+                w.opt_value("external_id", Some(&JsonValue::Object(mapping.clone())));
+            }
+            None => {
+                w.opt_str("external_id", self.external_id.as_deref());
+            }
+        }
+        w.opt_str("hostname", self.hostname.as_deref())
             .opt_str("comment", self.comment.as_deref())
             .opt_value("user_data", self.user_data.as_ref())
             .opt_str("hold_job", self.hold_job.as_deref());
@@ -363,6 +370,23 @@ impl Node {
             }
         };
         let created_time = f.time("created_time", &mut wire)?;
+        // Upstream's aws driver writes `{"instance": ID, "host": ID}`: the
+        // node's cloud id is the instance (else the host), and the mapping
+        // is written back as it was.
+        let external_id = match f.get("external_id") {
+            Some(JsonValue::Object(map)) => {
+                let held = ["instance", "host"]
+                    .iter()
+                    .find_map(|k| map.get(k).and_then(JsonValue::as_str))
+                    .or_else(|| map.iter().find_map(|(_, v)| v.as_str()))
+                    .map(str::to_string);
+                if let Some(held) = &held {
+                    wire.remember_mapping("external_id", map.clone(), held.clone());
+                }
+                held
+            }
+            _ => f.opt_str("external_id")?,
+        };
         let host_keys = f.str_list("host_keys", &mut wire)?;
         Ok(Self {
             id: id.to_owned(),
@@ -385,7 +409,7 @@ impl Node {
             image_id: f.opt_str("image_id")?,
             launcher: f.opt_str("launcher")?,
             created_time,
-            external_id: f.opt_str("external_id")?,
+            external_id,
             hostname: f.opt_str("hostname")?,
             comment: f.opt_str("comment")?,
             user_data: f.opt_value("user_data"),

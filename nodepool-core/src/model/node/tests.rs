@@ -114,3 +114,25 @@ fn a_connection_port_mapping_round_trips_as_upstream_writes_it() {
         "{text}"
     );
 }
+
+#[test]
+fn an_upstream_aws_external_id_mapping_is_read_as_its_instance_and_written_back() {
+    // Upstream's aws driver: external_id {"instance": ..., "host": ...}.
+    let doc = br#"{"state": "ready", "type": ["aws"], "external_id": {"instance": "i-0123456789abcdef0", "host": "h-0abc"}, "provider": "ec2-us-west-2"}"#;
+    let node = Node::from_json("0000000007", doc).expect("upstream's aws node decodes");
+    assert_eq!(node.external_id.as_deref(), Some("i-0123456789abcdef0"));
+    let text = String::from_utf8(node.to_json()).expect("utf-8");
+    assert!(
+        text.contains(r#""external_id": {"instance": "i-0123456789abcdef0", "host": "h-0abc"}"#),
+        "{text}"
+    );
+    // A host-only mapping (a dedicated host being allocated) names the host.
+    let host_only = br#"{"state": "building", "external_id": {"host": "h-0abc"}}"#;
+    let node = Node::from_json("0000000008", host_only).expect("decodes");
+    assert_eq!(node.external_id.as_deref(), Some("h-0abc"));
+    // Once we set another id, the string is written.
+    let mut changed = node.clone();
+    changed.external_id = Some("i-new".to_string());
+    let text = String::from_utf8(changed.to_json()).expect("utf-8");
+    assert!(text.contains(r#""external_id": "i-new""#), "{text}");
+}
