@@ -561,3 +561,32 @@ async fn status_errors_from_the_api_fail_or_are_retried_and_a_half_made_node_is_
         .expect_err("a 500");
     assert!(err.kind().is_retryable(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_launches_at_once_cannot_both_take_the_last_unit_of_max_resources() {
+    let sim = sim(Duration::from_millis(50)).await;
+    let provider = std::sync::Arc::new(provider(&sim, 0));
+    let launch = |id: &'static str| {
+        let provider = std::sync::Arc::clone(&provider);
+        tokio::spawn(async move {
+            provider
+                .create_instance(&spec(id, "main", "pod-gpu", "kubespray"))
+                .await
+        })
+    };
+    let (a, b) = (launch("0000000021"), launch("0000000022"));
+    let results = [a.await.expect("task"), b.await.expect("task")];
+    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(created.len(), 1, "exactly one GPU node fits: {results:?}");
+    let refused = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("one refusal");
+    assert_eq!(refused.kind(), ErrorKind::Quota, "{refused}");
+    for c in created {
+        provider
+            .delete_instance(&c.external_id)
+            .await
+            .expect("deleted");
+    }
+}

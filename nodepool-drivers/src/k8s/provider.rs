@@ -41,12 +41,20 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(60);
 pub struct K8sProvider {
     pub(super) config: Arc<K8sConfig>,
     pub(super) client: KubeClient,
+    /// Held from the `max-resources` check until the node's objects exist,
+    /// for labels a `max-resources` limit applies to: two launches of this
+    /// provider cannot both take the last unit.
+    admission: tokio::sync::Mutex<()>,
 }
 
 impl K8sProvider {
     /// A provider of `config` talking through `client`.
     pub fn new(config: Arc<K8sConfig>, client: KubeClient) -> Self {
-        Self { config, client }
+        Self {
+            config,
+            client,
+            admission: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub(super) fn err(&self, e: KubeError) -> Error {
@@ -314,6 +322,11 @@ impl Provider for K8sProvider {
     #[tracing::instrument(skip_all, fields(provider = %self.config.name, node_id = %spec.node_id))]
     async fn create_instance(&self, spec: &LaunchSpec) -> Result<Instance> {
         let label = self.label(&spec.pool, &spec.label)?;
+        let limited = quota::limited(&self.config, &spec.pool, &quota::extra_needs(label));
+        let _admitted = match limited {
+            true => Some(self.admission.lock().await),
+            false => None,
+        };
         self.check_max_resources(&spec.pool, label).await?;
         match self.config.flavor {
             Flavor::Kubernetes => self.create_namespace_node(spec, label).await,
