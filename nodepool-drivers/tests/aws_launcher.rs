@@ -157,6 +157,13 @@ async fn launcher_keeps_min_ready_serves_deletes_and_cleans_leaks_in_moto() {
         assert_eq!(node.region.as_deref(), Some("us-west-2"));
         assert!(node.interface_ip.is_some());
         assert_eq!(node.username.as_deref(), Some("ec2-user"));
+        // Upstream's node_properties of an aws node.
+        let props = node
+            .node_properties
+            .as_ref()
+            .map(|p| nodepool_core::model::json::JsonValue::Object(p.clone()).to_python_json(false))
+            .expect("node_properties");
+        assert_eq!(props, r#"{"fleet": false, "spot": false}"#);
     }
 
     // A request is served; the node, once used, is deleted with its instance.

@@ -182,6 +182,20 @@ async fn spot_fleet_and_filtered_images_launch_in_moto() {
 
     let spec = spec_for(&provider, "fleet");
     let fleet = provider.create_instance(&spec).await.expect("fleet");
+    // Upstream's node_properties: how each node was made.
+    let props = |i: &nodepool_core::provider::Instance| {
+        i.node_properties
+            .as_ref()
+            .map(|p| nodepool_core::model::json::JsonValue::Object(p.clone()).to_python_json(false))
+    };
+    assert_eq!(
+        props(&spot).as_deref(),
+        Some(r#"{"fleet": false, "spot": true}"#)
+    );
+    assert_eq!(
+        props(&fleet).as_deref(),
+        Some(r#"{"fleet": true, "spot": false}"#)
+    );
     let item = aws_support::describe(&provider, &fleet.external_id).await;
     assert_eq!(item.tags()["nodepool_node_id"], spec.node_id);
     let t = item.text_at(&["instanceType"]).unwrap_or_default();

@@ -254,6 +254,13 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
         .wait_active(&created.external_id, launch_timeout)
         .await?;
     fill_from_instance(node, &instance);
+    let unset = match &node.node_properties {
+        None => true,
+        Some(p) => p.is_empty(),
+    };
+    if unset && created.node_properties.is_some() {
+        node.node_properties = created.node_properties.clone();
+    }
 
     if let Some(hook) = &ctx.context.settings.ready_hook {
         let boot_timeout = secs(ctx.provider_cfg.boot_timeout, 60.0);
@@ -311,6 +318,9 @@ fn fill_from_instance(node: &mut Node, instance: &Instance) {
     }
     if !instance.host_keys.is_empty() {
         node.host_keys = instance.host_keys.clone();
+    }
+    if instance.node_properties.is_some() {
+        node.node_properties = instance.node_properties.clone();
     }
     let r = &instance.resources;
     if r.instances.is_some() || r.cores.is_some() || r.ram.is_some() {

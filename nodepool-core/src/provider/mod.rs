@@ -187,6 +187,9 @@ pub struct Instance {
     /// The mapping the node stores as its `connection_port` (upstream's
     /// container drivers), see [`Node::connection_details`](crate::model::Node::connection_details).
     pub connection_details: Option<ConnectionDetails>,
+    /// Facts about how the node was made that upstream keeps in the node's
+    /// `node_properties` (the aws driver: `{"fleet": bool, "spot": bool}`).
+    pub node_properties: Option<crate::model::json::JsonObject>,
 }
 
 pub use crate::model::ConnectionDetails;

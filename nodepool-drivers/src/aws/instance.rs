@@ -59,6 +59,7 @@ pub fn from_item(item: &Xml, region: &str, resources: Resources) -> Instance {
         connection_port: None,
         connection_type: None,
         connection_details: None,
+        node_properties: None,
     }
 }
 

@@ -848,6 +848,7 @@ impl Provider for AwsProvider {
             cloud: Some(instance::CLOUD.to_string()),
             region: Some(self.config.region_name.clone()),
             image_id: Some(image_id),
+            node_properties: Some(node_properties(label)),
             ..Instance::default()
         })
     }
@@ -1030,4 +1031,17 @@ impl Provider for AwsProvider {
             ram: None,
         })
     }
+}
+
+/// Upstream's `node_properties` of an aws node: whether the fleet API made
+/// it and whether it is a spot instance.
+fn node_properties(label: &AwsLabel) -> nodepool_core::model::json::JsonObject {
+    use nodepool_core::model::json::{JsonObject, JsonValue};
+    let mut props = JsonObject::new();
+    props.insert(
+        "fleet",
+        JsonValue::Bool(matches!(label.instance, InstanceSpec::Fleet(_))),
+    );
+    props.insert("spot", JsonValue::Bool(label.use_spot));
+    props
 }

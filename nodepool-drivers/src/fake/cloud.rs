@@ -257,6 +257,7 @@ impl FakeInstance {
             connection_port: None,
             connection_type: None,
             connection_details: None,
+            node_properties: None,
         }
     }
 }

@@ -226,6 +226,7 @@ pub fn instance(server: &Value, place: Place<'_>, flavor: Option<&Flavor>) -> Op
         connection_port: None,
         connection_type: None,
         connection_details: None,
+        node_properties: None,
     })
 }
 
