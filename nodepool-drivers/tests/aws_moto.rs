@@ -821,3 +821,69 @@ async fn orphan_snapshots_and_objects_are_listed_and_deleted() {
         vec!["theirs.raw".to_string()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_import_uploads_to_s3_and_cleans_up_when_the_import_fails() {
+    use nodepool_core::provider::ImageUploadSpec;
+    use nodepool_drivers::aws::credentials::Service;
+
+    let Some(moto) = aws_support::start() else {
+        return;
+    };
+    let (_, probe) = moto.provider(&aws_support::config("ami-x", "x", 10));
+    let (image_id, image_name) = aws_support::stock_image(&probe).await;
+    let (_, provider) = moto.provider(&aws_support::config(&image_id, &image_name, 10));
+    let client = provider.client();
+    let (status, body) = client
+        .send(
+            Service::S3,
+            "CreateBucket",
+            reqwest::Method::PUT,
+            "/nodepool-images",
+            &[],
+            &[],
+            b"<CreateBucketConfiguration><LocationConstraint>us-west-2</LocationConstraint>\
+              </CreateBucketConfiguration>"
+                .to_vec(),
+        )
+        .await
+        .expect("CreateBucket");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("image.vhd");
+    std::fs::write(&file, vec![7u8; 64 * 1024]).expect("write");
+    let spec = ImageUploadSpec {
+        diskimage: "imported".into(),
+        build_id: "0000000004".into(),
+        upload_id: "0000000001".into(),
+        external_name: "imported-1700000000".into(),
+        path: file,
+        format: "vhd".into(),
+        metadata: BTreeMap::from([("nodepool_build_id".to_string(), "0000000004".to_string())]),
+    };
+    // moto 5.2.5 answers ImportImage with 500: the S3 part runs, the
+    // import is refused, and the object does not stay behind.
+    let err = provider
+        .upload_image(&spec)
+        .await
+        .expect_err("moto cannot ImportImage");
+    assert!(err.to_string().contains("ImportImage"), "{err}");
+    let (status, listing) = client
+        .send(
+            Service::S3,
+            "ListObjectsV2",
+            reqwest::Method::GET,
+            "/nodepool-images",
+            &[("list-type".to_string(), "2".to_string())],
+            &[],
+            Vec::new(),
+        )
+        .await
+        .expect("ListObjectsV2");
+    let listing = String::from_utf8_lossy(&listing);
+    assert_eq!(status, 200, "{listing}");
+    assert!(
+        !listing.contains("imported-1700000000.vhd"),
+        "the image object is deleted after the failed import: {listing}"
+    );
+}

@@ -443,6 +443,110 @@ async fn import_snapshot(
     }
 }
 
+/// Upload `spec` with `import-method: image` (upstream's
+/// `_uploadImageImage`): the file as an S3 object in `bucket`, ImportImage
+/// from it (with the diskimage's `architecture`), wait for the task, delete
+/// the object, then tag the AMI and its snapshot with the upload's
+/// metadata. Returns the AMI id.
+pub async fn upload_image_import(
+    client: &AwsClient,
+    image: &AwsDiskImage,
+    spec: &ImageUploadSpec,
+    bucket: &str,
+    timeout: Option<Duration>,
+) -> AwsResult<String> {
+    let key = format!("{}.{}", spec.external_name, spec.format);
+    super::s3::upload_file(client, bucket, &key, &spec.path, &spec.metadata).await?;
+    tracing::info!(bucket = %bucket, key = %key, "image object uploaded");
+    let imported = import_image(client, image, spec, bucket, &key, timeout).await;
+    if let Err(e) = super::s3::delete_object(client, bucket, &key).await {
+        tracing::warn!(bucket = %bucket, key = %key, error = %e, "cannot delete image object");
+    }
+    let (ami, snapshot) = imported?;
+    // As upstream: a tag that cannot be set is logged, not fatal.
+    for resource in std::iter::once(&ami).chain(snapshot.as_ref()) {
+        let mut t = Params::new();
+        t.set("ResourceId.1", resource);
+        t.tags("Tag", &spec.metadata);
+        if let Err(e) = client.ec2("CreateTags", &t).await {
+            tracing::warn!(resource = %resource, error = %e, "cannot tag the imported image");
+        }
+    }
+    Ok(ami)
+}
+
+/// ImportImage and wait for its task: the AMI id and its first snapshot.
+async fn import_image(
+    client: &AwsClient,
+    image: &AwsDiskImage,
+    spec: &ImageUploadSpec,
+    bucket: &str,
+    key: &str,
+    timeout: Option<Duration>,
+) -> AwsResult<(String, Option<String>)> {
+    let started = Instant::now();
+    let late = || timeout.is_some_and(|t| started.elapsed() > t);
+    let mut p = Params::new();
+    p.set("Architecture", &image.architecture)
+        .set("DiskContainer.1.Format", &spec.format)
+        .set("DiskContainer.1.UserBucket.S3Bucket", bucket)
+        .set("DiskContainer.1.UserBucket.S3Key", key)
+        .set("TagSpecification.1.ResourceType", "import-image-task");
+    p.tags("TagSpecification.1.Tag", &spec.metadata);
+    let task = loop {
+        match client.ec2("ImportImage", &p).await {
+            Ok(answer) => {
+                break answer
+                    .text_at(&["importTaskId"])
+                    .ok_or_else(|| AwsError::BadResponse {
+                        action: "ImportImage".into(),
+                        message: "no importTaskId".into(),
+                    })?
+            }
+            // Too many imports at once: wait, as upstream does.
+            Err(AwsError::Api { code, .. }) if code == "ResourceCountLimitExceeded" && !late() => {
+                tokio::time::sleep(IMPORT_POLL).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    loop {
+        tokio::time::sleep(IMPORT_POLL).await;
+        let mut q = Params::new();
+        q.set("ImportTaskId.1", &task);
+        let answer = client.ec2("DescribeImportImageTasks", &q).await?;
+        let detail = answer.items("importImageTaskSet").next().cloned();
+        let text = |path: &[&str]| detail.as_ref().and_then(|d| d.text_at(path));
+        let status = text(&["status"]).unwrap_or_default().to_lowercase();
+        match status.as_str() {
+            "completed" => {
+                let ami = text(&["imageId"]).ok_or_else(|| AwsError::BadResponse {
+                    action: "DescribeImportImageTasks".into(),
+                    message: "no imageId".into(),
+                })?;
+                let snapshot = detail.as_ref().and_then(|d| {
+                    d.items("snapshotDetailSet")
+                        .next()
+                        .and_then(|s| s.text_at(&["snapshotId"]))
+                });
+                return Ok((ami, snapshot));
+            }
+            "deleted" | "deleting" => {
+                let message = text(&["statusMessage"]).unwrap_or_default();
+                return Err(AwsError::Failed(format!(
+                    "import task {task} ended {status}: {message}"
+                )));
+            }
+            _ if late() => {
+                return Err(AwsError::Failed(format!(
+                    "import task {task} did not complete within image-import-timeout"
+                )))
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The external id [`list_images`] gives an S3 object: `s3://bucket/key`.
 pub fn object_external_id(bucket: &str, key: &str) -> String {
     format!("s3://{bucket}/{key}")

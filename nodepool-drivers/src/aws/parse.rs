@@ -370,12 +370,6 @@ fn read_diskimage(map: &mut MapReader<'_>) -> Option<AwsDiskImage> {
         }
         None => None,
     };
-    if import_method == ImportMethod::Image {
-        map.warn(
-            "nodepool-rs' aws driver does not build import-method image (see \
-             doc/drivers/aws.md): its uploads fail; use snapshot or ebs-direct",
-        );
-    }
     let iops = map.opt_i64("iops");
     let throughput = map.opt_i64("throughput");
     let tags = tag_map(map, "tags");

@@ -944,22 +944,17 @@ impl Provider for AwsProvider {
                 kind: "diskimage",
                 id: format!("{}/{}", self.config.name, spec.diskimage),
             })?;
-        if image.import_method == ImportMethod::Image {
-            return Err(Error::Unsupported {
-                provider: self.config.name.clone(),
-                operation: "upload_image with import-method image",
-            });
-        }
         let bucket = match (image.import_method, &self.config.bucket_name) {
-            (ImportMethod::Snapshot, None) => {
+            (ImportMethod::Snapshot | ImportMethod::Image, None) => {
                 return Err(self.err(AwsError::Config(format!(
-                    "diskimage {} is imported with import-method snapshot, which needs \
+                    "diskimage {} is imported with import-method {}, which needs \
                      object-storage.bucket-name",
-                    image.name
+                    image.name,
+                    image.import_method.as_str()
                 ))))
             }
-            (ImportMethod::Snapshot, Some(b)) => Some(b.clone()),
-            _ => None,
+            (ImportMethod::Snapshot | ImportMethod::Image, Some(b)) => Some(b.clone()),
+            (ImportMethod::EbsDirect, _) => None,
         };
         let mut spec = spec.clone();
         spec.metadata
@@ -968,11 +963,14 @@ impl Provider for AwsProvider {
             .config
             .image_import_timeout
             .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
-        let uploaded = match &bucket {
-            Some(bucket) => {
+        let uploaded = match (&bucket, image.import_method) {
+            (Some(bucket), ImportMethod::Image) => {
+                images::upload_image_import(&self.client, image, &spec, bucket, timeout).await
+            }
+            (Some(bucket), _) => {
                 images::upload_snapshot_import(&self.client, image, &spec, bucket, timeout).await
             }
-            None => images::upload_ebs_direct(&self.client, image, &spec, timeout).await,
+            (None, _) => images::upload_ebs_direct(&self.client, image, &spec, timeout).await,
         };
         let id = uploaded.map_err(|e| self.err(e))?;
         tracing::info!(image = %id, name = %spec.external_name, "registered image");

@@ -167,6 +167,8 @@ diskimages:
     elements: [ubuntu-minimal]
   - name: snap
     elements: [ubuntu-minimal]
+  - name: imported
+    elements: [ubuntu-minimal]
 
 providers:
   - name: ec2-test
@@ -192,6 +194,9 @@ providers:
         tags:
           built-by: nodepool-rs
       - name: snap
+      - name: imported
+        import-method: image
+        architecture: x86_64
     pools:
       - name: main
         max-servers: {max_servers}
