@@ -174,6 +174,23 @@ impl CloudCheck {
     }
 }
 
+/// The live servers of `servers` that belong to the pool now: of our
+/// provider, with a node record in `nodes` (a leak is not counted, as the
+/// launcher does not count it against max-servers).
+pub fn live_of_pool(servers: &[CloudServer], nodes: &[Node]) -> usize {
+    let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    servers
+        .iter()
+        .filter(|s| s.live)
+        .filter(|s| s.metadata.get(META_PROVIDER).map(String::as_str) == Some(PROVIDER))
+        .filter(|s| {
+            s.metadata
+                .get(META_NODE_ID)
+                .is_some_and(|id| ids.contains(id.as_str()))
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +216,7 @@ mod tests {
         CloudServer {
             id: id.to_string(),
             metadata,
+            live: true,
         }
     }
 
@@ -289,5 +307,14 @@ mod tests {
             (2, 1, 1, 1)
         );
         assert!(!c.holds());
+    }
+
+    #[test]
+    fn the_pool_counts_live_servers_with_a_record() {
+        let nodes = [node("1", NodeState::Ready, Some("s1"))];
+        let mut gone = server("s3", Some("1"));
+        gone.live = false;
+        let servers = [server("s1", Some("1")), server("s2", Some("2")), gone];
+        assert_eq!(live_of_pool(&servers, &nodes), 1);
     }
 }
