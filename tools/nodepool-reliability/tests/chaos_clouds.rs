@@ -124,9 +124,11 @@ fn sigkilled_launcher_leaks_no_ec2_instance_in_moto() {
 
 #[test]
 fn sigkilled_launcher_leaks_no_namespace_in_kube_sim() {
-    let missing = nodepool_kube_sim::SimProcess::find_binary()
-        .err()
-        .map(|e| e.to_string());
+    let missing = match nodepool_kube_sim::SimProcess::find_binary() {
+        Ok(bin) if bin.is_file() => None,
+        Ok(bin) => Some(format!("{} does not exist", bin.display())),
+        Err(e) => Some(e.to_string()),
+    };
     if !available(missing, "NODEPOOL_TEST_REQUIRE_KUBE_CLIENTS") {
         return;
     }
