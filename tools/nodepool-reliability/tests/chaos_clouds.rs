@@ -67,6 +67,18 @@ fn crash(cloud: &str, seed: &str) -> Value {
 /// every sample, and the cloud and the records agreeing at the end.
 fn assert_held(report: &Value, cloud: &str) {
     let pretty = serde_json::to_string_pretty(report).unwrap_or_default();
+    println!(
+        "{cloud}: {} kills, {} servers seen, {} leaked at end of load, {} deleted as leaked, \
+         pool peak {} ({} with leaks), converged after {} s, held {}",
+        report["kills"],
+        report["servers_seen"],
+        report["leaked_at_end_of_load"],
+        report["leaked_deleted_by_launchers"],
+        report["max_live_servers"],
+        report["max_live_servers_all"],
+        report["converge_secs"],
+        report["held"],
+    );
     assert_eq!(report["cloud_kind"], cloud, "{pretty}");
     assert_eq!(report["kills"], KILLS, "{pretty}");
     let q = &report["requests"];
