@@ -38,6 +38,17 @@ pub enum CloudKind {
     Kubernetes,
 }
 
+impl CloudKind {
+    /// Its `--cloud` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Openstack => "openstack",
+            Self::Aws => "aws",
+            Self::Kubernetes => "kubernetes",
+        }
+    }
+}
+
 /// The region of the aws provider.
 const REGION: &str = "us-west-2";
 

@@ -2,6 +2,7 @@
 //!
 //! It kills launchers with SIGKILL, restarts ZooKeeper and injects cloud
 //! faults while a requestor asks for nodes, against an OpenStack simulator
+//! (crashes also against moto's EC2 server or kube-sim, `--cloud`)
 //! that runs as its own process and keeps its servers across launcher
 //! crashes; then it waits for cleanup and checks from both sides that
 //! nothing was lost (every request fulfilled or failed with a reason, no
@@ -195,8 +196,8 @@ fn options(chaos: Chaos, zookeeper: bool, c: &Common) -> Result<RunOptions, Chao
     };
     if chaos != Chaos::Crash && c.cloud != cloud::CloudKind::Openstack {
         return Err(ChaosError::Setup(format!(
-            "--cloud {:?} is for `crash` only; this mode runs on openstack",
-            c.cloud
+            "--cloud {} is for `crash` only; this mode runs on openstack",
+            c.cloud.name()
         )));
     }
     Ok(RunOptions {
@@ -338,7 +339,7 @@ fn summary(r: &run::RunReport) -> String {
     let q = &r.requests;
     let c = &r.cloud;
     format!(
-        "{chaos:?} on {cloud_kind:?} and {store} with {launchers} x {launcher} (seed {seed}): {verdict}\n\
+        "{chaos:?} on {cloud_kind} and {store} with {launchers} x {launcher} (seed {seed}): {verdict}\n\
          chaos:     {kills} SIGKILLs, {zk} ZooKeeper restarts, unexpected exits {unexp:?}, faults {faults:?}\n\
          requests:  {total} in {secs:.1} s: {ok} fulfilled, {failed} failed with a reason, \
          {nr} failed without, {lost} lost {lost_ex:?}; {resub} resubmitted after session loss, \
@@ -353,7 +354,7 @@ fn summary(r: &run::RunReport) -> String {
          nodes without server {nws:?}, {reqs} requests left\n\
          logs:      {dir}\n",
         chaos = r.chaos,
-        cloud_kind = r.cloud_kind,
+        cloud_kind = r.cloud_kind.name(),
         max_live = r.max_live_servers,
         max_live_all = r.max_live_servers_all,
         max_servers = r.max_servers,

@@ -136,8 +136,9 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
 
     if opts.cloud != CloudKind::Openstack && opts.chaos != Chaos::Crash {
         return Err(ChaosError::Setup(format!(
-            "{:?} runs on the openstack cloud only, not {:?}",
-            opts.chaos, opts.cloud
+            "{:?} runs on the openstack cloud only, not {}",
+            opts.chaos,
+            opts.cloud.name()
         )));
     }
     // The cloud, in its own process with its state on disk.

@@ -147,3 +147,23 @@ fn sigkilled_launcher_leaks_no_namespace_in_kube_sim() {
     let report = crash("kubernetes", "22");
     assert_held(&report, "kubernetes");
 }
+
+#[test]
+fn other_modes_refuse_another_cloud() {
+    for (mode, cloud) in [("faults", "aws"), ("zk-restart", "kubernetes")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nodepool-chaos"))
+            .args([mode, "--cloud", cloud, "--requests", "1"])
+            .output()
+            .expect("nodepool-chaos runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{mode} --cloud {cloud}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("--cloud {cloud} is for `crash` only")),
+            "{stderr}"
+        );
+    }
+}
