@@ -176,19 +176,22 @@ impl CloudCheck {
 
 /// The live servers of `servers` that belong to the pool now: of our
 /// provider, with a node record in `nodes` (a leak is not counted, as the
-/// launcher does not count it against max-servers).
-pub fn live_of_pool(servers: &[CloudServer], nodes: &[Node]) -> usize {
-    let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+/// launcher does not count it against max-servers); each as
+/// `SERVER (node ID, STATE)`.
+pub fn live_of_pool(servers: &[CloudServer], nodes: &[Node]) -> Vec<String> {
+    let by_id: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     servers
         .iter()
         .filter(|s| s.live)
         .filter(|s| s.metadata.get(META_PROVIDER).map(String::as_str) == Some(PROVIDER))
-        .filter(|s| {
-            s.metadata
-                .get(META_NODE_ID)
-                .is_some_and(|id| ids.contains(id.as_str()))
+        .filter_map(|s| {
+            let node = by_id.get(s.metadata.get(META_NODE_ID)?.as_str())?;
+            let state = node
+                .state
+                .map_or("none".to_string(), |st| format!("{st:?}"));
+            Some(format!("{} (node {}, {state})", s.id, node.id))
         })
-        .count()
+        .collect()
 }
 
 #[cfg(test)]
@@ -315,6 +318,6 @@ mod tests {
         let mut gone = server("s3", Some("1"));
         gone.live = false;
         let servers = [server("s1", Some("1")), server("s2", Some("2")), gone];
-        assert_eq!(live_of_pool(&servers, &nodes), 1);
+        assert_eq!(live_of_pool(&servers, &nodes), ["s1 (node 1, Ready)"]);
     }
 }

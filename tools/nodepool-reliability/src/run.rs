@@ -83,6 +83,8 @@ pub struct RunReport {
     /// The most live servers in one sample, leaks included (leaks are
     /// outside the pool's count until cleanup deletes them).
     pub max_live_servers_all: usize,
+    /// The sample of `max_live_servers`: `SERVER (node ID, STATE)`.
+    pub max_live_sample: Vec<String>,
     /// The store.
     pub store: String,
     /// The launcher program.
@@ -202,7 +204,9 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
     let max_live = Arc::new(AtomicUsize::new(0));
     let max_live_all = Arc::new(AtomicUsize::new(0));
+    let peak_sample = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
+        let peak_sample = Arc::clone(&peak_sample);
         let seen = Arc::clone(&seen);
         let (max_live, max_live_all) = (Arc::clone(&max_live), Arc::clone(&max_live_all));
         let cloud = Arc::clone(&cloud);
@@ -215,7 +219,10 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
                     let all = servers.iter().filter(|s| s.live).count();
                     max_live_all.fetch_max(all, Ordering::Relaxed);
                     if let Ok(nodes) = store.list_nodes().await {
-                        max_live.fetch_max(live_of_pool(&servers, &nodes), Ordering::Relaxed);
+                        let pool = live_of_pool(&servers, &nodes);
+                        if max_live.fetch_max(pool.len(), Ordering::Relaxed) < pool.len() {
+                            *crate::lock(&peak_sample) = pool;
+                        }
                     }
                     crate::lock(&seen).extend(servers.into_iter().map(|s| s.id));
                 }
@@ -343,6 +350,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         max_servers: opts.max_servers,
         max_live_servers,
         max_live_servers_all,
+        max_live_sample: crate::lock(&peak_sample).clone(),
         store: store_spec.name().to_string(),
         launcher: opts.kind.name().to_string(),
         launchers: launchers.len(),
