@@ -174,6 +174,26 @@ impl CloudCheck {
     }
 }
 
+/// The live servers of `servers` that belong to the pool now: of our
+/// provider, with a node record in `nodes` (a leak is not counted, as the
+/// launcher does not count it against max-servers); each as
+/// `SERVER (node ID, STATE)`.
+pub fn live_of_pool(servers: &[CloudServer], nodes: &[Node]) -> Vec<String> {
+    let by_id: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    servers
+        .iter()
+        .filter(|s| s.live)
+        .filter(|s| s.metadata.get(META_PROVIDER).map(String::as_str) == Some(PROVIDER))
+        .filter_map(|s| {
+            let node = by_id.get(s.metadata.get(META_NODE_ID)?.as_str())?;
+            let state = node
+                .state
+                .map_or("none".to_string(), |st| format!("{st:?}"));
+            Some(format!("{} (node {}, {state})", s.id, node.id))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +219,7 @@ mod tests {
         CloudServer {
             id: id.to_string(),
             metadata,
+            live: true,
         }
     }
 
@@ -289,5 +310,14 @@ mod tests {
             (2, 1, 1, 1)
         );
         assert!(!c.holds());
+    }
+
+    #[test]
+    fn the_pool_counts_live_servers_with_a_record() {
+        let nodes = [node("1", NodeState::Ready, Some("s1"))];
+        let mut gone = server("s3", Some("1"));
+        gone.live = false;
+        let servers = [server("s1", Some("1")), server("s2", Some("2")), gone];
+        assert_eq!(live_of_pool(&servers, &nodes), ["s1 (node 1, Ready)"]);
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! It kills launchers with SIGKILL, restarts ZooKeeper and injects cloud
 //! faults while a requestor asks for nodes, against an OpenStack simulator
+//! (crashes also against moto's EC2 server or kube-sim, `--cloud`)
 //! that runs as its own process and keeps its servers across launcher
 //! crashes; then it waits for cleanup and checks from both sides that
 //! nothing was lost (every request fulfilled or failed with a reason, no
@@ -12,6 +13,7 @@
 
 mod builder_kill;
 mod check;
+mod cloud;
 mod engine;
 mod faults;
 mod procs;
@@ -107,6 +109,9 @@ struct Common {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// The cloud (aws and kubernetes with `crash` only).
+    #[arg(long, value_enum, default_value = "openstack")]
+    cloud: cloud::CloudKind,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,8 +194,15 @@ fn options(chaos: Chaos, zookeeper: bool, c: &Common) -> Result<RunOptions, Chao
             cleanup_interval: c.cleanup_interval,
         },
     };
+    if chaos != Chaos::Crash && c.cloud != cloud::CloudKind::Openstack {
+        return Err(ChaosError::Setup(format!(
+            "--cloud {} is for `crash` only; this mode runs on openstack",
+            c.cloud.name()
+        )));
+    }
     Ok(RunOptions {
         chaos,
+        cloud: c.cloud,
         zookeeper,
         requests: c.requests,
         concurrency: c.concurrency,
@@ -327,7 +339,7 @@ fn summary(r: &run::RunReport) -> String {
     let q = &r.requests;
     let c = &r.cloud;
     format!(
-        "{chaos:?} on {store} with {launchers} x {launcher} (seed {seed}): {verdict}\n\
+        "{chaos:?} on {cloud_kind} and {store} with {launchers} x {launcher} (seed {seed}): {verdict}\n\
          chaos:     {kills} SIGKILLs, {zk} ZooKeeper restarts, unexpected exits {unexp:?}, faults {faults:?}\n\
          requests:  {total} in {secs:.1} s: {ok} fulfilled, {failed} failed with a reason, \
          {nr} failed without, {lost} lost {lost_ex:?}; {resub} resubmitted after session loss, \
@@ -335,12 +347,17 @@ fn summary(r: &run::RunReport) -> String {
          nodes:     {delivered} delivered, {dup_n} node ids and {dup_i} instances in two requests, \
          release errors {rel:?}\n\
          cloud:     {seen} servers seen, {leak_end} without a node when the load ended, \
-         {leak_del} deleted as leaked by the launchers\n\
+         {leak_del} deleted as leaked by the launchers, at most {max_live} of the pool \
+         ({max_live_all} with leaks) live at once (max-servers {max_servers})\n\
          converged: {conv}; {servers} servers, {nodes} nodes {states:?}, unsettled {uns:?}, \
          servers without node {swn:?}, other external id {sox:?}, without metadata {swm:?}, \
          nodes without server {nws:?}, {reqs} requests left\n\
          logs:      {dir}\n",
         chaos = r.chaos,
+        cloud_kind = r.cloud_kind.name(),
+        max_live = r.max_live_servers,
+        max_live_all = r.max_live_servers_all,
+        max_servers = r.max_servers,
         store = r.store,
         launchers = r.launchers,
         launcher = r.launcher,

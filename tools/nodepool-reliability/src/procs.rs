@@ -48,6 +48,9 @@ pub struct CloudServer {
     pub id: String,
     /// Its metadata (nodepool's keys among them).
     pub metadata: BTreeMap<String, String>,
+    /// Whether it runs (counts against max-servers) rather than being
+    /// on its way out.
+    pub live: bool,
 }
 
 /// The OpenStack simulator as its own process.
@@ -123,6 +126,7 @@ impl SimProcess {
                             .collect()
                     })
                     .unwrap_or_default(),
+                live: s.get("status").and_then(Value::as_str) != Some("DELETED"),
             })
             .collect())
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +13,10 @@ use nodepool_core::store::NodeStore;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::check::{CloudCheck, RequestCheck};
+use crate::check::{live_of_pool, CloudCheck, RequestCheck};
+use crate::cloud::{CloudKind, CloudProcess};
 use crate::faults::{FaultInjector, FaultStats};
-use crate::procs::{LauncherProcess, PrivateZk, SimProcess};
+use crate::procs::{LauncherProcess, PrivateZk};
 use crate::rng::Rng;
 use crate::setup::{self, LauncherKind, StoreSpec};
 use crate::workload::{self, Progress};
@@ -38,6 +39,8 @@ pub enum Chaos {
 pub struct RunOptions {
     /// The chaos.
     pub chaos: Chaos,
+    /// The cloud (other than openstack only with [`Chaos::Crash`]).
+    pub cloud: CloudKind,
     /// `embedded` or `zookeeper` (ZkRestart implies zookeeper).
     pub zookeeper: bool,
     /// Requests in all.
@@ -69,6 +72,19 @@ pub struct RunOptions {
 pub struct RunReport {
     /// The chaos applied.
     pub chaos: Chaos,
+    /// The cloud.
+    pub cloud_kind: CloudKind,
+    /// The pool's max-servers.
+    pub max_servers: u64,
+    /// The most live servers with a node record in one sample (the
+    /// pool's, sampled as [`RunReport::servers_seen`]); above
+    /// `max_servers` the run did not hold.
+    pub max_live_servers: usize,
+    /// The most live servers in one sample, leaks included (leaks are
+    /// outside the pool's count until cleanup deletes them).
+    pub max_live_servers_all: usize,
+    /// The sample of `max_live_servers`: `SERVER (node ID, STATE)`.
+    pub max_live_sample: Vec<String>,
     /// The store.
     pub store: String,
     /// The launcher program.
@@ -120,17 +136,16 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     let run_id = work_dir.run_id.clone();
     let mut rng = Rng::new(opts.seed);
 
+    if opts.cloud != CloudKind::Openstack && opts.chaos != Chaos::Crash {
+        return Err(ChaosError::Setup(format!(
+            "{:?} runs on the openstack cloud only, not {}",
+            opts.chaos,
+            opts.cloud.name()
+        )));
+    }
     // The cloud, in its own process with its state on disk.
-    let sim_bin = crate::procs::sibling_binary("openstack-sim", "OPENSTACK_SIM_BIN")?;
-    let sim_config = setup::sim_config(
-        opts.max_servers as i64 + 5,
-        0.1,
-        "demo-password",
-        "app-secret",
-    );
-    let sim = SimProcess::start(&sim_bin, &dir, &sim_config)?;
+    let cloud = Arc::new(CloudProcess::start(opts.cloud, &dir, opts.max_servers).await?);
     let clouds = dir.join("clouds.yaml");
-    write(&clouds, &setup::clouds_yaml(&sim.base, "demo-password"))?;
 
     // The store.
     let private_zk = if opts.chaos == Chaos::ZkRestart {
@@ -174,9 +189,10 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         let config = dir.join(format!("nodepool-{i}.yaml"));
         write(
             &config,
-            &setup::nodepool_yaml(&store_spec, opts.max_servers, 0),
+            &setup::nodepool_yaml_with(&store_spec, &cloud.provider_yaml(opts.max_servers), 0),
         )?;
-        let cmd = opts.kind.command(i, &config, &state_dir, &clouds, &run_id);
+        let mut cmd = opts.kind.command(i, &config, &state_dir, &clouds, &run_id);
+        cmd.env.extend(cloud.launcher_env());
         let mut l = LauncherProcess::new(&format!("launcher{i}"), cmd, &dir);
         l.start()?;
         launchers.push(l);
@@ -186,21 +202,40 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
 
     // Sample the cloud's servers while the run goes on.
     let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let sim = Arc::new(sim);
+    let max_live = Arc::new(AtomicUsize::new(0));
+    let max_live_all = Arc::new(AtomicUsize::new(0));
+    let peak_sample = Arc::new(Mutex::new(Vec::new()));
     let sampler = {
+        let peak_sample = Arc::clone(&peak_sample);
         let seen = Arc::clone(&seen);
-        let sim = Arc::clone(&sim);
+        let (max_live, max_live_all) = (Arc::clone(&max_live), Arc::clone(&max_live_all));
+        let cloud = Arc::clone(&cloud);
+        let store = Arc::clone(&store);
         tokio::spawn(async move {
             loop {
-                if let Ok(servers) = sim.servers().await {
+                // The servers first, then the records: a server launched
+                // between the two reads has its record already.
+                if let Ok(servers) = cloud.servers().await {
+                    let all = servers.iter().filter(|s| s.live).count();
+                    max_live_all.fetch_max(all, Ordering::Relaxed);
+                    if let Ok(nodes) = store.list_nodes().await {
+                        let pool = live_of_pool(&servers, &nodes);
+                        if max_live.fetch_max(pool.len(), Ordering::Relaxed) < pool.len() {
+                            *crate::lock(&peak_sample) = pool;
+                        }
+                    }
                     crate::lock(&seen).extend(servers.into_iter().map(|s| s.id));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     };
-    let injector = (opts.chaos == Chaos::Faults)
-        .then(|| FaultInjector::start(Arc::clone(&sim), opts.fault_rate, rng.next_u64()));
+    let injector = match (opts.chaos, cloud.openstack()) {
+        (Chaos::Faults, Some(sim)) => {
+            Some(FaultInjector::start(sim, opts.fault_rate, rng.next_u64()))
+        }
+        _ => None,
+    };
 
     // The workload.
     let progress = Arc::new(Progress::default());
@@ -268,7 +303,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     sampler.abort();
 
     // Cleanup must converge: both sides agree.
-    let servers = sim.servers().await?;
+    let servers = cloud.servers().await?;
     let nodes = store
         .list_nodes()
         .await
@@ -285,7 +320,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
                 l.start()?;
             }
         }
-        let check = compare(&*store, &sim).await;
+        let check = compare(&*store, &cloud).await;
         match check {
             Ok(c) if c.holds() => break (c, Some(end.elapsed().as_secs_f64())),
             Ok(c) if end.elapsed() >= budget => break (c, None),
@@ -302,12 +337,20 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     }
     let _ = store.close().await;
     let requests = RequestCheck::of(&result);
+    let max_live_servers = max_live.load(Ordering::Relaxed);
+    let max_live_servers_all = max_live_all.load(Ordering::Relaxed);
     let held = requests.holds()
+        && max_live_servers as u64 <= opts.max_servers
         && cloud.holds()
         && result.release_errors.is_empty()
         && unexpected.is_empty();
     let report = RunReport {
         chaos: opts.chaos,
+        cloud_kind: opts.cloud,
+        max_servers: opts.max_servers,
+        max_live_servers,
+        max_live_servers_all,
+        max_live_sample: crate::lock(&peak_sample).clone(),
         store: store_spec.name().to_string(),
         launcher: opts.kind.name().to_string(),
         launchers: launchers.len(),
@@ -335,7 +378,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     Ok(report)
 }
 
-async fn compare(store: &dyn NodeStore, sim: &SimProcess) -> Result<CloudCheck, ChaosError> {
+async fn compare(store: &dyn NodeStore, cloud: &CloudProcess) -> Result<CloudCheck, ChaosError> {
     let nodes = store
         .list_nodes()
         .await
@@ -344,7 +387,7 @@ async fn compare(store: &dyn NodeStore, sim: &SimProcess) -> Result<CloudCheck, 
         .list_requests()
         .await
         .map_err(|e| ChaosError::Store(e.to_string()))?;
-    let servers = sim.servers().await?;
+    let servers = cloud.servers().await?;
     Ok(CloudCheck::of(&nodes, &servers, requests.len()))
 }
 

@@ -137,20 +137,27 @@ pub fn clouds_yaml(base: &str, password: &str) -> String {
     )
 }
 
-/// One launcher's `nodepool.yaml`: an openstack provider on the simulator,
-/// one pool of `max_servers`, the web app on an ephemeral port.
-pub fn nodepool_yaml(store: &StoreSpec, max_servers: u64, web_port: u16) -> String {
+/// One launcher's `nodepool.yaml` with `provider` (one item of the
+/// `providers:` list, indented by two) and the label [`LABEL`].
+pub fn nodepool_yaml_with(store: &StoreSpec, provider: &str, web_port: u16) -> String {
     let mut y = String::new();
     let _ = writeln!(
         y,
         "webapp:\n  port: {web_port}\n  listen_address: 127.0.0.1"
     );
     store.write_zookeeper_yaml(&mut y);
+    let _ = writeln!(
+        y,
+        "labels:\n  - name: {LABEL}\n    min-ready: 0\nproviders:"
+    );
+    y.push_str(provider);
+    y
+}
+
+/// The openstack provider [`PROVIDER`] on the simulator: one pool of
+/// `max_servers`.
+pub fn openstack_provider(max_servers: u64) -> String {
     let lines = [
-        "labels:".to_string(),
-        format!("  - name: {LABEL}"),
-        "    min-ready: 0".to_string(),
-        "providers:".to_string(),
         format!("  - name: {PROVIDER}"),
         "    driver: openstack".to_string(),
         format!("    cloud: {CLOUD}"),
@@ -167,6 +174,7 @@ pub fn nodepool_yaml(store: &StoreSpec, max_servers: u64, web_port: u16) -> Stri
         "            cloud-image: cirros".to_string(),
         "            flavor-name: m1.tiny".to_string(),
     ];
+    let mut y = String::new();
     for line in lines {
         let _ = writeln!(y, "{line}");
     }
