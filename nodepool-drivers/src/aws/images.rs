@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
-use super::client::{AwsClient, Params};
+use super::client::{AwsClient, Params, Xml};
 use super::config::AwsDiskImage;
 use super::credentials::Service;
 use super::error::AwsError;
@@ -360,80 +360,128 @@ async fn import_snapshot(
     key: &str,
     timeout: Option<Duration>,
 ) -> AwsResult<(String, u64)> {
-    let started = Instant::now();
-    let late = || timeout.is_some_and(|t| started.elapsed() > t);
+    let deadline = Deadline::start(timeout);
     let mut p = Params::new();
     p.set("DiskContainer.Format", &spec.format)
         .set("DiskContainer.UserBucket.S3Bucket", bucket)
         .set("DiskContainer.UserBucket.S3Key", key)
         .set("TagSpecification.1.ResourceType", "import-snapshot-task");
     p.tags("TagSpecification.1.Tag", &spec.metadata);
-    let task = loop {
-        match client.ec2("ImportSnapshot", &p).await {
+    let task = start_import(client, "ImportSnapshot", &p, &deadline).await?;
+    let item = wait_import(
+        client,
+        "DescribeImportSnapshotTasks",
+        "importSnapshotTaskSet",
+        &task,
+        &deadline,
+        |item| item.child("snapshotTaskDetail").cloned(),
+    )
+    .await?;
+    let snapshot = item
+        .text_at(&["snapshotId"])
+        .ok_or_else(|| AwsError::BadResponse {
+            action: "DescribeImportSnapshotTasks".into(),
+            message: "no snapshotId".into(),
+        })?;
+    let mut t = Params::new();
+    t.set("ResourceId.1", &snapshot);
+    t.tags("Tag", &spec.metadata);
+    client.ec2("CreateTags", &t).await?;
+    let mut d = Params::new();
+    d.set("SnapshotId.1", &snapshot);
+    let size = client
+        .ec2("DescribeSnapshots", &d)
+        .await?
+        .items("snapshotSet")
+        .next()
+        .and_then(|s| s.text_at(&["volumeSize"]))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    Ok((snapshot, size))
+}
+
+/// `image-import-timeout`, from the start of an import.
+struct Deadline {
+    started: Instant,
+    timeout: Option<Duration>,
+}
+
+impl Deadline {
+    fn start(timeout: Option<Duration>) -> Self {
+        Self {
+            started: Instant::now(),
+            timeout,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.timeout.is_some_and(|t| self.started.elapsed() > t)
+    }
+}
+
+/// Start an import task with `action` (ImportSnapshot, ImportImage): its
+/// id. While EC2 answers `ResourceCountLimitExceeded` (too many imports at
+/// once) it waits and asks again, as upstream does, until the deadline.
+async fn start_import(
+    client: &AwsClient,
+    action: &str,
+    params: &Params,
+    deadline: &Deadline,
+) -> AwsResult<String> {
+    loop {
+        match client.ec2(action, params).await {
             Ok(answer) => {
-                break answer
+                return answer
                     .text_at(&["importTaskId"])
                     .ok_or_else(|| AwsError::BadResponse {
-                        action: "ImportSnapshot".into(),
+                        action: action.into(),
                         message: "no importTaskId".into(),
-                    })?
+                    })
             }
-            // Too many imports at once: wait, as upstream does.
-            Err(AwsError::Api { code, .. }) if code == "ResourceCountLimitExceeded" && !late() => {
+            Err(AwsError::Api { code, .. })
+                if code == "ResourceCountLimitExceeded" && !deadline.passed() =>
+            {
                 tokio::time::sleep(IMPORT_POLL).await;
             }
             Err(e) => return Err(e),
         }
-    };
+    }
+}
+
+/// Look at import task `task` every [`IMPORT_POLL`] with `action` until it
+/// completes: then the part of its item (in `set`) that `detail` picks,
+/// which carries `status` and the results. A deleted task, or one still
+/// running at the deadline, is an error.
+async fn wait_import(
+    client: &AwsClient,
+    action: &str,
+    set: &str,
+    task: &str,
+    deadline: &Deadline,
+    detail: impl Fn(&Xml) -> Option<Xml>,
+) -> AwsResult<Xml> {
     loop {
         tokio::time::sleep(IMPORT_POLL).await;
         let mut q = Params::new();
-        q.set("ImportTaskId.1", &task);
-        let answer = client.ec2("DescribeImportSnapshotTasks", &q).await?;
-        let detail = answer
-            .items("importSnapshotTaskSet")
-            .next()
-            .and_then(|t| t.child("snapshotTaskDetail").cloned());
-        let status = detail
-            .as_ref()
-            .and_then(|d| d.text_at(&["status"]))
-            .unwrap_or_default()
-            .to_lowercase();
+        q.set("ImportTaskId.1", task);
+        let answer = client.ec2(action, &q).await?;
+        let detail = answer.items(set).next().and_then(&detail);
+        let text = |path: &[&str]| detail.as_ref().and_then(|d| d.text_at(path));
+        let status = text(&["status"]).unwrap_or_default().to_lowercase();
         match status.as_str() {
             "completed" => {
-                let snapshot = detail
-                    .as_ref()
-                    .and_then(|d| d.text_at(&["snapshotId"]))
-                    .ok_or_else(|| AwsError::BadResponse {
-                        action: "DescribeImportSnapshotTasks".into(),
-                        message: "no snapshotId".into(),
-                    })?;
-                let mut t = Params::new();
-                t.set("ResourceId.1", &snapshot);
-                t.tags("Tag", &spec.metadata);
-                client.ec2("CreateTags", &t).await?;
-                let mut d = Params::new();
-                d.set("SnapshotId.1", &snapshot);
-                let size = client
-                    .ec2("DescribeSnapshots", &d)
-                    .await?
-                    .items("snapshotSet")
-                    .next()
-                    .and_then(|s| s.text_at(&["volumeSize"]))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                return Ok((snapshot, size));
+                return detail.ok_or_else(|| AwsError::BadResponse {
+                    action: action.into(),
+                    message: "no task detail".into(),
+                })
             }
             "deleted" | "deleting" => {
-                let message = detail
-                    .as_ref()
-                    .and_then(|d| d.text_at(&["statusMessage"]))
-                    .unwrap_or_default();
+                let message = text(&["statusMessage"]).unwrap_or_default();
                 return Err(AwsError::Failed(format!(
                     "import task {task} ended {status}: {message}"
                 )));
             }
-            _ if late() => {
+            _ if deadline.passed() => {
                 return Err(AwsError::Failed(format!(
                     "import task {task} did not complete within image-import-timeout"
                 )))
@@ -484,8 +532,7 @@ async fn import_image(
     key: &str,
     timeout: Option<Duration>,
 ) -> AwsResult<(String, Option<String>)> {
-    let started = Instant::now();
-    let late = || timeout.is_some_and(|t| started.elapsed() > t);
+    let deadline = Deadline::start(timeout);
     let mut p = Params::new();
     p.set("Architecture", &image.architecture)
         .set("DiskContainer.1.Format", &spec.format)
@@ -493,58 +540,27 @@ async fn import_image(
         .set("DiskContainer.1.UserBucket.S3Key", key)
         .set("TagSpecification.1.ResourceType", "import-image-task");
     p.tags("TagSpecification.1.Tag", &spec.metadata);
-    let task = loop {
-        match client.ec2("ImportImage", &p).await {
-            Ok(answer) => {
-                break answer
-                    .text_at(&["importTaskId"])
-                    .ok_or_else(|| AwsError::BadResponse {
-                        action: "ImportImage".into(),
-                        message: "no importTaskId".into(),
-                    })?
-            }
-            // Too many imports at once: wait, as upstream does.
-            Err(AwsError::Api { code, .. }) if code == "ResourceCountLimitExceeded" && !late() => {
-                tokio::time::sleep(IMPORT_POLL).await;
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    loop {
-        tokio::time::sleep(IMPORT_POLL).await;
-        let mut q = Params::new();
-        q.set("ImportTaskId.1", &task);
-        let answer = client.ec2("DescribeImportImageTasks", &q).await?;
-        let detail = answer.items("importImageTaskSet").next().cloned();
-        let text = |path: &[&str]| detail.as_ref().and_then(|d| d.text_at(path));
-        let status = text(&["status"]).unwrap_or_default().to_lowercase();
-        match status.as_str() {
-            "completed" => {
-                let ami = text(&["imageId"]).ok_or_else(|| AwsError::BadResponse {
-                    action: "DescribeImportImageTasks".into(),
-                    message: "no imageId".into(),
-                })?;
-                let snapshot = detail.as_ref().and_then(|d| {
-                    d.items("snapshotDetailSet")
-                        .next()
-                        .and_then(|s| s.text_at(&["snapshotId"]))
-                });
-                return Ok((ami, snapshot));
-            }
-            "deleted" | "deleting" => {
-                let message = text(&["statusMessage"]).unwrap_or_default();
-                return Err(AwsError::Failed(format!(
-                    "import task {task} ended {status}: {message}"
-                )));
-            }
-            _ if late() => {
-                return Err(AwsError::Failed(format!(
-                    "import task {task} did not complete within image-import-timeout"
-                )))
-            }
-            _ => {}
-        }
-    }
+    let task = start_import(client, "ImportImage", &p, &deadline).await?;
+    let item = wait_import(
+        client,
+        "DescribeImportImageTasks",
+        "importImageTaskSet",
+        &task,
+        &deadline,
+        |item| Some(item.clone()),
+    )
+    .await?;
+    let ami = item
+        .text_at(&["imageId"])
+        .ok_or_else(|| AwsError::BadResponse {
+            action: "DescribeImportImageTasks".into(),
+            message: "no imageId".into(),
+        })?;
+    let snapshot = item
+        .items("snapshotDetailSet")
+        .next()
+        .and_then(|s| s.text_at(&["snapshotId"]));
+    Ok((ami, snapshot))
 }
 
 /// The external id [`list_images`] gives an S3 object: `s3://bucket/key`.
