@@ -17,7 +17,7 @@ use nodepool_core::model::{
 };
 use nodepool_core::scheduler::DefaultScheduler;
 use nodepool_core::store::{
-    LockHandle, LockOptions, LockTarget, MemoryStore, NodeStore, StoreEvent,
+    AdmissionToken, LockHandle, LockOptions, LockTarget, MemoryStore, NodeStore, StoreEvent,
 };
 use nodepool_core::{Error, Result};
 use nodepool_drivers::fake::cloud::{FakeCloud, FakeCloudSettings};
@@ -67,6 +67,23 @@ impl NodeStore for FlakyStore {
             return Err(unavailable("create node"));
         }
         Ok(id)
+    }
+    async fn node_ids(&self) -> Result<Vec<String>> {
+        self.inner.node_ids().await
+    }
+    async fn admission_token(&self, key: &str) -> Result<AdmissionToken> {
+        self.inner.admission_token(key).await
+    }
+    async fn create_nodes_admitted(
+        &self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>> {
+        let ids = self.inner.create_nodes_admitted(nodes, tokens).await?;
+        if take(&self.node_creates) {
+            return Err(unavailable("create node"));
+        }
+        Ok(ids)
     }
     async fn get_node(&self, id: &str) -> Result<Option<Node>> {
         self.inner.get_node(id).await

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use nodepool_core::model::{Component, ImageBuild, ImageUpload, Node, NodeRequest};
-use nodepool_core::store::{LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent};
+use nodepool_core::store::{
+    AdmissionToken, LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent,
+};
 use nodepool_core::{Error, Result};
 use tokio::sync::broadcast;
 use tracing::instrument;
@@ -50,6 +52,30 @@ impl NodeStore for EmbeddedStore {
     async fn list_nodes(&self) -> Result<Vec<Node>> {
         let rows = self.run(|w| records::list_nodes(w.conn())).await?;
         codec::decode_listing(rows, |id, data| codec::decode_node(id, data)).await
+    }
+
+    async fn node_ids(&self) -> Result<Vec<String>> {
+        self.run(|w| records::node_ids(w.conn())).await
+    }
+
+    async fn admission_token(&self, key: &str) -> Result<AdmissionToken> {
+        let key = key.to_string();
+        self.run(move |w| {
+            let version = records::admission_version(w.conn(), &key)?;
+            Ok(AdmissionToken { key, version })
+        })
+        .await
+    }
+
+    async fn create_nodes_admitted(
+        &self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>> {
+        let jsons: Vec<String> = nodes.iter().map(codec::encode_node).collect();
+        let tokens = tokens.to_vec();
+        self.run(move |w| w.write(|tx| records::create_nodes_admitted(tx, &jsons, &tokens)))
+            .await
     }
 
     // --- node requests ---

@@ -3,7 +3,7 @@
 //! writes the change rows of what it changed.
 
 use nodepool_core::model::{ImageBuild, ImageUpload, Node, NodeRequest};
-use nodepool_core::store::{Change, LockTarget};
+use nodepool_core::store::{AdmissionToken, Change, LockTarget};
 use nodepool_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -120,6 +120,60 @@ pub(crate) fn delete_node(conn: &Connection, id: &str) -> Result<()> {
 }
 
 /// Every node in id order.
+/// The id of every node row.
+pub(crate) fn node_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM nodes ORDER BY id")
+        .ctx("list node ids")?;
+    let rows = stmt
+        .query_map([], |row| row.get::<_, i64>(0))
+        .ctx("list node ids")?;
+    let mut ids = Vec::new();
+    for row in rows {
+        ids.push(sequence_id(row.ctx("list node ids")?));
+    }
+    Ok(ids)
+}
+
+/// The sequence that backs admission counter `key`.
+fn admission_sequence(key: &str) -> String {
+    format!("admission:{key}")
+}
+
+/// The version of admission counter `key`: its sequence's last value, -1
+/// before the first admission.
+pub(crate) fn admission_version(conn: &Connection, key: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT last FROM sequences WHERE name = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row(params![admission_sequence(key)], |row| row.get(0))
+                .optional()
+        })
+        .ctx("read admission counter")?
+        .unwrap_or(-1))
+}
+
+/// Creates nodes if no counter of `tokens` moved, bumping each; in the
+/// caller's write transaction, so the check and the creates are one commit.
+pub(crate) fn create_nodes_admitted(
+    conn: &Connection,
+    jsons: &[String],
+    tokens: &[AdmissionToken],
+) -> Result<Vec<String>> {
+    for token in tokens {
+        if admission_version(conn, &token.key)? != token.version {
+            return Err(Error::VersionConflict {
+                target: format!("admission counter {}", token.key),
+                expected: token.version,
+            });
+        }
+    }
+    for token in tokens {
+        next_sequence(conn, &admission_sequence(&token.key))?;
+    }
+    jsons.iter().map(|json| create_node(conn, json)).collect()
+}
+
 pub(crate) fn list_nodes(conn: &Connection) -> Result<Vec<RawRow<String>>> {
     list(
         conn,

@@ -14,14 +14,31 @@ pub(crate) const IMAGE_ROOT: &str = "/nodepool/images";
 /// Component registry: `/nodepool/components/<kind>/<name><sequence>`.
 pub(crate) const COMPONENT_ROOT: &str = "/nodepool/components";
 
+/// nodepool-rs's own coordination locks (the `min-ready` leader):
+/// `/nodepool/coordination/locks/<name>`. Upstream reads nothing here.
+pub(crate) const COORDINATION_LOCK_ROOT: &str = nodepool_core::store::COORDINATION_LOCK_ROOT;
+/// nodepool-rs's admission counters: `/nodepool/coordination/admission/<key>`,
+/// empty znodes whose data version counts admissions (not watched).
+pub(crate) const ADMISSION_ROOT: &str = "/nodepool/coordination/admission";
+
 /// The roots watched (recursively) and made at connect.
-pub(crate) const WATCHED_ROOTS: [&str; 5] = [
+pub(crate) const WATCHED_ROOTS: [&str; 6] = [
     NODE_ROOT,
     REQUEST_ROOT,
     REQUEST_LOCK_ROOT,
     IMAGE_ROOT,
     COMPONENT_ROOT,
+    COORDINATION_LOCK_ROOT,
 ];
+
+/// The admission counter of `key`; `/` in a key is escaped, so a provider
+/// name makes one znode.
+pub(crate) fn admission(key: &str) -> String {
+    format!(
+        "{ADMISSION_ROOT}/{}",
+        key.replace('%', "%25").replace('/', "%2F")
+    )
+}
 
 /// The name kazoo's `Lock` puts between a contender's uuid and its sequence.
 pub(crate) const LOCK_NAME: &str = "__lock__";

@@ -238,11 +238,18 @@ impl<K: Kind> Cache<K> {
 
     /// Bring the cache up to date with every change announced so far.
     pub(crate) async fn sync(&self, store: &dyn NodeStore) -> Result<()> {
+        self.sync_with(store, Vec::new()).await
+    }
+
+    /// [`Cache::sync`], reading records `also` again too (changes whose
+    /// events may not have arrived yet).
+    pub(crate) async fn sync_with(&self, store: &dyn NodeStore, also: Vec<String>) -> Result<()> {
         let mut refresh = self.refresh.lock().await;
         if refresh.events.is_none() {
             refresh.events = Some(store.watch());
             refresh.relist = true;
         }
+        refresh.dirty.extend(also);
         // Events missed during a sync ask for a listing; a second one in
         // the same sync is left for the next.
         for _ in 0..2 {

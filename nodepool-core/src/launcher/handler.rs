@@ -16,6 +16,7 @@ use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::admission;
 use super::context::Context;
 use super::launch::{self, LaunchContext, Outcome};
 use super::ledger::{Ledger, Ledgers, POOL_KIND};
@@ -229,15 +230,17 @@ impl Handler {
         Ok(true)
     }
 
-    /// Create, lock and launch the new nodes; relaunch aborted ones when
-    /// quota frees.
+    /// Create, lock and launch the new nodes; relaunch aborted ones, and
+    /// create those admission found no room for, when quota frees.
     async fn launch_all(&mut self, mut todo: Vec<(usize, String)>) -> Result<Done> {
         while !todo.is_empty() {
-            let mut batch = Vec::new();
-            for (index, label) in std::mem::take(&mut todo) {
-                let node = self.create_node(index, &label).await?;
-                batch.push((index, node));
-            }
+            let batch = match self.create_nodes(&todo).await? {
+                Some(batch) => {
+                    todo.clear();
+                    batch
+                }
+                None => Vec::new(),
+            };
             let rt = self.launch.runtime.clone();
             rt.launches_started(batch.len());
             self.ledger
@@ -282,7 +285,7 @@ impl Handler {
             }
             if !todo.is_empty() {
                 self.ledger.set_aborted(&self.request.id, true);
-                info!("pausing after a quota abort until quota frees up");
+                info!("pausing at a limit until quota frees up");
                 let freed = self.ledger.quota_freed();
                 let _ = tokio::time::timeout(Duration::from_secs(10), freed).await;
                 self.ledger.set_aborted(&self.request.id, false);
@@ -291,9 +294,62 @@ impl Handler {
         Ok(Done::Fulfilled)
     }
 
-    /// Create a node `init`, lock it, then store it `building` (upstream's
-    /// order: an unlocked `building` node is cleaned up).
-    async fn create_node(&mut self, index: usize, label: &str) -> Result<Node> {
+    /// Create the nodes of `todo` (label index, label) `init` through
+    /// admission, all or none, then lock each and store it `building`
+    /// (upstream's order: an unlocked `building` node is cleaned up).
+    /// `None` when admission finds no room for them now.
+    async fn create_nodes(
+        &mut self,
+        todo: &[(usize, String)],
+    ) -> Result<Option<Vec<(usize, Node)>>> {
+        let mut nodes = Vec::with_capacity(todo.len());
+        for (_, label) in todo {
+            nodes.push(self.new_node(label).await);
+        }
+        let batch = admission::Batch {
+            key: self.request.id.clone(),
+            labels: todo.iter().map(|(_, l)| l.clone()).collect(),
+            tenant: self.request.tenant_name.clone(),
+            requestor: self.request.requestor.clone(),
+        };
+        if !admission::admit(&self.launch, &self.ledger, &batch, &mut nodes).await? {
+            return Ok(None);
+        }
+        for node in &nodes {
+            self.ledger.node_created(&self.request.id, &node.id);
+            // Known before it is locked, so that an abandon can find it.
+            self.created.push(node.id.clone());
+        }
+        let mut created = Vec::with_capacity(nodes.len());
+        for ((index, label), mut node) in todo.iter().zip(nodes) {
+            let lock = self
+                .ctx
+                .store
+                .lock(&LockTarget::Node(node.id.clone()), &LockOptions::try_once())
+                .await?;
+            self.created.retain(|id| *id != node.id);
+            self.held.push(Held {
+                index: *index,
+                node: node.clone(),
+                lock,
+                reused: false,
+            });
+            launch::prepare(&self.launch, &mut node).await;
+            node.set_state(NodeState::Building);
+            self.ctx.store.update_node(&node).await?;
+            if let Some(h) = self.held.iter_mut().find(|h| h.node.id == node.id) {
+                h.node = node.clone();
+            }
+            debug!(node_id = %node.id, label, "created building node");
+            created.push((*index, node));
+        }
+        Ok(Some(created))
+    }
+
+    /// A new `init` node of `label` for this request, not yet stored, with
+    /// the resources it will use (so that other launchers count it from the
+    /// moment it exists).
+    async fn new_node(&self, label: &str) -> Node {
         let mut node = Node::new(NodeState::Init);
         node.labels = vec![label.to_string()];
         node.provider = Some(self.ledger.provider.clone());
@@ -309,30 +365,8 @@ impl Handler {
                 _ => None,
             }
         });
-        node.id = self.ctx.store.create_node(&node).await?;
-        self.ledger.node_created(&self.request.id, &node.id);
-        // Known before it is locked, so that an abandon can find it.
-        self.created.push(node.id.clone());
-        let lock = self
-            .ctx
-            .store
-            .lock(&LockTarget::Node(node.id.clone()), &LockOptions::try_once())
-            .await?;
-        self.created.retain(|id| *id != node.id);
-        self.held.push(Held {
-            index,
-            node: node.clone(),
-            lock,
-            reused: false,
-        });
-        launch::prepare(&self.launch, &mut node).await;
-        node.set_state(NodeState::Building);
-        self.ctx.store.update_node(&node).await?;
-        if let Some(h) = self.held.iter_mut().find(|h| h.node.id == node.id) {
-            h.node = node.clone();
-        }
-        debug!(node_id = %node.id, label, "created building node");
-        Ok(node)
+        node.resources = launch::resources_of(&self.launch, label).await;
+        node
     }
 
     /// Every node is ready: unlock them, store the request fulfilled, unlock it.

@@ -14,6 +14,7 @@ use super::nodes::resources_json;
 use super::stats::{Counter, LaunchKey};
 use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
+use crate::model::json::JsonObject;
 use crate::model::{ImageUpload, Node, NodeState};
 use crate::provider::{
     ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
@@ -75,16 +76,20 @@ pub(crate) async fn prepare(ctx: &LaunchContext, node: &mut Node) {
         node.connection_port = port;
     }
     node.hostname = Some(format!("np{}", node.id));
-    match label_resources(
-        &*ctx.provider,
-        &ctx.runtime,
-        &ctx.pool_cfg.name,
-        &label.name,
-    )
-    .await
-    {
-        Ok(r) => node.resources = Some(resources_json(&r)),
-        Err(e) => debug!(error = %e, "label resources unknown"),
+    if let Some(r) = resources_of(ctx, &label.name).await {
+        node.resources = Some(r);
+    }
+}
+
+/// The `resources` record of a node of `label` in this pool (`None` when
+/// the provider cannot size it).
+pub(crate) async fn resources_of(ctx: &LaunchContext, label: &str) -> Option<JsonObject> {
+    match label_resources(&*ctx.provider, &ctx.runtime, &ctx.pool_cfg.name, label).await {
+        Ok(r) => Some(resources_json(&r)),
+        Err(e) => {
+            debug!(error = %e, "label resources unknown");
+            None
+        }
     }
 }
 

@@ -73,6 +73,13 @@ impl Book {
             .collect()
     }
 
+    /// This book without the entry of `id` (an admission counts its own
+    /// batch instead).
+    pub(crate) fn without(mut self, id: &str) -> Self {
+        self.active.remove(id);
+        self
+    }
+
     /// The label of every node the handlers launch (all attempts).
     pub(crate) fn launch_labels(&self) -> impl Iterator<Item = &str> {
         self.active

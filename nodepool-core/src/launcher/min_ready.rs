@@ -3,6 +3,15 @@
 //! one node each, precedence "900", `reuse: false`, requestor
 //! [`MIN_READY_REQUESTOR`]. A fulfilled one is deleted and its nodes are
 //! deallocated, so they stay `ready` for anyone; a failed one is deleted.
+//!
+//! Launchers sharing a store elect one leader, the holder of the
+//! coordination lock [`LEADER_LOCK`]; only it submits min-ready requests,
+//! so `min-ready` is filled once, not once per launcher. It counts the
+//! outstanding min-ready requests of every launcher, and nodes still
+//! coming (being built for a request that is gone, so they will be ready
+//! and free), as upstream counts only its own. The lock goes with the
+//! leader's session; a follower is woken when it is released and takes
+//! over.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,11 +27,15 @@ use super::util::{lock, now};
 use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::model::{NodeRequest, NodeState, RequestState};
 use crate::scheduler::MIN_READY_REQUESTOR;
-use crate::store::Change;
-use crate::Result;
+use crate::store::{Change, LockHandle, LockOptions, LockTarget};
+use crate::{Error, Result};
 
 /// Shortest time between two min-ready passes woken by events.
 const MIN_SPACING: Duration = Duration::from_millis(50);
+
+/// The name of the coordination lock whose holder submits min-ready
+/// requests.
+pub(crate) const LEADER_LOCK: &str = "min-ready";
 
 /// The min-ready stage: the requests this launcher submitted. The
 /// supervisor wakes it on store events ([`MinReady::wake`],
@@ -43,16 +56,69 @@ pub(crate) struct MinReady {
     /// at debug, so a label that cannot fit shows one line an interval
     /// (the decline), not three.
     retrying: Mutex<BTreeSet<Arc<str>>>,
+    /// The leader lock, while this launcher holds it.
+    leadership: tokio::sync::Mutex<Option<LockHandle>>,
+    /// Who this launcher is, as written in the leader lock.
+    identifier: String,
 }
 
 impl MinReady {
     pub(crate) fn new(ctx: Arc<Context>) -> Self {
         Self {
-            ctx,
             notify: Notify::new(),
             submitted: Mutex::default(),
             failed: Mutex::default(),
             retrying: Mutex::default(),
+            leadership: tokio::sync::Mutex::new(None),
+            identifier: format!(
+                "{}-{}",
+                ctx.settings.hostname,
+                uuid::Uuid::new_v4().simple()
+            ),
+            ctx,
+        }
+    }
+
+    /// Whether this launcher leads min-ready: it holds the leader lock (it
+    /// is still first among the contenders), or it takes it now.
+    async fn lead(&self) -> Result<bool> {
+        let store = &*self.ctx.store;
+        let target = LockTarget::Coordination(LEADER_LOCK.to_string());
+        let mut held = self.leadership.lock().await;
+        // A read first: a follower tries the lock (two writes) only when
+        // nobody holds it.
+        let contenders = store.lock_contenders(&target).await?;
+        if held.is_some() {
+            if contenders.first() == Some(&self.identifier) {
+                return Ok(true);
+            }
+            warn!("lost the min-ready leadership (the store session ended?)");
+            *held = None;
+        }
+        if !contenders.is_empty() {
+            return Ok(false);
+        }
+        let options = LockOptions {
+            identifier: Some(self.identifier.clone()),
+            ..LockOptions::try_once()
+        };
+        match store.lock(&target, &options).await {
+            Ok(handle) => {
+                info!("leading min-ready for the launchers sharing this store");
+                *held = Some(handle);
+                Ok(true)
+            }
+            Err(Error::LockHeld { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Give the leadership up (on shutdown).
+    async fn resign(&self) {
+        if let Some(handle) = self.leadership.lock().await.take() {
+            if let Err(e) = self.ctx.store.unlock(&handle).await {
+                debug!(error = %e, "min-ready leader lock already gone");
+            }
         }
     }
 
@@ -103,6 +169,7 @@ impl MinReady {
             }
         }
         lock(&self.submitted).clear();
+        self.resign().await;
     }
 
     /// Settle finished requests: fulfilled ones release their nodes, failed
@@ -201,25 +268,50 @@ impl MinReady {
         if wanted.is_empty() {
             return Ok(());
         }
-        let requested: BTreeSet<Arc<str>> = lock(&self.submitted).values().cloned().collect();
+        if !self.lead().await? {
+            return Ok(());
+        }
         let backoff = ctx.settings.min_ready_interval;
         let failed_lately: BTreeSet<Arc<str>> = {
             let mut failed = lock(&self.failed);
             failed.retain(|_, at| at.elapsed() < backoff);
             failed.keys().cloned().collect()
         };
+        ctx.requests.sync(&*ctx.store).await?;
         ctx.nodes.sync(&*ctx.store).await?;
+        // Labels with a min-ready request outstanding, of any launcher (a
+        // leader before this one), and ids of the requests that exist.
+        let mut requested: BTreeSet<Arc<str>> = lock(&self.submitted).values().cloned().collect();
+        let open_requests: BTreeSet<String> = ctx.requests.with(|requests| {
+            for r in requests.values() {
+                if r.requestor.as_deref() == Some(MIN_READY_REQUESTOR)
+                    && matches!(
+                        r.state,
+                        Some(RequestState::Requested | RequestState::Pending)
+                    )
+                {
+                    requested.extend(r.node_types.iter().cloned());
+                }
+            }
+            requests.keys().cloned().collect()
+        });
         for (label, min_ready) in wanted {
             if requested.contains(label.as_str()) || failed_lately.contains(label.as_str()) {
                 continue;
             }
+            // Ready and free, or being built for a request that is gone
+            // (they end ready and free).
             let ready = ctx.nodes.with(|nodes| {
                 nodes
                     .values()
-                    .filter(|n| {
-                        n.state == Some(NodeState::Ready)
-                            && n.allocated_to.is_none()
-                            && n.has_label(&label)
+                    .filter(|n| n.has_label(&label))
+                    .filter(|n| match n.state {
+                        Some(NodeState::Ready) => n.allocated_to.is_none(),
+                        Some(NodeState::Init | NodeState::Building) => n
+                            .allocated_to
+                            .as_deref()
+                            .is_some_and(|r| !open_requests.contains(r)),
+                        _ => false,
                     })
                     .count()
             });

@@ -48,7 +48,9 @@
 //! | `cleanup.rs` | the periodic cleanup: lost requests, expiry, leaks, store purges |
 //! | `input.rs` | the scheduler's input for one pass: labels, quota, usage, ready nodes |
 //! | `launch.rs` | launching one node: create the instance, record its id, wait, check, retry (`launch-retries`) |
+//! | `admission.rs` | new node records only when they fit, counted from the store itself, in one check-and-create that launchers sharing the store cannot both win |
 //! | `handler.rs` | one accepted request from `requested` to `fulfilled`/declined, in upstream's lock order; declining |
+//! | `spread.rs` | which of the live launchers of one pool takes a request (rendezvous hashing over their registrations) |
 //! | `pool.rs` | `PoolWorker`: a pool's passes: caches → scheduler → decline / wait / start a handler |
 //! | `supervisor.rs` | `Supervisor`: builds the stages, runs the tasks and one worker per pool, dispatches store events, applies config changes, drains |
 //! | `tests.rs` | unit tests of the pure helpers (request order, metadata, resources JSON) |
@@ -70,6 +72,7 @@
 //! the provider and write each node as it goes, then stores the request
 //! fulfilled and tells the ledger it is done.
 
+mod admission;
 mod cache;
 mod census;
 mod cleanup;
@@ -86,6 +89,7 @@ mod pool;
 mod registered;
 mod requests;
 mod settings;
+mod spread;
 mod stats;
 mod supervisor;
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! Readers look at the summaries under a short lock ([`NodeCache::with`]);
 //! nothing awaits while holding it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
@@ -200,6 +200,21 @@ impl NodeCache {
     /// Whether the store held node `id` at the last sync.
     pub(crate) fn contains(&self, id: &str) -> bool {
         self.with(|nodes| nodes.contains_key(id))
+    }
+
+    /// Bring the cache up to date with the store itself, not only with the
+    /// events received so far: the ids in the store now are read (one
+    /// listing of names), and the records the cache lacks or holds beyond
+    /// them are read again. After it, every node created before the call
+    /// began is in the cache (see `admission.rs`).
+    pub(crate) async fn sync_fresh(&self, store: &dyn NodeStore) -> Result<()> {
+        let ids: BTreeSet<String> = store.node_ids().await?.into_iter().collect();
+        let stale: Vec<String> = self.with(|nodes| {
+            let missing = ids.iter().filter(|id| !nodes.contains_key(id.as_str()));
+            let gone = nodes.keys().filter(|id| !ids.contains(id.as_str()));
+            missing.chain(gone).cloned().collect()
+        });
+        self.sync_with(store, stale).await
     }
 }
 

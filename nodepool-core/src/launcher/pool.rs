@@ -21,9 +21,11 @@ use super::handler::{self, Plan};
 use super::input;
 use super::ledger::{Active, Ledger, Ledgers, POOL_KIND};
 use super::requests::RequestSummary;
+use super::spread;
 use super::util::wait_or_tick;
 use super::validate;
 use crate::config::{PoolConfig, ProviderConfig};
+use crate::model::json::JsonValue;
 use crate::model::{Component, ComponentState, RequestState};
 use crate::provider::Provider;
 use crate::scheduler::{Decision, Limit, RequestInfo, MIN_READY_REQUESTOR};
@@ -137,6 +139,10 @@ impl PoolWorker {
         );
         c.priority = Some(pool.map(|p| p.priority).unwrap_or(100));
         c.paused = Some(paused);
+        c.extra.insert(
+            spread::COORDINATION_KEY.to_string(),
+            JsonValue::String(spread::COORDINATION_VERSION.to_string()),
+        );
         c
     }
 
@@ -247,8 +253,26 @@ impl PoolWorker {
             self.set_paused(aborted).await;
             return Ok(());
         }
-        ctx.nodes.sync(&*ctx.store).await?;
         let components = ctx.store.list_components(POOL_KIND).await?;
+        // Requests another live launcher of this same pool takes are left
+        // to it (`spread.rs`); those this pool waits on stay.
+        let mut open = open;
+        open.retain(|r| {
+            r.waiting
+                || spread::is_mine(
+                    &ledger.launcher_id,
+                    &ledger.provider,
+                    &ledger.pool,
+                    &r.id,
+                    &r.declined_by,
+                    &components,
+                )
+        });
+        if open.is_empty() {
+            self.set_paused(aborted).await;
+            return Ok(());
+        }
+        ctx.nodes.sync(&*ctx.store).await?;
         let rt = ctx.runtime(&ledger.provider);
         let data = input::PassData {
             config: &snapshot.config,

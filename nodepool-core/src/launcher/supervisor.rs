@@ -16,7 +16,7 @@ use super::census::{self, Census};
 use super::cleanup;
 use super::context::Context;
 use super::deleter::Deleter;
-use super::ledger::{Ledger, Ledgers};
+use super::ledger::{Ledger, Ledgers, POOL_KIND};
 use super::min_ready::MinReady;
 use super::pool::PoolWorker;
 use super::registered::{self, Registrar};
@@ -275,9 +275,30 @@ impl Dispatcher {
                     target: LockTarget::Node(id),
                     change: Change::Deleted,
                 }) => self.deleter.offer(&id),
-                Ok(StoreEvent::Component { .. }) | Ok(StoreEvent::Image { .. }) => {
+                Ok(StoreEvent::Lock {
+                    target: LockTarget::Request(id),
+                    change: Change::Deleted,
+                }) => {
+                    // A request left `pending` without its lock lost its
+                    // handler (another launcher's session ended): give it
+                    // back now, not at the next cleanup pass.
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { cleanup::reset_if_lost(&ctx, &id).await });
+                }
+                Ok(StoreEvent::Lock {
+                    target: LockTarget::Coordination(_),
+                    change: Change::Deleted,
+                }) => self.min_ready.wake(),
+                Ok(StoreEvent::Component { kind }) => {
+                    if kind == POOL_KIND {
+                        // A launcher may be gone: its `init` nodes are
+                        // orphans now (`building` ones come through their
+                        // locks).
+                        self.deleter.sweep_now();
+                    }
                     self.ledgers.wake(None)
                 }
+                Ok(StoreEvent::Image { .. }) => self.ledgers.wake(None),
                 Ok(StoreEvent::Lock { .. }) => {}
                 Ok(StoreEvent::Resync) | Err(RecvError::Lagged(_)) => {
                     debug!("store events missed: waking every task");

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::admission;
 use super::context::{Context, Snapshot};
 use super::deleter::Deleter;
 use super::launch::{self, LaunchContext, Outcome};
@@ -208,7 +209,28 @@ impl Validator {
             upload.image_name, upload.build_id, upload.id
         ));
         node.created_time = Some(now());
-        node.id = store.create_node(&node).await?;
+        let launch_ctx = LaunchContext {
+            context: self.ctx.clone(),
+            provider: self.provider.clone(),
+            runtime: self.ctx.runtime(&self.provider_cfg.name),
+            provider_cfg: self.provider_cfg.clone(),
+            pool_cfg: self.pool_cfg.clone(),
+            request: None,
+            validation: Some(upload.clone()),
+        };
+        node.resources = launch::resources_of(&launch_ctx, &job.label).await;
+        let batch = admission::Batch {
+            key: job.key.clone(),
+            labels: vec![job.label.clone()],
+            tenant: None,
+            requestor: node.requestor.clone(),
+        };
+        let mut nodes = [node];
+        if !admission::admit(&launch_ctx, &self.ledger, &batch, &mut nodes).await? {
+            debug!(key = %job.key, "no room for the validation node now; validated later");
+            return Ok(());
+        }
+        let [mut node] = nodes;
         self.ledger.node_created(&job.key, &node.id);
         let node_lock = match store
             .lock(&LockTarget::Node(node.id.clone()), &LockOptions::try_once())
@@ -219,15 +241,6 @@ impl Validator {
                 // Unlocked and `init`: the deleter removes it.
                 return Err(e);
             }
-        };
-        let launch_ctx = LaunchContext {
-            context: self.ctx.clone(),
-            provider: self.provider.clone(),
-            runtime: self.ctx.runtime(&self.provider_cfg.name),
-            provider_cfg: self.provider_cfg.clone(),
-            pool_cfg: self.pool_cfg.clone(),
-            request: None,
-            validation: Some(upload.clone()),
         };
         launch::prepare(&launch_ctx, &mut node).await;
         node.set_state(NodeState::Building);

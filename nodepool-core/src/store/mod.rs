@@ -100,6 +100,10 @@ pub enum LockTarget {
         /// Upload id.
         upload: String,
     },
+    /// `/nodepool/coordination/locks/<name>`: a lock of nodepool-rs's own
+    /// that launchers sharing a store coordinate with (the `min-ready`
+    /// leader). Upstream reads nothing under `/nodepool/coordination`.
+    Coordination(String),
 }
 
 impl LockTarget {
@@ -127,6 +131,7 @@ impl LockTarget {
             } => format!(
                 "/nodepool/images/{image}/builds/{build}/providers/{provider}/images/{upload}/lock"
             ),
+            LockTarget::Coordination(name) => format!("{COORDINATION_LOCK_ROOT}/{name}"),
         }
     }
 
@@ -138,6 +143,7 @@ impl LockTarget {
         match parts.as_slice() {
             ["nodes", id, "lock"] => Some(LockTarget::Node(owned(id))),
             ["requests-lock", id] => Some(LockTarget::Request(owned(id))),
+            ["coordination", "locks", name] => Some(LockTarget::Coordination(owned(name))),
             ["images", image, "builds", "lock"] => Some(LockTarget::ImageBuilds(owned(image))),
             ["images", image, "builds", build, "lock"] => Some(LockTarget::Build {
                 image: owned(image),
@@ -167,6 +173,24 @@ impl fmt::Display for LockTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.path())
     }
+}
+
+/// Where [`LockTarget::Coordination`] locks live.
+pub const COORDINATION_LOCK_ROOT: &str = "/nodepool/coordination/locks";
+
+/// The version of an admission counter, read by
+/// [`NodeStore::admission_token`] before counting what a provider (or a
+/// tenant) uses, and checked by [`NodeStore::create_nodes_admitted`]: a node
+/// is created only if no other admission under the same keys happened in
+/// between (optimistic concurrency). This is how launchers sharing a store
+/// never overrun a shared limit: see doc/architecture.md, "Several
+/// launchers on one provider".
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AdmissionToken {
+    /// The counter's key (`provider:<name>`, `tenant:<name>`).
+    pub key: String,
+    /// Its version when read; `-1` when it was never bumped.
+    pub version: i64,
 }
 
 /// How to take a lock.
@@ -274,6 +298,23 @@ pub trait NodeStore: Send + Sync + Debug + 'static {
     async fn delete_node(&self, id: &str) -> Result<()>;
     /// Every node, in id order; undecodable records are skipped.
     async fn list_nodes(&self) -> Result<Vec<Node>>;
+    /// The ids of every node entry now, read from the store itself (no
+    /// cache): on ZooKeeper one listing of names, no records. An id may
+    /// name an entry that holds no record (see `purge_empty_nodes`).
+    async fn node_ids(&self) -> Result<Vec<String>>;
+    /// The current version of admission counter `key` (made on first use).
+    /// Read it *before* counting usage; see [`AdmissionToken`].
+    async fn admission_token(&self, key: &str) -> Result<AdmissionToken>;
+    /// Create `nodes` (each as [`NodeStore::create_node`]; ids in the same
+    /// order) and bump every counter of `tokens`, all in one atomic step,
+    /// only if none of the counters moved since it was read; otherwise
+    /// create nothing and fail with [`Error::VersionConflict`] naming the
+    /// counter that moved.
+    async fn create_nodes_admitted(
+        &self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>>;
     /// Delete node entries that hold no record (upstream's
     /// `_cleanupEmptyNodes`): a ZooKeeper node znode left empty by a lock
     /// taken on a deleted node (kazoo makes the path). Returns how many were
@@ -447,6 +488,7 @@ mod tests {
                 provider: "cloud".into(),
                 upload: "0000000003".into(),
             },
+            LockTarget::Coordination("min-ready".into()),
         ];
         for target in targets {
             assert_eq!(LockTarget::from_path(&target.path()), Some(target));

@@ -60,6 +60,7 @@ pub use self::locks::{
     unlock_twice_fails_with_lock_lost, watch_fires_on_lock_changes,
 };
 pub use self::records::{
+    admission_tokens_admit_one_writer_per_version, concurrent_admissions_never_share_a_version,
     concurrent_writers_get_distinct_ids, node_crud, node_ids_follow_a_sequence, request_crud,
     request_ids_follow_priority_then_sequence, update_missing_fails_delete_missing_succeeds,
 };
@@ -173,6 +174,10 @@ pub async fn store_suite(harness: &dyn StoreHarness) -> SuiteReport {
     report.ran("concurrent_writers_get_distinct_ids");
     concurrent_lockers_never_overlap(harness).await;
     report.ran("concurrent_lockers_never_overlap");
+    admission_tokens_admit_one_writer_per_version(harness).await;
+    report.ran("admission_tokens_admit_one_writer_per_version");
+    concurrent_admissions_never_share_a_version(harness).await;
+    report.ran("concurrent_admissions_never_share_a_version");
 
     session
         .close()

@@ -17,7 +17,9 @@ use crate::config::ZkConfig;
 use crate::session::Session;
 use crate::{lock, Error};
 use nodepool_core::model::{Component, ImageBuild, ImageUpload, ModelError, Node, NodeRequest};
-use nodepool_core::store::{LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent};
+use nodepool_core::store::{
+    AdmissionToken, LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent,
+};
 use nodepool_core::Result;
 
 /// The ZooKeeper [`NodeStore`]: one ZooKeeper session (replaced by a new
@@ -155,6 +157,22 @@ impl NodeStore for ZkStore {
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
         self.list_nodes_impl().await
+    }
+
+    async fn node_ids(&self) -> Result<Vec<String>> {
+        self.node_ids_impl().await
+    }
+
+    async fn admission_token(&self, key: &str) -> Result<AdmissionToken> {
+        self.admission_token_impl(key).await
+    }
+
+    async fn create_nodes_admitted(
+        &self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>> {
+        self.create_nodes_admitted_impl(nodes, tokens).await
     }
 
     async fn purge_empty_nodes(&self) -> Result<usize> {

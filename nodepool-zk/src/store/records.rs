@@ -1,13 +1,13 @@
 //! Nodes, node requests and component registrations.
 
 use futures::StreamExt;
-use zookeeper_client::CreateMode;
+use zookeeper_client::{CreateMode, MultiWriteError, MultiWriteResult};
 
 use super::{corrupt, skip_corrupt, ZkStore};
 use crate::error::{is_connection_broken, store_error};
 use crate::{lock, ops, paths};
 use nodepool_core::model::{Component, Node, NodeRequest, NodeState};
-use nodepool_core::store::{LockOptions, LockTarget};
+use nodepool_core::store::{AdmissionToken, LockOptions, LockTarget};
 use nodepool_core::{Error, Result};
 
 /// How many stats of node znodes [`ZkStore::purge_empty_nodes_impl`] keeps
@@ -32,6 +32,100 @@ impl ZkStore {
         )
         .await
         .map_err(|e| store_error("create", &prefix, e))
+    }
+
+    /// The children of `/nodepool/nodes`: one read, no records.
+    pub(super) async fn node_ids_impl(&self) -> Result<Vec<String>> {
+        ops::children(&self.client()?, paths::NODE_ROOT).await
+    }
+
+    /// The data version of the admission counter znode of `key`, made
+    /// (empty, persistent) on first use.
+    pub(super) async fn admission_token_impl(&self, key: &str) -> Result<AdmissionToken> {
+        let client = self.client()?;
+        let path = paths::admission(key);
+        for _ in 0..2 {
+            if let Some((_, stat)) = ops::get(&client, &path).await? {
+                return Ok(AdmissionToken {
+                    key: key.to_owned(),
+                    version: i64::from(stat.version),
+                });
+            }
+            ops::ensure_path(&client, &path).await?;
+        }
+        Err(store_error(
+            "read admission counter",
+            &path,
+            zookeeper_client::Error::NoNode,
+        ))
+    }
+
+    /// One ZooKeeper transaction: a conditional `setData` of each counter
+    /// (at the version read) and the sequential create of each node. Any
+    /// counter that moved fails the whole transaction.
+    pub(super) async fn create_nodes_admitted_impl(
+        &self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>> {
+        let client = self.client()?;
+        let prefix = format!("{}/", paths::NODE_ROOT);
+        let options =
+            CreateMode::PersistentSequential.with_acls(zookeeper_client::Acls::anyone_all());
+        let mut versions = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let version = i32::try_from(t.version).map_err(|_| Error::VersionConflict {
+                target: format!("admission counter {}", t.key),
+                expected: t.version,
+            })?;
+            versions.push((paths::admission(&t.key), version));
+        }
+        let datas: Vec<Vec<u8>> = nodes.iter().map(Node::to_json).collect();
+        let mut writer = client.new_multi_writer();
+        for (path, version) in &versions {
+            writer
+                .add_set_data(path, b"", Some(*version))
+                .map_err(|e| store_error("admit", path, e))?;
+        }
+        for data in &datas {
+            writer
+                .add_create(&prefix, data, &options)
+                .map_err(|e| store_error("admit", &prefix, e))?;
+        }
+        match writer.commit().await {
+            Ok(results) => {
+                let ids: Vec<String> = results
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        MultiWriteResult::Create { path, .. } => {
+                            Some(paths::basename(&path).to_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if ids.len() == nodes.len() {
+                    Ok(ids)
+                } else {
+                    Err(store_error(
+                        "admit",
+                        &prefix,
+                        zookeeper_client::Error::UnexpectedError(format!(
+                            "{} creates in the reply, {} asked",
+                            ids.len(),
+                            nodes.len()
+                        )),
+                    ))
+                }
+            }
+            Err(MultiWriteError::OperationFailed {
+                index,
+                source: zookeeper_client::Error::BadVersion | zookeeper_client::Error::NoNode,
+            }) if index < tokens.len() => Err(Error::VersionConflict {
+                target: format!("admission counter {}", tokens[index].key),
+                expected: tokens[index].version,
+            }),
+            Err(e) => Err(store_error("admit", &prefix, e.into())),
+        }
     }
 
     pub(super) async fn get_node_impl(&self, id: &str) -> Result<Option<Node>> {

@@ -29,7 +29,7 @@ use tracing::{debug, instrument};
 use self::locks::Enqueued;
 use self::state::{SessionId, State};
 use crate::model::{Component, ImageBuild, ImageUpload, Node, NodeRequest};
-use crate::store::{LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent};
+use crate::store::{AdmissionToken, LockHandle, LockOptions, LockTarget, NodeStore, StoreEvent};
 use crate::{Error, Result};
 
 /// How many events a watcher may fall behind before it sees
@@ -224,6 +224,27 @@ impl NodeStore for MemoryStore {
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
         self.with_open(|s| Ok(s.nodes.values().cloned().collect()))
+    }
+
+    async fn node_ids(&self) -> Result<Vec<String>> {
+        self.with_open(|s| Ok(s.nodes.keys().cloned().collect()))
+    }
+
+    async fn admission_token(&self, key: &str) -> Result<AdmissionToken> {
+        self.with_open(|s| {
+            Ok(AdmissionToken {
+                key: key.to_string(),
+                version: s.admission_version(key),
+            })
+        })
+    }
+
+    async fn create_nodes_admitted(
+        &self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>> {
+        self.with_open(|s| s.create_nodes_admitted(nodes, tokens))
     }
 
     async fn create_request(&self, request: &NodeRequest, priority: &str) -> Result<String> {

@@ -6,7 +6,7 @@ use tokio::sync::broadcast;
 
 use super::locks::LockQueue;
 use crate::model::{Component, ImageBuild, ImageUpload, Node, NodeRequest};
-use crate::store::{Change, LockTarget, StoreEvent};
+use crate::store::{AdmissionToken, Change, LockTarget, StoreEvent};
 use crate::{Error, Result};
 
 /// Identifies one session of a backend.
@@ -57,6 +57,8 @@ pub(super) struct State {
     /// kind -> name -> registration.
     pub(super) components: BTreeMap<String, BTreeMap<String, Ephemeral<Component>>>,
     pub(super) locks: HashMap<LockTarget, LockQueue>,
+    /// Admission counters: key -> version (absent: -1).
+    pub(super) admissions: HashMap<String, i64>,
 }
 
 /// Formats a ZooKeeper-style sequence number.
@@ -75,6 +77,7 @@ impl State {
             next_request_seq: 0,
             next_contender_seq: 0,
             nodes: BTreeMap::new(),
+            admissions: HashMap::new(),
             requests: BTreeMap::new(),
             images: BTreeMap::new(),
             components: BTreeMap::new(),
@@ -104,6 +107,32 @@ impl State {
     }
 
     // --- nodes ---
+
+    /// The version of admission counter `key`.
+    pub(super) fn admission_version(&self, key: &str) -> i64 {
+        self.admissions.get(key).copied().unwrap_or(-1)
+    }
+
+    /// Create `nodes` if no counter of `tokens` moved, bumping them all.
+    pub(super) fn create_nodes_admitted(
+        &mut self,
+        nodes: &[Node],
+        tokens: &[AdmissionToken],
+    ) -> Result<Vec<String>> {
+        if let Some(moved) = tokens
+            .iter()
+            .find(|t| self.admission_version(&t.key) != t.version)
+        {
+            return Err(Error::VersionConflict {
+                target: format!("admission counter {}", moved.key),
+                expected: moved.version,
+            });
+        }
+        for t in tokens {
+            self.admissions.insert(t.key.clone(), t.version + 1);
+        }
+        Ok(nodes.iter().map(|n| self.create_node(n)).collect())
+    }
 
     pub(super) fn create_node(&mut self, node: &Node) -> String {
         let id = sequence_id(self.next_node_seq);
@@ -476,6 +505,9 @@ fn lock_is_under_build(target: &LockTarget, image: &str, build_id: &str) -> bool
         | LockTarget::Upload {
             image: i, build: b, ..
         } => i == image && b == build_id,
-        LockTarget::Node(_) | LockTarget::Request(_) | LockTarget::ImageBuilds(_) => false,
+        LockTarget::Node(_)
+        | LockTarget::Request(_)
+        | LockTarget::ImageBuilds(_)
+        | LockTarget::Coordination(_) => false,
     }
 }

@@ -334,3 +334,137 @@ pub async fn concurrent_writers_get_distinct_ids(harness: &dyn StoreHarness) {
         ok(session.close().await, "close");
     }
 }
+
+/// Admission counters: a node is created under tokens only if none moved
+/// since they were read; a stale token creates nothing; two tokens move
+/// together; `node_ids` lists what exists now.
+pub async fn admission_tokens_admit_one_writer_per_version(harness: &dyn StoreHarness) {
+    let a = harness.session().await;
+    let b = harness.session().await;
+    let provider = unique("provider");
+    let key = format!("provider:{provider}");
+    let tenant = format!("tenant:{}", unique("tenant"));
+
+    let first_a = ok(a.admission_token(&key).await, "admission_token");
+    let first_b = ok(b.admission_token(&key).await, "admission_token");
+    assert_eq!(first_a, first_b, "two sessions read the same version");
+    assert_eq!(first_a.key, key);
+
+    let node = sample_node(&provider);
+    let ids = ok(
+        a.create_nodes_admitted(
+            &[node.clone(), node.clone()],
+            std::slice::from_ref(&first_a),
+        )
+        .await,
+        "create_nodes_admitted with a fresh token",
+    );
+    assert_eq!(ids.len(), 2, "one id per node");
+    assert!(ids[0] < ids[1], "ids in the order of the nodes: {ids:?}");
+    let (id, id0) = (ids[0].clone(), ids[1].clone());
+    assert!(is_sequence(&id), "admitted node id {id:?} is a sequence");
+    let listed = ok(b.node_ids().await, "node_ids");
+    assert!(listed.contains(&id), "node_ids lists the admitted node");
+
+    match b
+        .create_nodes_admitted(std::slice::from_ref(&node), std::slice::from_ref(&first_b))
+        .await
+    {
+        Err(Error::VersionConflict { .. }) => {}
+        other => panic!("a stale token must fail with VersionConflict, got {other:?}"),
+    }
+    let after: BTreeSet<String> = ok(b.list_nodes().await, "list_nodes")
+        .into_iter()
+        .filter(|n| n.provider.as_deref() == Some(provider.as_str()))
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(
+        after,
+        BTreeSet::from([id.clone(), id0.clone()]),
+        "the refused admission created nothing"
+    );
+
+    let second = ok(b.admission_token(&key).await, "admission_token");
+    assert_ne!(
+        second.version, first_b.version,
+        "the admission moved the counter"
+    );
+    let tenant_token = ok(b.admission_token(&tenant).await, "admission_token");
+    let both = [second.clone(), tenant_token.clone()];
+    let id2 = ok(
+        b.create_nodes_admitted(std::slice::from_ref(&node), &both)
+            .await,
+        "create_nodes_admitted with two tokens",
+    )
+    .remove(0);
+    // The tenant counter moved too: a token read before is stale now.
+    match a
+        .create_nodes_admitted(
+            std::slice::from_ref(&node),
+            std::slice::from_ref(&tenant_token),
+        )
+        .await
+    {
+        Err(Error::VersionConflict { .. }) => {}
+        other => panic!("both counters move with one admission, got {other:?}"),
+    }
+    // An unrelated counter is not touched.
+    let other = ok(a.admission_token(&unique("provider:other")).await, "token");
+    let id3 = ok(
+        a.create_nodes_admitted(std::slice::from_ref(&node), std::slice::from_ref(&other))
+            .await,
+        "create_nodes_admitted on another key",
+    )
+    .remove(0);
+
+    for id in [&id, &id0, &id2, &id3] {
+        ok(a.delete_node(id).await, "delete_node");
+    }
+    let listed = ok(a.node_ids().await, "node_ids");
+    assert!(
+        !listed.contains(&id) && !listed.contains(&id2),
+        "node_ids forgets deleted nodes"
+    );
+    for s in [a, b] {
+        ok(s.close().await, "close");
+    }
+}
+
+/// Writers racing on one admission counter: of each round of concurrent
+/// attempts with the same version, exactly one creates its node.
+pub async fn concurrent_admissions_never_share_a_version(harness: &dyn StoreHarness) {
+    const WRITERS: usize = 4;
+    const ROUNDS: usize = 10;
+    let sessions = [harness.session().await, harness.session().await];
+    let provider = unique("provider");
+    let key = format!("provider:{provider}");
+    let mut created = Vec::new();
+    for _ in 0..ROUNDS {
+        let token = ok(sessions[0].admission_token(&key).await, "admission_token");
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let store = sessions[w % sessions.len()].clone();
+            let token = token.clone();
+            let node = sample_node(&provider);
+            tasks.spawn(async move { store.create_nodes_admitted(&[node], &[token]).await });
+        }
+        let mut won = 0;
+        while let Some(result) = tasks.join_next().await {
+            match ok(result, "an admission task") {
+                Ok(ids) => {
+                    won += 1;
+                    created.extend(ids);
+                }
+                Err(Error::VersionConflict { .. }) => {}
+                Err(e) => panic!("admission failed: {e}"),
+            }
+        }
+        assert_eq!(won, 1, "one writer per version");
+    }
+    for id in &created {
+        ok(sessions[0].delete_node(id).await, "delete_node");
+    }
+    for s in sessions {
+        ok(s.close().await, "close");
+    }
+}
