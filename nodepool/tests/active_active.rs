@@ -251,24 +251,43 @@ async fn three_launchers_through_two_kills(
 
     // Afterwards: min-ready exactly, nothing building, cloud and records
     // agree, and that holds for a while.
-    wait(
-        "min-ready held and the cloud agreeing",
-        Duration::from_secs(200),
-        &launchers,
-        || {
-            let (store, sim) = (store.clone(), sim.clone());
-            async move {
-                let nodes = store.list_nodes().await.ok()?;
-                let ready = nodes
-                    .iter()
-                    .filter(|n| n.state == Some(NodeState::Ready) && n.allocated_to.is_none())
-                    .count();
-                let other = nodes.len() - ready;
-                (ready == MIN_READY && other == 0 && live_servers(&sim) == MIN_READY).then_some(())
+    let last_seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = last_seen.clone();
+    let settle = wait_quietly(Duration::from_secs(200), || {
+        let (store, sim, seen) = (store.clone(), sim.clone(), seen.clone());
+        async move {
+            let nodes = store.list_nodes().await.ok()?;
+            let requests = store.list_requests().await.ok()?;
+            let ready = nodes
+                .iter()
+                .filter(|n| n.state == Some(NodeState::Ready) && n.allocated_to.is_none())
+                .count();
+            let other = nodes.len() - ready;
+            let live = live_servers(&sim);
+            if let Ok(mut s) = seen.lock() {
+                *s = format!(
+                    "nodes: {:?}\nrequests: {:?}\nlive servers: {live}",
+                    nodes
+                        .iter()
+                        .map(|n| (&n.id, n.state, &n.allocated_to, &n.external_id))
+                        .collect::<Vec<_>>(),
+                    requests
+                        .iter()
+                        .map(|r| (&r.id, r.state, &r.requestor))
+                        .collect::<Vec<_>>(),
+                );
             }
-        },
-    )
+            (ready == MIN_READY && other == 0 && live == MIN_READY).then_some(())
+        }
+    })
     .await;
+    if settle.is_none() {
+        panic!(
+            "min-ready not held exactly, or the cloud disagrees, 200 s after the workload\n{}\n{}",
+            last_seen.lock().map(|s| s.clone()).unwrap_or_default(),
+            all_logs(&launchers)
+        );
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let nodes = store.list_nodes().await.expect("nodes");
     assert_eq!(
@@ -293,6 +312,24 @@ async fn three_launchers_through_two_kills(
     Run {
         longest: waits.last().copied().unwrap_or_default(),
         waits,
+    }
+}
+
+/// Polls `check` until `Some`; `None` after `limit`.
+async fn wait_quietly<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

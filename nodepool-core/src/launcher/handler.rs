@@ -607,6 +607,43 @@ pub(crate) async fn decline(ctx: &Context, ledger: &Ledger, request_id: &str) ->
     result
 }
 
+/// Fail request `id` if it is still `requested` and every registered pool
+/// has declined it (a pool that had not may have gone since the last
+/// decline). Under the request's lock.
+pub(crate) async fn fail_if_declined_by_all(ctx: &Context, id: &str) -> Result<()> {
+    let target = LockTarget::Request(id.to_string());
+    let Ok(handle) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
+        return Ok(());
+    };
+    let result = async {
+        let Some(mut request) = ctx.store.get_request(id).await? else {
+            return Ok(());
+        };
+        if request.state != Some(RequestState::Requested) {
+            return Ok(());
+        }
+        let pools = ctx.store.list_components(POOL_KIND).await?;
+        let all_declined = pools.iter().all(|c| {
+            c.id.as_ref()
+                .is_some_and(|pool| request.declined_by.contains(pool))
+        });
+        if !all_declined {
+            return Ok(());
+        }
+        request.state = Some(RequestState::Failed);
+        request.state_time = Some(now());
+        ctx.store.update_request(&request).await?;
+        ctx.counters.bump(Counter::RequestsFailed);
+        info!(request_id = %id, "every live pool has declined the node request: failing it");
+        Ok(())
+    }
+    .await;
+    if let Err(e) = ctx.store.unlock(&handle).await {
+        debug!(error = %e, "request lock already gone");
+    }
+    result
+}
+
 /// Add this pool to `declined_by`; the request fails if every registered
 /// pool declined it (`Ok(true)`), else goes back to `requested`.
 pub(crate) async fn mark_declined(

@@ -299,19 +299,23 @@ impl MinReady {
             if requested.contains(label.as_str()) || failed_lately.contains(label.as_str()) {
                 continue;
             }
-            // Ready and free, or being built for a request that is gone
-            // (they end ready and free).
+            // Ready and free, or ready or being built for a request that
+            // is gone (a dead leader's, say): those end ready and free.
             let ready = ctx.nodes.with(|nodes| {
                 nodes
                     .values()
                     .filter(|n| n.has_label(&label))
-                    .filter(|n| match n.state {
-                        Some(NodeState::Ready) => n.allocated_to.is_none(),
-                        Some(NodeState::Init | NodeState::Building) => n
-                            .allocated_to
-                            .as_deref()
-                            .is_some_and(|r| !open_requests.contains(r)),
-                        _ => false,
+                    .filter(|n| {
+                        let orphan = || {
+                            n.allocated_to
+                                .as_deref()
+                                .is_some_and(|r| !open_requests.contains(r))
+                        };
+                        match n.state {
+                            Some(NodeState::Ready) => n.allocated_to.is_none() || orphan(),
+                            Some(NodeState::Init | NodeState::Building) => orphan(),
+                            _ => false,
+                        }
                     })
                     .count()
             });

@@ -242,6 +242,22 @@ impl PoolWorker {
             let open_ids: HashSet<&str> = open.iter().map(|r| r.id.as_str()).collect();
             ledger.keep_waiting(|id| open_ids.contains(id));
         }
+        // Requests this pool declined that are still `requested`: once
+        // every live pool has declined one (a pool that never looked at it
+        // may have died meanwhile), it fails, as it would have at the last
+        // decline.
+        let declined: Vec<(String, Vec<String>)> = ctx.requests.with(|requests| {
+            requests
+                .iter()
+                .filter(|(_, r)| {
+                    r.state == Some(RequestState::Requested) && r.declined_by(&ledger.launcher_id)
+                })
+                .map(|(id, r)| {
+                    let by = r.declined_by.iter().map(|d| d.to_string()).collect();
+                    (id.clone(), by)
+                })
+                .collect()
+        });
         if let Err(e) = self
             .validation_pass(handlers, &snapshot, provider_cfg, pool_cfg, provider)
             .await
@@ -249,11 +265,22 @@ impl PoolWorker {
             warn!(error = %e, "image validation pass failed");
         }
         let aborted = book.any_aborted();
-        if open.is_empty() {
+        if open.is_empty() && declined.is_empty() {
             self.set_paused(aborted).await;
             return Ok(());
         }
         let components = ctx.store.list_components(POOL_KIND).await?;
+        for (id, declined_by) in &declined {
+            let all = components.iter().all(|c| {
+                c.id.as_ref()
+                    .is_some_and(|pool| declined_by.iter().any(|d| d == pool))
+            });
+            if all {
+                if let Err(e) = handler::fail_if_declined_by_all(ctx, id).await {
+                    debug!(request_id = %id, error = %e, "could not fail a request every pool declined");
+                }
+            }
+        }
         // Requests another live launcher of this same pool takes are left
         // to it (`spread.rs`); those this pool waits on stay.
         let mut open = open;
