@@ -143,6 +143,28 @@ fn live_servers(sim: &SimState) -> usize {
     })
 }
 
+/// The cloud's servers, for a failure message: id, node id, created,
+/// deleted (seconds since the epoch).
+fn describe_servers(sim: &SimState) -> String {
+    let t = nodepool_openstack_sim::state::now();
+    sim.read(|c| {
+        let lines: Vec<String> = c
+            .servers
+            .values()
+            .map(|s| {
+                format!(
+                    "server {} node {:?} created {:.3} deleted {:?}",
+                    s.id,
+                    s.metadata.get("nodepool_node_id"),
+                    s.created,
+                    s.deleted_at
+                )
+            })
+            .collect();
+        format!("at {t:.3}:\n{}", lines.join("\n"))
+    })
+}
+
 /// What one run saw.
 struct Run {
     /// Longest wait of a request from submission to fulfilment.
@@ -160,11 +182,22 @@ async fn three_launchers_through_two_kills(
 ) -> Run {
     let peak = Arc::new(AtomicUsize::new(0));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // The first moment over the limit, as the cloud saw it.
+    let over = Arc::new(std::sync::Mutex::new(None::<String>));
     let sampler = {
-        let (sim, peak, sampling) = (sim.clone(), peak.clone(), sampling.clone());
+        let (sim, peak, sampling, over) =
+            (sim.clone(), peak.clone(), sampling.clone(), over.clone());
         std::thread::spawn(move || {
             while sampling.load(Ordering::Relaxed) {
-                peak.fetch_max(live_servers(&sim), Ordering::Relaxed);
+                let live = live_servers(&sim);
+                peak.fetch_max(live, Ordering::Relaxed);
+                if live > MAX_SERVERS {
+                    if let Ok(mut over) = over.lock() {
+                        if over.is_none() {
+                            *over = Some(describe_servers(&sim));
+                        }
+                    }
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
         })
@@ -303,7 +336,8 @@ async fn three_launchers_through_two_kills(
     let peak = peak.load(Ordering::Relaxed);
     assert!(
         peak <= MAX_SERVERS,
-        "the cloud ran {peak} servers of a pool with max-servers {MAX_SERVERS}\n{}",
+        "the cloud ran {peak} servers of a pool with max-servers {MAX_SERVERS}\n{}\n{}",
+        over.lock().ok().and_then(|o| o.clone()).unwrap_or_default(),
         all_logs(&launchers)
     );
     assert!(peak >= 2, "the launchers did work: peak {peak}");

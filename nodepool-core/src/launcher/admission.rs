@@ -40,7 +40,7 @@ use super::launch::LaunchContext;
 use super::ledger::Ledger;
 use crate::config::Config;
 use crate::model::Node;
-use crate::scheduler::{Decision, RequestInfo};
+use crate::scheduler::{Decision, DeclineReason, RequestInfo};
 use crate::{Error, Result};
 
 /// Conflicts (other launchers admitting at the same moment) one batch
@@ -57,8 +57,6 @@ pub(crate) struct Batch {
     pub(crate) labels: Vec<String>,
     /// The tenant the nodes count against.
     pub(crate) tenant: Option<String>,
-    /// Who asked.
-    pub(crate) requestor: Option<String>,
 }
 
 /// The admission counters a batch for `provider` and `tenant` moves: the
@@ -147,12 +145,14 @@ async fn fits(launch: &LaunchContext, ledger: &Ledger, batch: &Batch, config: &C
         components: &[],
         book: &book,
     };
+    // No requestor: a min-ready request at a limit is declined, not made
+    // to wait, and a decline must not read as room.
     let request = RequestInfo {
         id: batch.key.clone(),
         labels: batch.labels.clone(),
         reuse: false,
         tenant: batch.tenant.clone(),
-        requestor: batch.requestor.clone(),
+        requestor: None,
         declined_by: Vec::new(),
         provider: None,
         waiting: true,
@@ -161,15 +161,40 @@ async fn fits(launch: &LaunchContext, ledger: &Ledger, batch: &Batch, config: &C
     scheduling.pool.labels_without_image.clear();
     scheduling.pool.label_capacity.clear();
     scheduling.launchers.clear();
-    !ctx.scheduler
+    let decision = ctx
+        .scheduler
         .schedule(&scheduling)
-        .iter()
-        .any(|d| matches!(d, Decision::Wait { request_id, .. } if *request_id == batch.key))
+        .into_iter()
+        .find(|d| decision_id(d) == batch.key);
+    room_for(decision.as_ref())
+}
+
+fn decision_id(d: &Decision) -> &str {
+    match d {
+        Decision::Accept { request_id, .. }
+        | Decision::Decline { request_id, .. }
+        | Decision::Wait { request_id, .. } => request_id,
+    }
+}
+
+/// Whether a decision on a batch leaves room for it: an accept does; a
+/// wait at a limit and a decline for a limit do not; a decline for another
+/// reason (an unknown label, say) is the pass's business, not a limit's.
+fn room_for(decision: Option<&Decision>) -> bool {
+    match decision {
+        Some(Decision::Accept { .. }) => true,
+        Some(Decision::Decline { reason, .. }) => !matches!(
+            reason,
+            DeclineReason::ExceedsLimits(_) | DeclineReason::AtCapacityForMinReady(_)
+        ),
+        Some(Decision::Wait { .. }) | None => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::Limit;
 
     #[test]
     fn an_unlimited_tenant_moves_only_the_provider_counter() {
@@ -179,6 +204,35 @@ mod tests {
             ["provider:cloud"]
         );
         assert_eq!(counter_keys(&config, "cloud", None), ["provider:cloud"]);
+    }
+
+    #[test]
+    fn only_an_accept_or_a_decline_for_no_limit_leaves_room() {
+        let accept = Decision::Accept {
+            request_id: "r".into(),
+            reuse: Vec::new(),
+            launch: vec![0],
+        };
+        let wait = Decision::Wait {
+            request_id: "r".into(),
+            limited_by: Limit::Instances,
+        };
+        let decline = |reason| Decision::Decline {
+            request_id: "r".into(),
+            reason,
+        };
+        assert!(room_for(Some(&accept)));
+        assert!(!room_for(Some(&wait)));
+        assert!(!room_for(None));
+        assert!(!room_for(Some(&decline(
+            DeclineReason::AtCapacityForMinReady(Limit::Instances)
+        ))));
+        assert!(!room_for(Some(&decline(DeclineReason::ExceedsLimits(
+            Limit::Cores
+        )))));
+        assert!(room_for(Some(&decline(DeclineReason::UnknownLabel(
+            "x".into()
+        )))));
     }
 
     #[test]

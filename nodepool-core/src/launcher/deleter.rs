@@ -30,7 +30,7 @@ use super::registered::{self, Registrar};
 use super::stats::Counter;
 use super::util::{lock, now};
 use crate::model::{Node, NodeState};
-use crate::provider::wait_gone;
+use crate::provider::{for_each_instance, wait_gone, Instance, Provider};
 use crate::store::{LockHandle, LockOptions, LockTarget};
 use crate::Result;
 
@@ -299,6 +299,13 @@ impl Deleter {
         let ctx = &*self.ctx;
         let span = info_span!("delete", node_id = %node.id, provider = ?node.provider);
         async {
+            // A launch was under way (or may have been) when the node came
+            // here: its instance may exist though its id was never written
+            // (a launcher killed between the cloud's create and the write).
+            let launch_may_have_run = matches!(
+                node.state,
+                Some(NodeState::Building | NodeState::Testing | NodeState::Deleting)
+            );
             if node.state != Some(NodeState::Deleting) {
                 node.set_state(NodeState::Deleting);
                 if let Err(e) = ctx.store.update_node(&node).await {
@@ -312,8 +319,38 @@ impl Deleter {
                 .and_then(|p| ctx.provider_for_cleanup(p));
             // Pre-registered hosts are never deleted, only their records.
             let preregistered = provider.as_ref().is_some_and(|p| p.registered().is_some());
-            let instance = node.external_id.as_deref().zip(provider.as_ref());
-            if let Some((external_id, provider)) = instance.filter(|_| !preregistered) {
+            let mut instances: Vec<String> = node.external_id.iter().cloned().collect();
+            if let (Some(p), true) = (
+                provider.as_ref(),
+                instances.is_empty() && launch_may_have_run && !preregistered,
+            ) {
+                // Found through the node id our metadata carries, and
+                // deleted like any instance of the node: until then the
+                // record keeps counting against the pool's limits.
+                match instances_of(&**p, node.provider.as_deref().unwrap_or_default(), &node.id)
+                    .await
+                {
+                    Ok(found) => {
+                        if let [only] = found.as_slice() {
+                            // Known from now on, like any recorded instance.
+                            node.external_id = Some(only.clone());
+                            if let Err(e) = ctx.store.update_node(&node).await {
+                                debug!(error = %e, "could not record the instance found");
+                            }
+                        }
+                        instances = found;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot look for an instance of a node without one recorded; will retry");
+                        let _ = ctx.store.unlock(&handle).await;
+                        return Err(e);
+                    }
+                }
+            }
+            let cloud = provider.as_ref().filter(|_| !preregistered);
+            for external_id in cloud.map_or(&[][..], |_| instances.as_slice()) {
+                let Some(provider) = cloud else { break };
+                let external_id = external_id.as_str();
                 if let Err(e) = provider.delete_instance(external_id).await {
                     warn!(%external_id, error = %e, "could not delete instance; will retry");
                     let _ = ctx.store.unlock(&handle).await;
@@ -524,6 +561,30 @@ impl Deleter {
         }
         Ok(())
     }
+}
+
+/// The instances of node `node_id` the cloud lists (our metadata names it),
+/// when the provider can list instances; none otherwise.
+async fn instances_of(
+    provider: &(dyn Provider + 'static),
+    provider_name: &str,
+    node_id: &str,
+) -> Result<Vec<String>> {
+    if !provider.capabilities().instance_listing {
+        return Ok(Vec::new());
+    }
+    let mut found: Vec<String> = Vec::new();
+    let (name, id) = (provider_name.to_owned(), node_id.to_owned());
+    let visit = |instance: Instance| {
+        if instance.node_id_of(&name) == Some(id.as_str()) {
+            found.push(instance.external_id);
+        }
+    };
+    for_each_instance(provider, visit).await?;
+    if !found.is_empty() {
+        info!(instances = ?found, "found the instance of a node whose id was never recorded");
+    }
+    Ok(found)
 }
 
 /// Whether an `init` node is nobody's work: its launcher's pool is not

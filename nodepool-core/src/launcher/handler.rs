@@ -310,7 +310,6 @@ impl Handler {
             key: self.request.id.clone(),
             labels: todo.iter().map(|(_, l)| l.clone()).collect(),
             tenant: self.request.tenant_name.clone(),
-            requestor: self.request.requestor.clone(),
         };
         if !admission::admit(&self.launch, &self.ledger, &batch, &mut nodes).await? {
             return Ok(None);

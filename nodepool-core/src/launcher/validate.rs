@@ -223,7 +223,6 @@ impl Validator {
             key: job.key.clone(),
             labels: vec![job.label.clone()],
             tenant: None,
-            requestor: node.requestor.clone(),
         };
         let mut nodes = [node];
         if !admission::admit(&launch_ctx, &self.ledger, &batch, &mut nodes).await? {
