@@ -16,8 +16,8 @@ use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
 use crate::model::{ImageUpload, Node, NodeState};
 use crate::provider::{
-    ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
-    META_PROVIDER,
+    ImageRef, Instance, LaunchSpec, Provider, Resources, META_GROUPS, META_IMAGE, META_NODE_ID,
+    META_POOL, META_PROVIDER,
 };
 use crate::retry::RetryDecision;
 use crate::time::LONGEST_WAIT;
@@ -322,8 +322,18 @@ fn fill_from_instance(node: &mut Node, instance: &Instance) {
     if instance.node_properties.is_some() {
         node.node_properties = instance.node_properties.clone();
     }
-    let r = &instance.resources;
-    if r.instances.is_some() || r.cores.is_some() || r.ram.is_some() {
-        node.resources = Some(resources_json(r));
+    // What the cloud reports wins (upstream takes the instance's quota);
+    // other resources the node was sized with and the instance does not
+    // report (an OpenStack boot volume: Nova's server shows no size) stay.
+    if instance.resources.is_known() {
+        let mut r = instance.resources.clone();
+        if let Some(before) = node.resources.as_ref().map(Resources::from_node_json) {
+            for (name, amount) in before.other.iter() {
+                if r.other.get(name).is_none() {
+                    r.other.set(name, amount);
+                }
+            }
+        }
+        node.resources = Some(resources_json(&r));
     }
 }

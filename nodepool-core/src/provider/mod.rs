@@ -34,12 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 mod ext;
 mod registered;
+mod resources;
 pub mod wrappers;
 
 pub use ext::{
@@ -47,6 +47,7 @@ pub use ext::{
     BootClassifier, ProviderExt, DEFAULT_POLL_INTERVAL,
 };
 pub use registered::RegisteredHosts;
+pub use resources::{OtherResources, Quantity, Resources};
 pub use wrappers::{stack, stack_all, stack_with, StackSettings};
 
 /// Instance metadata key: the provider name.
@@ -83,17 +84,6 @@ impl ProviderCapabilities {
             _ => true,
         }
     }
-}
-
-/// Resources a node uses, or a limit on them. `None` means unlimited/unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Resources {
-    /// Instances (servers).
-    pub instances: Option<u64>,
-    /// CPU cores.
-    pub cores: Option<u64>,
-    /// RAM in MB.
-    pub ram: Option<u64>,
 }
 
 /// The image to boot an instance from.

@@ -80,6 +80,7 @@ impl K8sProvider {
             instances: Some(1),
             cores: count(label.cpu),
             ram: count(label.memory),
+            ..Resources::default()
         }
     }
 
@@ -473,6 +474,7 @@ impl Provider for K8sProvider {
             instances: limit(self.config.max_servers),
             cores: limit(self.config.max_cores),
             ram: limit(self.config.max_ram),
+            ..Resources::default()
         })
     }
 }

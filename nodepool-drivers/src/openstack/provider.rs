@@ -542,6 +542,7 @@ impl Provider for OpenStackProvider {
             instances: bound("maxTotalInstances"),
             cores: bound("maxTotalCores"),
             ram: bound("maxTotalRAMSize"),
+            ..Resources::default()
         })
     }
 

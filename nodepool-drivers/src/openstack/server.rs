@@ -39,6 +39,7 @@ impl Flavor {
             instances: Some(1),
             cores: Some(self.vcpus),
             ram: Some(self.ram),
+            ..Resources::default()
         }
     }
 }
@@ -195,6 +196,7 @@ pub fn instance(server: &Value, place: Place<'_>, flavor: Option<&Flavor>) -> Op
             instances: Some(1),
             cores: Some(cores),
             ram: Some(ram),
+            ..Resources::default()
         },
         (Some(f), _, _) => f.resources(),
         _ => Resources {
