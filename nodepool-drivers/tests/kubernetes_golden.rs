@@ -4,7 +4,8 @@
 //! node record round-trips byte for byte, and the node our provider makes
 //! on the simulator has upstream's connection type, connection details
 //! (same keys in the same order; host, token and CA are the simulator's),
-//! interface_ip, external_id, cloud, python_path, shell_type and resources.
+//! interface_ip, external_id, cloud, python_path, shell_type and resources
+//! (byte for byte, extra resources included).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use nodepool_core::config::load_str;
+use nodepool_core::model::json::JsonValue;
 use nodepool_core::model::Node;
-use nodepool_core::provider::{LaunchSpec, Provider};
+use nodepool_core::provider::{LaunchSpec, Provider, Resources};
 use nodepool_drivers::k8s::kubeconfig::Credentials;
 use nodepool_drivers::k8s::{objects, Flavor, K8sConfig, K8sProvider, KubeClient, LabelType};
 use nodepool_kube_sim::{Sim, SimOptions, Timing, CA_CERT_PEM};
@@ -274,23 +276,23 @@ async fn our_nodes_have_upstreams_fields() {
             "{name}"
         );
 
-        // Resources: cores, instances and ram as upstream; the extra
-        // resources (a GPU, ephemeral storage, extra-resources) are not
-        // counted by our quota (doc/drivers/kubernetes.md).
+        // Resources: what the node record says it uses, byte for byte as
+        // upstream writes it (a GPU, ephemeral storage and extra-resources
+        // after cores, instances and ram).
         let r = provider
             .label_resources(&pool, &label_name)
             .await
             .expect("resources");
-        let theirs = up["resources"].as_object().expect("resources");
-        assert_eq!(theirs["cores"], json!(r.cores), "{name}: cores");
-        assert_eq!(theirs["ram"], json!(r.ram), "{name}: ram");
-        assert_eq!(theirs["instances"], json!(r.instances), "{name}: instances");
-        for key in theirs.keys() {
-            assert!(
-                ["cores", "ram", "instances", "nvidia.com/gpu"].contains(&key.as_str()),
-                "{name}: unexpected resource {key}"
-            );
-        }
+        let theirs = Node::from_json(&node_id, &c.node_bytes)
+            .expect("reads")
+            .resources
+            .expect("upstream's resources");
+        assert_eq!(
+            JsonValue::Object(r.to_node_json()).to_python_json(false),
+            JsonValue::Object(theirs.clone()).to_python_json(false),
+            "{name}: resources"
+        );
+        assert_eq!(Resources::from_node_json(&theirs), r, "{name}: read back");
         provider
             .delete_instance(&created.external_id)
             .await

@@ -1,7 +1,8 @@
 //! The launcher engine with `kubernetes` providers on the Kubernetes API
 //! simulator: min-ready pod and namespace nodes, a request served and its
 //! nodes deleted with their namespaces, a leaked labelled namespace deleted
-//! after the grace period, a pool's `max-servers`, launcher crashes, and
+//! after the grace period, a pool's `max-servers` and `max-resources`,
+//! `tenant-resource-limits` of an extra resource, launcher crashes, and
 //! the same for an `openshiftpods` provider's pods.
 
 use std::collections::BTreeMap;
@@ -397,6 +398,145 @@ async fn a_pool_at_max_servers_waits_for_a_node_to_be_returned() {
     );
     h.release(held).await;
     h.fulfilled(&b).await;
+    h.stop().await;
+}
+
+/// A config with a GPU label (`gpu: 1.0` of `nvidia.com/gpu`, ephemeral
+/// storage and two extra resources) and `extra` at the top level.
+fn gpu_yaml(pool_extra: &str, extra: &str) -> String {
+    format!(
+        r#"labels:
+  - name: pod-gpu
+providers:
+  - name: kubespray
+    driver: kubernetes
+    context: kube-sim
+    pools:
+      - name: main
+{pool_extra}
+        labels:
+          - name: pod-gpu
+            type: pod
+            image: docker.io/cuda:12
+            cpu: 2
+            storage: 100
+            gpu: 1.0
+            gpu-resource: nvidia.com/gpu
+            extra-resources: {{zeta: 2, alpha: 1}}
+{extra}"#
+    )
+}
+
+/// The pods of our namespaces that ask for a GPU.
+fn gpu_pods(sim: &Sim) -> usize {
+    sim.list("pods", None)
+        .iter()
+        .filter(|p| {
+            p["spec"]["containers"][0]["resources"]["limits"]
+                .get("nvidia.com/gpu")
+                .is_some()
+        })
+        .count()
+}
+
+impl Harness {
+    async fn submit_for(&self, labels: &[&str], tenant: &str) -> String {
+        let mut request = NodeRequest::new(labels.iter().copied());
+        request.state = Some(RequestState::Requested);
+        request.requestor = Some("test-requestor".to_string());
+        request.tenant_name = Some(tenant.to_string());
+        self.store
+            .create_request(&request, "100")
+            .await
+            .expect("submit")
+    }
+
+    async fn state_of(&self, id: &str) -> Option<RequestState> {
+        self.store
+            .get_request(id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .state
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_gpu_limit_holds_the_second_gpu_pod_back_before_any_pod_is_made() {
+    let h = start(&gpu_yaml("        max-resources: {nvidia.com/gpu: 1}", "")).await;
+    let a = h.submit(&["pod-gpu"]).await;
+    let held = h.accept(&a).await;
+    // The node record counts what upstream's records count.
+    let resources = held[0].0.resources.clone().expect("resources");
+    assert_eq!(
+        JsonValue::Object(resources).to_python_json(false),
+        r#"{"cores": 2, "instances": 1, "ram": 0, "ephemeral-storage": 100, "nvidia.com/gpu": 1.0, "zeta": 2, "alpha": 1}"#
+    );
+    let b = h.submit(&["pod-gpu"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.state_of(&b).await,
+        Some(RequestState::Requested),
+        "b waits"
+    );
+    assert_eq!(gpu_pods(&h.sim), 1, "no second GPU pod is created");
+    let nodes = h.store.list_nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1, "no node is launched for b: {nodes:?}");
+    h.release(held).await;
+    h.fulfilled(&b).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_requests_made_at_once_get_one_pod_for_the_last_gpu() {
+    let h = start(&gpu_yaml("        max-resources: {nvidia.com/gpu: 1}", "")).await;
+    let ids = [
+        h.submit(&["pod-gpu"]).await,
+        h.submit(&["pod-gpu"]).await,
+        h.submit(&["pod-gpu"]).await,
+    ];
+    let nodes = h
+        .nodes_where("a node for one of them", |nodes| !nodes.is_empty())
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(gpu_pods(&h.sim), 1, "one GPU pod, never two");
+    assert_eq!(
+        h.store.list_nodes().await.expect("nodes").len(),
+        1,
+        "one node: {nodes:?}"
+    );
+    let mut fulfilled = 0;
+    for id in &ids {
+        if h.state_of(id).await == Some(RequestState::Fulfilled) {
+            fulfilled += 1;
+        }
+    }
+    assert_eq!(fulfilled, 1, "the other two wait");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_extra_resource_limit_holds_its_requests_and_not_others() {
+    let h = start(&gpu_yaml(
+        "",
+        "tenant-resource-limits:\n  - tenant-name: tenant-one\n    zeta: 3\n",
+    ))
+    .await;
+    let a = h.submit_for(&["pod-gpu"], "tenant-one").await;
+    let held = h.accept(&a).await;
+    // zeta: 2 of 3 used; another node of tenant-one would make 4.
+    let b = h.submit_for(&["pod-gpu"], "tenant-one").await;
+    let c = h.submit_for(&["pod-gpu"], "tenant-two").await;
+    let held_c = h.accept(&c).await;
+    assert_eq!(
+        h.state_of(&b).await,
+        Some(RequestState::Requested),
+        "b waits"
+    );
+    assert_eq!(gpu_pods(&h.sim), 2, "a's and c's pods only");
+    h.release(held).await;
+    h.fulfilled(&b).await;
+    h.release(held_c).await;
     h.stop().await;
 }
 

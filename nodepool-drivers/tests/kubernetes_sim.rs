@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::config::load_str;
-use nodepool_core::provider::{InstanceState, LaunchSpec, Provider};
+use nodepool_core::provider::{InstanceState, LaunchSpec, Provider, Quantity};
 use nodepool_core::testing::provider::{provider_suite, SuiteConfig};
 use nodepool_core::ErrorKind;
 use nodepool_drivers::k8s::{kubeconfig, K8sConfig, K8sProvider, KubeClient};
@@ -369,56 +369,37 @@ async fn kubernetes_passes_the_conformance_suite_through_the_wrapper_stack() {
     }
 }
 
+/// A GPU label's pod asks for the GPU, and the provider counts it (with
+/// the other resources) in what a node uses, so the launcher's scheduler
+/// can hold `max-resources` ahead (nodepool-drivers/tests/kubernetes_launcher.rs).
 #[tokio::test]
-async fn max_resources_refuses_a_node_past_the_pools_limit_with_a_quota_error() {
+async fn a_gpu_pod_asks_for_its_gpu_and_counts_it_in_its_resources() {
     let sim = sim(Duration::from_millis(50)).await;
     let provider = provider(&sim, 0);
     let first = provider
         .create_instance(&spec("0000000011", "main", "pod-gpu", "kubespray"))
         .await
-        .expect("the first GPU fits");
+        .expect("created");
     let pod = sim.get("pods", &first.external_id, "pod-gpu").expect("pod");
     assert_eq!(
         pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
         "1.00"
     );
-    // Nodes without a GPU are not limited.
-    provider
-        .create_instance(&spec("0000000012", "main", "pod-fedora", "kubespray"))
+    let r = provider
+        .label_resources("main", "pod-gpu")
         .await
-        .expect("no GPU, no limit");
-    let err = provider
-        .create_instance(&spec("0000000013", "main", "pod-gpu", "kubespray"))
-        .await
-        .expect_err("a second GPU passes max-resources");
-    assert_eq!(err.kind(), ErrorKind::Quota, "{err}");
+        .expect("resources");
+    assert_eq!(r.other.get("nvidia.com/gpu"), Some(Quantity::Float(1.0)));
+    assert_eq!((r.instances, r.cores, r.ram), (Some(1), Some(0), Some(0)));
+    let limits = provider.quota().await.expect("quota");
     assert!(
-        err.to_string()
-            .contains("nvidia.com/gpu would be 2 of max-resources 1"),
-        "{err}"
-    );
-    assert!(
-        sim.get("namespaces", "", "main-0000000013").is_none(),
-        "nothing created"
+        limits.other.is_empty(),
+        "the pool's max-resources is no provider limit"
     );
     provider
         .delete_instance(&first.external_id)
         .await
         .expect("deleted");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while provider
-        .get_instance(&first.external_id)
-        .await
-        .expect("get")
-        .is_some()
-    {
-        assert!(tokio::time::Instant::now() < deadline, "the namespace goes");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    provider
-        .create_instance(&spec("0000000013", "main", "pod-gpu", "kubespray"))
-        .await
-        .expect("fits again once the first is gone");
 }
 
 /// The wait for a pod survives the API server going away: the watch
@@ -560,33 +541,4 @@ async fn status_errors_from_the_api_fail_or_are_retried_and_a_half_made_node_is_
         .await
         .expect_err("a 500");
     assert!(err.kind().is_retryable(), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_launches_at_once_cannot_both_take_the_last_unit_of_max_resources() {
-    let sim = sim(Duration::from_millis(50)).await;
-    let provider = std::sync::Arc::new(provider(&sim, 0));
-    let launch = |id: &'static str| {
-        let provider = std::sync::Arc::clone(&provider);
-        tokio::spawn(async move {
-            provider
-                .create_instance(&spec(id, "main", "pod-gpu", "kubespray"))
-                .await
-        })
-    };
-    let (a, b) = (launch("0000000021"), launch("0000000022"));
-    let results = [a.await.expect("task"), b.await.expect("task")];
-    let created: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    assert_eq!(created.len(), 1, "exactly one GPU node fits: {results:?}");
-    let refused = results
-        .iter()
-        .find_map(|r| r.as_ref().err())
-        .expect("one refusal");
-    assert_eq!(refused.kind(), ErrorKind::Quota, "{refused}");
-    for c in created {
-        provider
-            .delete_instance(&c.external_id)
-            .await
-            .expect("deleted");
-    }
 }

@@ -261,6 +261,7 @@ async fn leaked_instance_is_deleted_after_the_grace_period() {
                 instances: Some(1),
                 cores: Some(1),
                 ram: Some(1),
+                ..Resources::default()
             },
             metadata: meta,
             az: None,

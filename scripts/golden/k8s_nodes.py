@@ -140,6 +140,24 @@ providers:
             gpu: 1.0
             gpu-resource: nvidia.com/gpu
 """),
+    "kubernetes-pod-resources": ("kubernetes", True, "pod-limits", """
+providers:
+  - name: kubespray
+    driver: kubernetes
+    context: admin-cluster.local
+    pools:
+      - name: main
+        max-resources: {nvidia.com/gpu: 4}
+        labels:
+          - name: pod-limits
+            type: pod
+            image: docker.io/fedora:28
+            memory: 2048
+            storage: 100
+            gpu: 0.5
+            gpu-resource: nvidia.com/gpu
+            extra-resources: {zeta: 2, nvidia.com/gpu: 1, alpha: 1}
+"""),
     "openshiftpods-pod": ("openshiftpods", True, "pod-fedora", """
 providers:
   - name: openshift

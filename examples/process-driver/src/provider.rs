@@ -183,6 +183,7 @@ impl ProcessProvider {
                 instances: Some(1),
                 cores: Some(record.cores),
                 ram: Some(record.ram),
+                ..Resources::default()
             },
             ..Instance::default()
         }
@@ -252,6 +253,7 @@ impl Provider for ProcessProvider {
             instances: Some(1),
             cores: Some(l.cores),
             ram: Some(l.ram),
+            ..Resources::default()
         })
     }
 
@@ -380,6 +382,7 @@ impl Provider for ProcessProvider {
             instances: self.config.instances,
             cores: None,
             ram: None,
+            ..Resources::default()
         })
     }
 }

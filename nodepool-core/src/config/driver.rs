@@ -89,6 +89,7 @@ impl PoolCommon {
             priority: self.priority.or(provider.priority).unwrap_or(100),
             node_attributes: self.node_attributes,
             ignore_provider_quota: false,
+            max_resources: Default::default(),
             labels: Vec::new(),
         }
     }

@@ -137,6 +137,27 @@ pub struct TenantResourceLimit {
     pub other: BTreeMap<String, i64>,
 }
 
+impl TenantResourceLimit {
+    /// The limits of resources other than servers, cores and RAM, named as
+    /// node records name them (upstream's `setTenantResourceLimits`):
+    /// `max-volumes` as `volumes`, `max-volume-gb` as `volume-gb`, every
+    /// other key as written (`nvidia.com/gpu`, `ephemeral-storage`, an AWS
+    /// quota code).
+    pub fn resource_limits(&self) -> Vec<(String, i64)> {
+        self.other
+            .iter()
+            .map(|(key, limit)| {
+                let name = match key.as_str() {
+                    "max-volumes" => "volumes",
+                    "max-volume-gb" => "volume-gb",
+                    other => other,
+                };
+                (name.to_string(), *limit)
+            })
+            .collect()
+    }
+}
+
 /// One `diskimages` entry, inheritance resolved.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DiskImage {
@@ -284,6 +305,11 @@ pub struct PoolConfig {
     pub node_attributes: Option<serde_json::Value>,
     /// `ignore-provider-quota`.
     pub ignore_provider_quota: bool,
+    /// Limits of other named resources, as node records name them: the
+    /// kubernetes and openshiftpods `max-resources` (the provider's updated
+    /// by the pool's), OpenStack's `max-volumes` as `volumes` and
+    /// `max-volume-gb` as `volume-gb`. A resource not listed is unlimited.
+    pub max_resources: BTreeMap<String, i64>,
     /// `labels` of this pool.
     pub labels: Vec<PoolLabel>,
 }

@@ -59,7 +59,7 @@ impl ProviderRuntime {
     pub(crate) fn label_resources(&self, pool: &str, label: &str) -> Option<Resources> {
         lock(&self.label_resources)
             .get(&(pool.to_string(), label.to_string()))
-            .copied()
+            .cloned()
     }
 
     /// Remember the resources of one node of `label` in `pool`.
@@ -69,8 +69,8 @@ impl ProviderRuntime {
 
     /// The cached quota, if read less than `ttl` ago.
     pub(crate) fn quota(&self, ttl: Duration) -> Option<Resources> {
-        match *lock(&self.quota) {
-            Some((at, q)) if at.elapsed() < ttl => Some(q),
+        match &*lock(&self.quota) {
+            Some((at, q)) if at.elapsed() < ttl => Some(q.clone()),
             _ => None,
         }
     }

@@ -13,7 +13,7 @@ use super::registered;
 use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::config::{Config, PoolConfig, ProviderConfig};
 use crate::model::{Component, NodeState};
-use crate::provider::{for_each_instance, Provider, Resources};
+use crate::provider::{for_each_instance, OtherResources, Provider, Quantity, Resources};
 use crate::scheduler::{
     CloudQuota, LauncherPool, PoolInfo, ReadyNode, RequestInfo, SchedulingInput, TenantUsage,
 };
@@ -31,15 +31,28 @@ pub(crate) struct PassData<'a> {
     pub(crate) book: &'a Book,
 }
 
+/// Add what one node uses (`r`, one instance when not told) to `total`.
 fn add(total: &mut Resources, r: &Resources) {
-    let sum = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
+    let sum = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0)));
     total.instances = sum(total.instances, Some(r.instances.unwrap_or(1)));
     total.cores = sum(total.cores, r.cores);
     total.ram = sum(total.ram, r.ram);
+    for (name, amount) in r.other.iter() {
+        let sum = total.other.get(name).map_or(amount, |t| t.plus(amount));
+        total.other.set(name, sum);
+    }
 }
 
 fn limit(v: Option<i64>) -> Option<u64> {
     v.map(|v| u64::try_from(v).unwrap_or(0))
+}
+
+/// Limits of other named resources (`max-resources`, tenant limits).
+fn other_limits(limits: impl IntoIterator<Item = (String, i64)>) -> OtherResources {
+    limits
+        .into_iter()
+        .map(|(name, v)| (name, Quantity::Int(v)))
+        .collect()
 }
 
 /// Resources one node of `label` in `pool` uses, cached per provider.
@@ -53,7 +66,7 @@ pub(crate) async fn label_resources(
         return Ok(r);
     }
     let r = provider.label_resources(pool, label).await?;
-    runtime.set_label_resources(pool, label, r);
+    runtime.set_label_resources(pool, label, r.clone());
     Ok(r)
 }
 
@@ -75,7 +88,7 @@ async fn cloud_quota(ctx: &Context, data: &PassData<'_>) -> Result<Resources> {
         for_each_instance(&**data.provider, |instance| {
             let node_id = instance.node_id_of(provider_name);
             if !node_id.is_some_and(|id| ctx.nodes.contains(id)) {
-                candidates.push((node_id.map(str::to_string), instance.resources));
+                candidates.push((node_id.map(str::to_string), instance.resources.clone()));
             }
         })
         .await?;
@@ -87,13 +100,22 @@ async fn cloud_quota(ctx: &Context, data: &PassData<'_>) -> Result<Resources> {
             }
         }
         let sub = |l: Option<u64>, u: Option<u64>| l.map(|l| l.saturating_sub(u.unwrap_or(0)));
+        let other = quota
+            .other
+            .iter()
+            .map(|(name, limit)| {
+                let used = unmanaged.other.get(name).unwrap_or(Quantity::Int(0));
+                (name.to_string(), limit.minus(used))
+            })
+            .collect();
         quota = Resources {
             instances: sub(quota.instances, unmanaged.instances),
             cores: sub(quota.cores, unmanaged.cores),
             ram: sub(quota.ram, unmanaged.ram),
+            other,
         };
     }
-    data.runtime.set_quota(quota);
+    data.runtime.set_quota(quota.clone());
     Ok(quota)
 }
 
@@ -143,7 +165,8 @@ pub(crate) async fn build(
         .collect();
     let size_of = |node: &NodeSummary| -> Resources {
         node.resources
-            .or_else(|| node.labels.first().and_then(|l| labels.get(&**l).copied()))
+            .clone()
+            .or_else(|| node.labels.first().and_then(|l| labels.get(&**l).cloned()))
             .unwrap_or(Resources {
                 instances: Some(1),
                 ..Resources::default()
@@ -180,7 +203,7 @@ pub(crate) async fn build(
         }
     });
     for label in data.book.launch_labels() {
-        let size = labels.get(label).copied().unwrap_or_default();
+        let size = labels.get(label).cloned().unwrap_or_default();
         add(&mut pool_used, &size);
         add(&mut provider_used, &size);
     }
@@ -229,6 +252,7 @@ pub(crate) async fn build(
                     instances: limit(t.max_servers),
                     cores: limit(t.max_cores),
                     ram: limit(t.max_ram),
+                    other: other_limits(t.resource_limits()),
                 },
                 used,
             },
@@ -247,6 +271,7 @@ pub(crate) async fn build(
                 instances: limit(data.pool_cfg.max_servers),
                 cores: limit(data.pool_cfg.max_cores),
                 ram: limit(data.pool_cfg.max_ram),
+                other: other_limits(data.pool_cfg.max_resources.clone()),
             },
             used: pool_used,
             cloud,

@@ -17,8 +17,8 @@ use crate::config::{PoolConfig, PoolLabel, ProviderConfig};
 use crate::model::json::JsonObject;
 use crate::model::{ImageUpload, Node, NodeState};
 use crate::provider::{
-    ImageRef, Instance, LaunchSpec, Provider, META_GROUPS, META_IMAGE, META_NODE_ID, META_POOL,
-    META_PROVIDER,
+    ImageRef, Instance, LaunchSpec, Provider, Resources, META_GROUPS, META_IMAGE, META_NODE_ID,
+    META_POOL, META_PROVIDER,
 };
 use crate::retry::RetryDecision;
 use crate::time::LONGEST_WAIT;
@@ -269,12 +269,20 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
 
     if let Some(hook) = &ctx.context.settings.ready_hook {
         let boot_timeout = secs(ctx.provider_cfg.boot_timeout, 60.0);
-        let keys = tokio::time::timeout(boot_timeout, hook.check(node, &label.name, &instance))
+        let checked = tokio::time::timeout(boot_timeout, hook.check(node, &label.name, &instance))
             .await
             .map_err(|_| Error::Timeout {
                 what: format!("node {} to pass its ready check", node.id),
                 after: boot_timeout,
-            })??;
+            })
+            .and_then(|keys| keys);
+        let keys = match checked {
+            Ok(keys) => keys,
+            Err(e) => {
+                log_console(ctx, &label.name, &instance.external_id).await;
+                return Err(e);
+            }
+        };
         if !keys.is_empty() {
             node.host_keys = keys;
         }
@@ -285,6 +293,27 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
         NodeState::Ready
     });
     ctx.context.store.update_node(node).await
+}
+
+/// Log the console of an instance whose ready check (upstream's key scan)
+/// failed, line by line, when its label asks for it (upstream's
+/// `getConsoleLog` after a `LaunchKeyscanException`). A failure to read it
+/// is only noted: the launch attempt has failed already.
+async fn log_console(ctx: &LaunchContext, label: &str, external_id: &str) {
+    match ctx
+        .provider
+        .console_log(&ctx.pool_cfg.name, label, external_id)
+        .await
+    {
+        Ok(Some(console)) => {
+            info!(%external_id, "Console log from external id {external_id}:");
+            for line in console.lines() {
+                info!(%external_id, "{}", line.trim_end());
+            }
+        }
+        Ok(None) => {}
+        Err(e) => debug!(%external_id, error = %e, "cannot read the console log"),
+    }
 }
 
 /// `value` seconds (`default` when not positive or NaN); a value beyond
@@ -327,8 +356,18 @@ fn fill_from_instance(node: &mut Node, instance: &Instance) {
     if instance.node_properties.is_some() {
         node.node_properties = instance.node_properties.clone();
     }
-    let r = &instance.resources;
-    if r.instances.is_some() || r.cores.is_some() || r.ram.is_some() {
-        node.resources = Some(resources_json(r));
+    // What the cloud reports wins (upstream takes the instance's quota);
+    // other resources the node was sized with and the instance does not
+    // report (an OpenStack boot volume: Nova's server shows no size) stay.
+    if instance.resources.is_known() {
+        let mut r = instance.resources.clone();
+        if let Some(before) = node.resources.as_ref().map(Resources::from_node_json) {
+            for (name, amount) in before.other.iter() {
+                if r.other.get(name).is_none() {
+                    r.other.set(name, amount);
+                }
+            }
+        }
+        node.resources = Some(resources_json(&r));
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::cache::{Cache, Kind, Names, Shaped, Summaries};
-use crate::model::json::{JsonObject, JsonValue};
+use crate::model::json::JsonObject;
 use crate::model::{Node, NodeState};
 use crate::provider::Resources;
 use crate::store::{NodeStore, StoreEvent};
@@ -69,9 +69,7 @@ impl Hash for NodeShape {
         self.az.hash(state);
         self.tenant_name.hash(state);
         self.launcher.hash(state);
-        self.resources
-            .map(|r| (r.instances, r.cores, r.ram))
-            .hash(state);
+        self.resources.hash(state);
     }
 }
 
@@ -91,32 +89,12 @@ impl NodeShape {
 
 /// The resources a node record says it uses.
 pub(crate) fn node_resources(node: &Node) -> Option<Resources> {
-    let r = node.resources.as_ref()?;
-    let get = |k: &str| {
-        r.get(k)
-            .and_then(JsonValue::as_i64)
-            .map(|v| u64::try_from(v).unwrap_or(0))
-    };
-    Some(Resources {
-        instances: get("instances"),
-        cores: get("cores"),
-        ram: get("ram"),
-    })
+    node.resources.as_ref().map(Resources::from_node_json)
 }
 
-/// Resources as upstream writes them on a node (`{"cores":…, "instances":…,
-/// "ram":…}`).
+/// Resources as upstream writes them on a node.
 pub(crate) fn resources_json(r: &Resources) -> JsonObject {
-    let mut o = JsonObject::new();
-    let put = |o: &mut JsonObject, k: &str, v: Option<u64>| {
-        if let Some(v) = v {
-            o.insert(k, JsonValue::Int(i128::from(v)));
-        }
-    };
-    put(&mut o, "cores", r.cores);
-    put(&mut o, "instances", Some(r.instances.unwrap_or(1)));
-    put(&mut o, "ram", r.ram);
-    o
+    r.to_node_json()
 }
 
 /// Node id → summary.

@@ -69,6 +69,7 @@ fn node_resources_round_trip_through_upstream_json() {
         instances: Some(1),
         cores: Some(4),
         ram: Some(8192),
+        ..Resources::default()
     };
     let node = crate::model::Node {
         resources: Some(resources_json(&r)),

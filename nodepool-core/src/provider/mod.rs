@@ -34,12 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 mod ext;
 mod registered;
+mod resources;
 pub mod wrappers;
 
 pub use ext::{
@@ -47,6 +47,7 @@ pub use ext::{
     BootClassifier, ProviderExt, DEFAULT_POLL_INTERVAL,
 };
 pub use registered::RegisteredHosts;
+pub use resources::{OtherResources, Quantity, Resources};
 pub use wrappers::{stack, stack_all, stack_with, StackSettings};
 
 /// Instance metadata key: the provider name.
@@ -83,17 +84,6 @@ impl ProviderCapabilities {
             _ => true,
         }
     }
-}
-
-/// Resources a node uses, or a limit on them. `None` means unlimited/unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Resources {
-    /// Instances (servers).
-    pub instances: Option<u64>,
-    /// CPU cores.
-    pub cores: Option<u64>,
-    /// RAM in MB.
-    pub ram: Option<u64>,
 }
 
 /// The image to boot an instance from.
@@ -342,6 +332,22 @@ pub trait Provider: Send + Sync + Debug + 'static {
         Err(unsupported(self.name(), "list_images"))
     }
 
+    /// The console output of instance `external_id` of `label` in `pool`,
+    /// for the log after a launch attempt whose post-boot check failed
+    /// (upstream's `getConsoleLog`, used by OpenStack labels with
+    /// `console-log: true`). `None` when the label does not ask for it or
+    /// the driver has no console logs (the default); an error is only
+    /// logged by the engine.
+    async fn console_log(
+        &self,
+        pool: &str,
+        label: &str,
+        external_id: &str,
+    ) -> Result<Option<String>> {
+        let _ = (pool, label, external_id);
+        Ok(None)
+    }
+
     /// The provider's pre-registered hosts, when its nodes are hosts that
     /// exist before and after a node (the static driver) rather than
     /// instances created on demand. The engine asks this to learn what the
@@ -407,6 +413,14 @@ macro_rules! forward_provider {
             }
             async fn list_images(&self) -> Result<Vec<CloudImage>> {
                 (**self).list_images().await
+            }
+            async fn console_log(
+                &self,
+                pool: &str,
+                label: &str,
+                external_id: &str,
+            ) -> Result<Option<String>> {
+                (**self).console_log(pool, label, external_id).await
             }
             fn registered(&self) -> Option<&dyn RegisteredHosts> {
                 (**self).registered()

@@ -66,12 +66,14 @@ impl Scheduler for DefaultScheduler {
     }
 }
 
-/// Resources as plain numbers: `None` counts as nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Resources as plain numbers: `None` counts as nothing; other named
+/// resources as floats (a GPU may be `0.5`), as upstream's quota sums them.
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Amount {
     instances: u64,
     cores: u64,
     ram: u64,
+    other: BTreeMap<String, f64>,
 }
 
 impl Amount {
@@ -81,6 +83,11 @@ impl Amount {
             instances: r.instances.unwrap_or(0),
             cores: r.cores.unwrap_or(0),
             ram: r.ram.unwrap_or(0),
+            other: r
+                .other
+                .iter()
+                .map(|(name, q)| (name.to_string(), q.as_f64()))
+                .collect(),
         }
     }
 
@@ -92,16 +99,20 @@ impl Amount {
         }
     }
 
-    fn add(self, other: Self) -> Self {
-        Self {
-            instances: self.instances.saturating_add(other.instances),
-            cores: self.cores.saturating_add(other.cores),
-            ram: self.ram.saturating_add(other.ram),
+    fn add(mut self, other: &Self) -> Self {
+        self.instances = self.instances.saturating_add(other.instances);
+        self.cores = self.cores.saturating_add(other.cores);
+        self.ram = self.ram.saturating_add(other.ram);
+        for (name, v) in &other.other {
+            *self.other.entry(name.clone()).or_insert(0.0) += v;
         }
+        self
     }
 
-    /// The first limit (instances, cores, RAM) that `self` goes over.
-    fn exceeds(self, limits: &Resources) -> Option<Limit> {
+    /// The first limit (instances, cores, RAM, then the other resources in
+    /// the limits' order) that `self` goes over. A resource the limits do
+    /// not name is unlimited.
+    fn exceeds(&self, limits: &Resources) -> Option<Limit> {
         let over = |limit: Option<u64>, value: u64| limit.is_some_and(|l| value > l);
         if over(limits.instances, self.instances) {
             Some(Limit::Instances)
@@ -110,7 +121,10 @@ impl Amount {
         } else if over(limits.ram, self.ram) {
             Some(Limit::Ram)
         } else {
-            None
+            limits.other.iter().find_map(|(name, limit)| {
+                let value = self.other.get(name).copied().unwrap_or(0.0);
+                (value > limit.as_f64()).then(|| Limit::Resource(name.to_string()))
+            })
         }
     }
 }
@@ -164,7 +178,7 @@ impl<'a> Pass<'a> {
             .labels
             .iter()
             .filter_map(|l| self.label_need(l))
-            .fold(Amount::default(), Amount::add)
+            .fold(Amount::default(), |total, need| total.add(&need))
     }
 
     fn decide(&mut self, request: &'a RequestInfo) -> Option<Decision> {
@@ -249,14 +263,14 @@ impl<'a> Pass<'a> {
         let Some(usage) = self.input.tenants.get(tenant) else {
             return true;
         };
+        let accepted = self
+            .tenant_accepted
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default();
         let total = Amount::used(&usage.used)
-            .add(
-                self.tenant_accepted
-                    .get(tenant)
-                    .copied()
-                    .unwrap_or_default(),
-            )
-            .add(self.request_need(request));
+            .add(&accepted)
+            .add(&self.request_need(request));
         total.exceeds(&usage.limits).is_none()
     }
 
@@ -306,23 +320,23 @@ impl<'a> Pass<'a> {
                 }
             }
             let need = self.label_need(label).unwrap_or_default();
-            let pass_total = self.accepted.add(allocation.launched).add(need);
+            let pass_total = self.accepted.clone().add(&allocation.launched).add(&need);
             if let Some(cloud) = &pool.cloud {
                 if let Some(limit) = Amount::used(&cloud.used)
-                    .add(pass_total)
+                    .add(&pass_total)
                     .exceeds(&cloud.limits)
                 {
                     return Err(limit);
                 }
             }
             if let Some(limit) = Amount::used(&pool.used)
-                .add(pass_total)
+                .add(&pass_total)
                 .exceeds(&pool.limits)
             {
                 return Err(limit);
             }
             allocation.launch.push(index);
-            allocation.launched = allocation.launched.add(need);
+            allocation.launched = std::mem::take(&mut allocation.launched).add(&need);
         }
         Ok(allocation)
     }
@@ -343,11 +357,11 @@ impl<'a> Pass<'a> {
     }
 
     fn commit(&mut self, request: &'a RequestInfo, allocation: Allocation<'a>) -> Decision {
-        self.accepted = self.accepted.add(allocation.launched);
+        self.accepted = std::mem::take(&mut self.accepted).add(&allocation.launched);
         if let Some(tenant) = request.tenant.as_deref() {
             let need = self.request_need(request);
             let entry = self.tenant_accepted.entry(tenant).or_default();
-            *entry = entry.add(need);
+            *entry = std::mem::take(entry).add(&need);
         }
         for &index in &allocation.launch {
             self.use_capacity(&request.labels[index]);

@@ -142,7 +142,7 @@ pub struct SchedulingInput {
 }
 
 /// Which limit holds a request back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Limit {
     /// Instance count (`max-servers` or cloud quota).
     Instances,
@@ -150,6 +150,9 @@ pub enum Limit {
     Cores,
     /// RAM.
     Ram,
+    /// Another named resource (`max-resources`, `max-volumes` as
+    /// `volumes`, a cloud's volume quota, ...).
+    Resource(String),
     /// The tenant's limit.
     Tenant,
 }
@@ -160,6 +163,7 @@ impl fmt::Display for Limit {
             Limit::Instances => "instances",
             Limit::Cores => "cores",
             Limit::Ram => "ram",
+            Limit::Resource(name) => name,
             Limit::Tenant => "tenant resource limit",
         })
     }
@@ -222,10 +226,10 @@ pub enum Decision {
     /// Not now: the pool is at a limit. Upstream pauses the pool until it
     /// frees up, so no lower-priority request is taken meanwhile.
     ///
-    /// For a pool or cloud limit (`Instances`, `Cores`, `Ram`) upstream also
-    /// deletes the pool's oldest unused ready node to make room (unless one
-    /// of the pool's nodes is already being deleted); that is the engine's
-    /// job. With `Limit::Tenant` the pool is not paused: other tenants'
+    /// For a pool or cloud limit (`Instances`, `Cores`, `Ram`, `Resource`)
+    /// upstream also deletes the pool's oldest unused ready node to make
+    /// room (unless one of the pool's nodes is already being deleted); that
+    /// is the engine's job. With `Limit::Tenant` the pool is not paused: other tenants'
     /// requests go on.
     Wait {
         /// Request id.

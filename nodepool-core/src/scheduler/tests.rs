@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
-use crate::provider::Resources;
+use crate::provider::{Quantity, Resources};
 
 const ME: &str = "launcher-fake-provider-main";
 
@@ -12,6 +12,7 @@ fn res(instances: u64, cores: u64, ram: u64) -> Resources {
         instances: Some(instances),
         cores: Some(cores),
         ram: Some(ram),
+        ..Resources::default()
     }
 }
 
@@ -20,6 +21,7 @@ fn limits(instances: Option<u64>, cores: Option<u64>, ram: Option<u64>) -> Resou
         instances,
         cores,
         ram,
+        ..Resources::default()
     }
 }
 
@@ -446,6 +448,133 @@ fn tenant_limit_is_checked_before_decline() {
         &["large", "gpu"],
     )]));
     assert_eq!(decisions, vec![wait("a1", Limit::Tenant)]);
+}
+
+/// `base` with other resources `other`.
+fn with(base: Resources, other: &[(&str, Quantity)]) -> Resources {
+    Resources {
+        other: other.iter().map(|(n, q)| (n.to_string(), *q)).collect(),
+        ..base
+    }
+}
+
+/// A pool serving `gpu` (half a GPU and 100 MB of ephemeral storage per
+/// node) and `small` (no GPU).
+fn gpu_pool(limits: Resources) -> PoolInfo {
+    let gpu = with(
+        res(1, 2, 0),
+        &[
+            ("ephemeral-storage", Quantity::Int(100)),
+            ("nvidia.com/gpu", Quantity::Float(0.5)),
+        ],
+    );
+    PoolInfo {
+        labels: BTreeMap::from([
+            ("gpu".to_string(), gpu),
+            ("small".to_string(), res(1, 4, 8192)),
+        ]),
+        limits,
+        ..pool(10)
+    }
+}
+
+#[test]
+fn waits_at_another_resources_pool_limit_and_ignores_unnamed_ones() {
+    let limits = with(
+        limits(Some(10), None, None),
+        &[("nvidia.com/gpu", Quantity::Int(1))],
+    );
+    let mut pool = gpu_pool(limits);
+    pool.used = with(res(1, 2, 0), &[("nvidia.com/gpu", Quantity::Float(0.5))]);
+    let decisions = schedule(&input(
+        pool,
+        vec![
+            request("g1", &["gpu"]),
+            request("g2", &["gpu"]),
+            request("s1", &["small"]),
+        ],
+    ));
+    // 0.5 used + 0.5 fits in 1 GPU; a third half does not, and the pool
+    // pauses. Ephemeral storage has no limit.
+    assert_eq!(
+        decisions,
+        vec![
+            accept("g1", &[], &[0]),
+            wait("g2", Limit::Resource("nvidia.com/gpu".into())),
+        ]
+    );
+}
+
+#[test]
+fn declines_a_request_for_more_of_a_resource_than_the_pool_ever_holds() {
+    let limits = with(
+        limits(Some(10), None, None),
+        &[("ephemeral-storage", Quantity::Int(150))],
+    );
+    let decisions = schedule(&input(
+        gpu_pool(limits),
+        vec![request("g", &["gpu", "gpu"])],
+    ));
+    assert_eq!(
+        decisions,
+        vec![decline(
+            "g",
+            DeclineReason::ExceedsLimits(Limit::Resource("ephemeral-storage".into()))
+        )]
+    );
+}
+
+#[test]
+fn cloud_quota_of_another_resource_holds_launches() {
+    let mut pool = gpu_pool(limits(Some(10), None, None));
+    pool.cloud = Some(CloudQuota {
+        limits: with(
+            Resources::default(),
+            &[("nvidia.com/gpu", Quantity::Int(2))],
+        ),
+        used: with(res(3, 6, 0), &[("nvidia.com/gpu", Quantity::Float(1.5))]),
+    });
+    let decisions = schedule(&input(
+        pool,
+        vec![request("g1", &["gpu"]), request("g2", &["gpu"])],
+    ));
+    assert_eq!(
+        decisions,
+        vec![
+            accept("g1", &[], &[0]),
+            wait("g2", Limit::Resource("nvidia.com/gpu".into())),
+        ]
+    );
+}
+
+#[test]
+fn tenant_limit_of_another_resource_holds_only_that_tenant() {
+    let mut i = input(
+        gpu_pool(limits(Some(10), None, None)),
+        vec![
+            tenant_request("a1", "alpha", &["gpu"]),
+            tenant_request("a2", "alpha", &["gpu"]),
+            tenant_request("b1", "beta", &["gpu"]),
+        ],
+    );
+    i.tenants.insert(
+        "alpha".into(),
+        TenantUsage {
+            limits: with(
+                Resources::default(),
+                &[("ephemeral-storage", Quantity::Int(250))],
+            ),
+            used: with(res(1, 2, 0), &[("ephemeral-storage", Quantity::Int(100))]),
+        },
+    );
+    assert_eq!(
+        schedule(&i),
+        vec![
+            accept("a1", &[], &[0]),
+            wait("a2", Limit::Tenant),
+            accept("b1", &[], &[0]),
+        ]
+    );
 }
 
 fn launcher(id: &str, provider: &str, labels: &[&str], priority: i64) -> LauncherPool {

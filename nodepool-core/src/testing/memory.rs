@@ -75,6 +75,7 @@ impl Provider for MemoryProvider {
             instances: Some(1),
             cores: Some(1),
             ram: None,
+            ..Resources::default()
         })
     }
 

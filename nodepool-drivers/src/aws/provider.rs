@@ -530,6 +530,7 @@ impl AwsProvider {
             instances: Some(1),
             cores: Some(info.cores),
             ram: Some(info.ram_mib),
+            ..Resources::default()
         })
     }
 
@@ -794,6 +795,7 @@ impl Provider for AwsProvider {
                 instances: Some(1),
                 cores: None,
                 ram: None,
+                ..Resources::default()
             }),
         }
     }
@@ -1027,6 +1029,7 @@ impl Provider for AwsProvider {
             instances: None,
             cores: quota::cores_limit(&limits, &uses),
             ram: None,
+            ..Resources::default()
         })
     }
 }

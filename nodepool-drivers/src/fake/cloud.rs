@@ -47,6 +47,7 @@ impl Flavor {
             instances: Some(1),
             cores: Some(self.cores),
             ram: Some(self.ram),
+            ..Resources::default()
         }
     }
 }
@@ -151,6 +152,7 @@ impl FakeCloudSettings {
             instances: Some(self.max_instances),
             cores: Some(self.max_cores),
             ram: Some(self.max_ram),
+            ..Resources::default()
         }
     }
 }
@@ -252,7 +254,7 @@ impl FakeInstance {
             region: None,
             host_id: Some("fake".to_string()),
             image_id: shape.image_id.as_deref().map(str::to_string),
-            resources: shape.resources,
+            resources: shape.resources.clone(),
             host_keys: Vec::new(),
             connection_port: None,
             connection_type: None,
@@ -611,7 +613,7 @@ impl FakeCloud {
         });
         let resources = Resources {
             instances: Some(need.instances.unwrap_or(1)),
-            ..*need
+            ..need.clone()
         };
         let (shape, node_id) = state.shape(
             &request.metadata,
@@ -708,6 +710,7 @@ impl FakeCloud {
             instances: Some(instances),
             cores: Some(cores),
             ram: Some(ram),
+            ..Resources::default()
         }
     }
 

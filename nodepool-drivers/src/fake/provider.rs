@@ -163,7 +163,7 @@ impl FakeProvider {
     fn resources_of(&self, pool: &str, label: &str) -> Result<Resources> {
         self.labels
             .get(&(pool.to_string(), label.to_string()))
-            .copied()
+            .cloned()
             .ok_or_else(|| Error::NotFound {
                 kind: "label",
                 id: format!("{}/{pool}/{label}", self.name),

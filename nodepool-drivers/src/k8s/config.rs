@@ -6,6 +6,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 
 use nodepool_core::config::DriverConfig;
+use nodepool_core::provider::OtherResources;
 
 /// `launch-retries` when not set.
 pub const DEFAULT_LAUNCH_RETRIES: i64 = 3;
@@ -145,8 +146,9 @@ pub struct K8sLabel {
     /// `storage-limit` in MB.
     pub storage_limit: Option<i64>,
     /// `extra-resources`: the pool's `default-label-extra-resources`,
-    /// updated by the label's; counted for quota only.
-    pub extra_resources: BTreeMap<String, i64>,
+    /// updated by the label's, in the order written; counted for quota
+    /// only (nothing is written into the pod).
+    pub extra_resources: OtherResources,
     /// `gpu`: amount of `gpu-resource` requested and limited.
     pub gpu: Option<f64>,
     /// `gpu-resource`: the resource name of the GPU (`nvidia.com/gpu`).

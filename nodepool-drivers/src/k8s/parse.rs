@@ -8,6 +8,7 @@ use nodepool_core::config::{
     superseded_by_name, MapReader, PoolCommon, PoolConfig, PoolLabel, ProviderCommon,
     ProviderConfig,
 };
+use nodepool_core::provider::{OtherResources, Quantity};
 
 use super::config::{
     EnvVar, Flavor, K8sConfig, K8sLabel, K8sLabel as Label, K8sPool, LabelType, DEFAULT_IMAGE_PULL,
@@ -123,6 +124,7 @@ fn pool_view(pool: &K8sPool, common: &ProviderCommon) -> PoolConfig {
     .into_pool(pool.name.clone(), common);
     view.max_cores = pool.max_cores;
     view.max_ram = pool.max_ram;
+    view.max_resources = pool.max_resources.clone();
     view.labels = pool.labels.iter().map(label_view).collect();
     view
 }
@@ -157,7 +159,7 @@ struct Defaults {
     cpu_limit: Option<i64>,
     memory_limit: Option<i64>,
     storage_limit: Option<i64>,
-    extra_resources: BTreeMap<String, i64>,
+    extra_resources: OtherResources,
 }
 
 fn read_pool(map: &mut MapReader<'_>, provider: &Limits<'_>, flavor: Flavor) -> Option<K8sPool> {
@@ -174,7 +176,7 @@ fn read_pool(map: &mut MapReader<'_>, provider: &Limits<'_>, flavor: Flavor) -> 
         cpu_limit: map.opt_i64("default-label-cpu-limit"),
         memory_limit: map.opt_i64("default-label-memory-limit"),
         storage_limit: map.opt_i64("default-label-storage-limit"),
-        extra_resources: int_map(map, "default-label-extra-resources"),
+        extra_resources: quantities(map, "default-label-extra-resources"),
     };
     let entries = map
         .required("labels")
@@ -265,7 +267,9 @@ fn read_label(map: &mut MapReader<'_>, defaults: &Defaults, flavor: Flavor) -> O
         .or(defaults.storage_limit)
         .or(storage);
     let mut extra_resources = defaults.extra_resources.clone();
-    extra_resources.extend(int_map(map, "extra-resources"));
+    for (name, amount) in quantities(map, "extra-resources").iter() {
+        extra_resources.set(name, amount);
+    }
     let gpu = map.opt_f64("gpu");
     let gpu_resource = map.opt_str("gpu-resource");
     let env = read_env(map);
@@ -335,6 +339,18 @@ fn int_map(map: &mut MapReader<'_>, key: &str) -> BTreeMap<String, i64> {
         .rest()
         .into_iter()
         .filter_map(|(k, v)| Some((k, v.as_i64()?)))
+        .collect()
+}
+
+/// A mapping of names to integers in the order written (`extra-resources`).
+fn quantities(map: &mut MapReader<'_>, key: &str) -> OtherResources {
+    let Some(mut child) = map.opt_map(key) else {
+        return OtherResources::new();
+    };
+    child
+        .rest()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, Quantity::Int(v.as_i64()?))))
         .collect()
 }
 

@@ -8,7 +8,6 @@
 //! carries the nodepool labels, so [`Provider::list_instances_page`] finds
 //! them for leak cleanup. Readiness is watched, not polled.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,20 +40,12 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(60);
 pub struct K8sProvider {
     pub(super) config: Arc<K8sConfig>,
     pub(super) client: KubeClient,
-    /// Held from the `max-resources` check until the node's objects exist,
-    /// for labels a `max-resources` limit applies to: two launches of this
-    /// provider cannot both take the last unit.
-    admission: tokio::sync::Mutex<()>,
 }
 
 impl K8sProvider {
     /// A provider of `config` talking through `client`.
     pub fn new(config: Arc<K8sConfig>, client: KubeClient) -> Self {
-        Self {
-            config,
-            client,
-            admission: tokio::sync::Mutex::new(()),
-        }
+        Self { config, client }
     }
 
     pub(super) fn err(&self, e: KubeError) -> Error {
@@ -69,18 +60,6 @@ impl K8sProvider {
                 format!("pool {pool:?} has no label {label:?}"),
             )
         })
-    }
-
-    /// What a node of `label` counts against quota: one instance, its
-    /// `cpu` as cores and `memory` as RAM (0 when unset, as upstream
-    /// records them).
-    fn resources_of(label: &K8sLabel) -> Resources {
-        let count = |v: Option<i64>| Some(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0));
-        Resources {
-            instances: Some(1),
-            cores: count(label.cpu),
-            ram: count(label.memory),
-        }
     }
 
     /// The project and pod name of an openshiftpods external id.
@@ -100,7 +79,7 @@ impl K8sProvider {
             (Some(pool), Some(label)) => self
                 .config
                 .label(pool, label)
-                .map(Self::resources_of)
+                .map(quota::resources_of)
                 .unwrap_or_default(),
             _ => Resources::default(),
         };
@@ -172,54 +151,6 @@ impl K8sProvider {
         let mut instance = self.instance_of(&ns, &created);
         instance.state = Some(InstanceState::Building);
         Ok(instance)
-    }
-
-    /// Refuse with a Quota error when a node of `label` would pass a
-    /// `max-resources` limit of the provider or the pool, counting the
-    /// extra resources of the nodes the listing finds.
-    async fn check_max_resources(&self, pool: &str, label: &K8sLabel) -> Result<()> {
-        let needs = quota::extra_needs(label);
-        if !quota::limited(&self.config, pool, &needs) {
-            return Ok(());
-        }
-        let (mut provider_used, mut pool_used) = (BTreeMap::new(), BTreeMap::new());
-        let mut marker: Option<String> = None;
-        loop {
-            let page = self.list_instances_page(marker.as_deref(), 500).await?;
-            for instance in &page.instances {
-                let meta = &instance.metadata;
-                let (Some(p), Some(l)) = (meta.get("nodepool_pool_name"), meta.get(LABEL_KEY))
-                else {
-                    continue;
-                };
-                if let Some(other) = self.config.label(p, l) {
-                    let used = quota::extra_needs(other);
-                    quota::add(&mut provider_used, &used);
-                    if p == pool {
-                        quota::add(&mut pool_used, &used);
-                    }
-                }
-            }
-            match page.next {
-                Some(next) => marker = Some(next),
-                None => break,
-            }
-        }
-        let pool_limits = self
-            .config
-            .pool(pool)
-            .map(|p| p.max_resources.clone())
-            .unwrap_or_default();
-        let over = quota::exceeded(&self.config.max_resources, &provider_used, &needs)
-            .map(|why| format!("provider: {why}"))
-            .or_else(|| {
-                quota::exceeded(&pool_limits, &pool_used, &needs)
-                    .map(|why| format!("pool {pool}: {why}"))
-            });
-        match over {
-            Some(why) => Err(Error::cloud(&self.config.name, ErrorKind::Quota, why)),
-            None => Ok(()),
-        }
     }
 
     /// Create `body` in `collection`. When an object of the same name is
@@ -316,18 +247,12 @@ impl Provider for K8sProvider {
     }
 
     async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources> {
-        Ok(Self::resources_of(self.label(pool, label)?))
+        Ok(quota::resources_of(self.label(pool, label)?))
     }
 
     #[tracing::instrument(skip_all, fields(provider = %self.config.name, node_id = %spec.node_id))]
     async fn create_instance(&self, spec: &LaunchSpec) -> Result<Instance> {
         let label = self.label(&spec.pool, &spec.label)?;
-        let limited = quota::limited(&self.config, &spec.pool, &quota::extra_needs(label));
-        let _admitted = match limited {
-            true => Some(self.admission.lock().await),
-            false => None,
-        };
-        self.check_max_resources(&spec.pool, label).await?;
         match self.config.flavor {
             Flavor::Kubernetes => self.create_namespace_node(spec, label).await,
             Flavor::OpenshiftPods => self.create_pod_node(spec, label).await,
@@ -468,11 +393,6 @@ impl Provider for K8sProvider {
     }
 
     async fn quota(&self) -> Result<Resources> {
-        let limit = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
-        Ok(Resources {
-            instances: limit(self.config.max_servers),
-            cores: limit(self.config.max_cores),
-            ram: limit(self.config.max_ram),
-        })
+        Ok(quota::provider_limits(&self.config))
     }
 }

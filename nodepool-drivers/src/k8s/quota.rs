@@ -1,56 +1,63 @@
-//! `max-resources`: limits on what the launcher's quota does not count
-//! (extra resources, a GPU, ephemeral storage). The provider checks them
-//! before it creates a node, from the nodes its listing finds, and refuses
-//! with a Quota error (the launcher pauses the pool and tries again).
+//! What a node counts against quota (upstream's `quotaNeededByLabel`) and
+//! the provider's own limits. The launcher's scheduler checks both ahead of
+//! a launch, like any driver's: the pool's `max-servers`, `max-cores`,
+//! `max-ram` and `max-resources` (the provider's updated by the pool's) as
+//! pool limits, the provider's `max-servers`, `max-cores`, `max-ram` and
+//! `max-resources` as the provider's quota.
 
-use std::collections::BTreeMap;
+use nodepool_core::provider::{OtherResources, Quantity, Resources};
 
 use super::config::{K8sConfig, K8sLabel};
 
-/// What one node of `label` uses beyond instances, cores and RAM:
-/// `extra-resources`, `storage` as `ephemeral-storage`, and `gpu` as its
-/// `gpu-resource` (as upstream's `quotaNeededByLabel`).
-pub fn extra_needs(label: &K8sLabel) -> BTreeMap<String, f64> {
-    let mut needs: BTreeMap<String, f64> = BTreeMap::new();
+/// What one node of `label` uses, as upstream's `quotaNeededByLabel`
+/// writes it into the node's `resources`: one instance, `cpu` as cores and
+/// `memory` as RAM (0 when unset), then `storage` as `ephemeral-storage`,
+/// `gpu` as its `gpu-resource` (a float) and the `extra-resources` in
+/// their order (a name already listed keeps its place, as a dict update).
+pub fn resources_of(label: &K8sLabel) -> Resources {
+    let count = |v: Option<i64>| Some(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0));
+    let mut other = OtherResources::new();
     if let Some(storage) = label.storage.filter(|s| *s != 0) {
-        needs.insert("ephemeral-storage".into(), storage as f64);
+        other.set("ephemeral-storage", Quantity::Int(storage));
     }
     if let (Some(gpu), Some(resource)) = (label.gpu.filter(|g| *g != 0.0), &label.gpu_resource) {
-        needs.insert(resource.clone(), gpu);
+        other.set(resource.as_str(), Quantity::Float(gpu));
     }
-    for (k, v) in &label.extra_resources {
-        needs.insert(k.clone(), *v as f64);
+    let mut resources = Resources {
+        instances: Some(1),
+        cores: count(label.cpu),
+        ram: count(label.memory),
+        other,
+    };
+    for (name, amount) in label.extra_resources.iter() {
+        // Upstream passes these as keyword arguments of its quota object,
+        // so `cores` and `ram` among them set those.
+        let whole = match amount {
+            Quantity::Int(i) => u64::try_from(i).ok(),
+            Quantity::Float(_) => None,
+        };
+        match name {
+            "cores" => resources.cores = whole,
+            "ram" => resources.ram = whole,
+            _ => resources.other.set(name, amount),
+        }
     }
-    needs
+    resources
 }
 
-/// Add `needs` to `used`.
-pub fn add(used: &mut BTreeMap<String, f64>, needs: &BTreeMap<String, f64>) {
-    for (k, v) in needs {
-        *used.entry(k.clone()).or_default() += v;
+/// The provider's own limits (reported as its quota): `max-servers` (or
+/// `max-pods`), `max-cores`, `max-ram` and `max-resources`, each across all
+/// pools. Unset ones are unlimited.
+pub fn provider_limits(config: &K8sConfig) -> Resources {
+    let limit = |v: Option<i64>| v.map(|v| u64::try_from(v).unwrap_or(0));
+    Resources {
+        instances: limit(config.max_servers),
+        cores: limit(config.max_cores),
+        ram: limit(config.max_ram),
+        other: config
+            .max_resources
+            .iter()
+            .map(|(name, v)| (name.clone(), Quantity::Int(*v)))
+            .collect(),
     }
-}
-
-/// The first limit of `limits` that `used` plus `needs` would pass, as a
-/// sentence.
-pub fn exceeded(
-    limits: &BTreeMap<String, i64>,
-    used: &BTreeMap<String, f64>,
-    needs: &BTreeMap<String, f64>,
-) -> Option<String> {
-    needs.iter().find_map(|(resource, need)| {
-        let limit = *limits.get(resource)?;
-        let total = used.get(resource).copied().unwrap_or(0.0) + need;
-        (total > limit as f64)
-            .then(|| format!("{resource} would be {total} of max-resources {limit}"))
-    })
-}
-
-/// Whether any limit of the provider or `pool` applies to `needs` (so the
-/// provider must count what its nodes use).
-pub fn limited(config: &K8sConfig, pool: &str, needs: &BTreeMap<String, f64>) -> bool {
-    let pool_limits = config.pool(pool).map(|p| &p.max_resources);
-    needs.keys().any(|k| {
-        config.max_resources.contains_key(k) || pool_limits.is_some_and(|l| l.contains_key(k))
-    })
 }

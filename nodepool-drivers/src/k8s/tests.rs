@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use nodepool_core::config::{load_str, Config};
+use nodepool_core::provider::Quantity;
 
 use super::*;
 use crate::registry::builtin;
@@ -73,14 +74,14 @@ fn kubernetes_keys_and_upstream_defaults() {
     assert_eq!(ns.python_path, "auto");
     assert_eq!((ns.cpu, ns.cpu_limit), (Some(2), Some(2)));
     assert_eq!(ns.memory_limit, Some(1024));
-    assert_eq!(ns.extra_resources.get("mygpu"), Some(&1));
+    assert_eq!(ns.extra_resources.get("mygpu"), Some(Quantity::Int(1)));
     let pod = &pool.labels[1];
     assert_eq!(pod.kind, LabelType::Pod);
     assert_eq!((pod.cpu, pod.cpu_limit), (Some(2), Some(4)));
     assert_eq!((pod.memory, pod.memory_limit), (Some(512), Some(1024)));
     assert_eq!(pod.gpu, Some(0.5));
     assert_eq!(pod.env[0].value, "hello");
-    assert_eq!(pod.extra_resources.len(), 2);
+    assert_eq!(pod.extra_resources.iter().count(), 2);
     assert_eq!(pod.privileged, Some(true));
     let view = &config.providers[0].pools[0];
     assert_eq!(view.labels[0].connection_type.as_deref(), Some("namespace"));

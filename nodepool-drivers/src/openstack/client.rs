@@ -35,14 +35,20 @@ pub enum ServiceType {
     Image,
     /// Neutron.
     Network,
+    /// Cinder (volume limits and volumes).
+    BlockStorage,
 }
 
 impl ServiceType {
-    fn catalog_name(self) -> &'static str {
+    /// The catalog types of the service, first found wins (Cinder is
+    /// registered as `block-storage`, or by its older names, as
+    /// openstacksdk looks it up).
+    fn catalog_names(self) -> &'static [&'static str] {
         match self {
-            ServiceType::Compute => "compute",
-            ServiceType::Image => "image",
-            ServiceType::Network => "network",
+            ServiceType::Compute => &["compute"],
+            ServiceType::Image => &["image"],
+            ServiceType::Network => &["network"],
+            ServiceType::BlockStorage => &["block-storage", "volumev3", "volumev2", "volume"],
         }
     }
 
@@ -52,6 +58,7 @@ impl ServiceType {
             ServiceType::Compute => None,
             ServiceType::Image => Some("/v2"),
             ServiceType::Network => Some("/v2.0"),
+            ServiceType::BlockStorage => Some("/v3"),
         }
     }
 }
@@ -199,12 +206,37 @@ impl OpenStackClient {
     }
 
     fn endpoint_of(&self, token: &Token, service: ServiceType) -> Result<String, OpenStackError> {
-        let url = token.endpoint(
-            service.catalog_name(),
-            self.cloud.region_name.as_deref(),
-            &self.cloud.interface,
-        )?;
+        let mut found = None;
+        for name in service.catalog_names() {
+            match token.endpoint(
+                name,
+                self.cloud.region_name.as_deref(),
+                &self.cloud.interface,
+            ) {
+                Ok(url) => {
+                    found = Some(Ok(url));
+                    break;
+                }
+                Err(e) => {
+                    found.get_or_insert(Err(e));
+                }
+            }
+        }
+        let url = found.unwrap_or_else(|| {
+            Err(OpenStackError::Config(format!(
+                "{service:?} has no catalog type"
+            )))
+        })?;
         Ok(match service.version_suffix() {
+            // Cinder's catalog URLs carry the version and the project id
+            // (`.../v3/<project>`); only a bare one gets the version.
+            Some(v) if service == ServiceType::BlockStorage => {
+                if url.contains("/v3") || url.contains("/v2") {
+                    url
+                } else {
+                    format!("{url}{v}")
+                }
+            }
             Some(v) if !url.ends_with(v) => format!("{url}{v}"),
             _ => url,
         })

@@ -144,6 +144,16 @@ fn pool_view(
     view.max_cores = pool.max_cores;
     view.max_ram = pool.max_ram;
     view.ignore_provider_quota = pool.ignore_provider_quota;
+    // Upstream adds these to the pool's limits only when set and not 0
+    // (`if getattr(self.pool, 'max_volumes', None)`): 0 is unlimited.
+    for (name, limit) in [
+        ("volumes", pool.max_volumes),
+        ("volume-gb", pool.max_volume_gb),
+    ] {
+        if let Some(limit) = limit.filter(|l| *l != 0) {
+            view.max_resources.insert(name.to_string(), limit);
+        }
+    }
     view.labels = labels;
     view
 }

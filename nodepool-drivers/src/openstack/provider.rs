@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nodepool_core::provider::{
     wait_active_with, CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage, InstanceState,
-    LaunchSpec, Provider, ProviderCapabilities, Resources, META_POOL,
+    LaunchSpec, Provider, ProviderCapabilities, Quantity, Resources, META_POOL,
 };
 use nodepool_core::{Error, Result};
 use reqwest::Method;
@@ -342,6 +342,39 @@ impl OpenStackProvider {
         server::instance(server, self.place(), flavor.as_ref())
     }
 
+    /// The sizes (GiB) of the volumes attached to `servers`, by volume id,
+    /// read from Cinder when a server has any and the cloud has a
+    /// block-storage endpoint (upstream lists the volumes to count what
+    /// each server uses). Empty when they cannot be read.
+    async fn attached_volume_sizes(&self, servers: &[Value]) -> BTreeMap<String, u64> {
+        let attached = servers.iter().any(|s| {
+            s["os-extended-volumes:volumes_attached"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+        });
+        if !attached {
+            return BTreeMap::new();
+        }
+        match self
+            .client
+            .get(ServiceType::BlockStorage, "/volumes/detail")
+            .await
+        {
+            Ok(body) => body["volumes"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| Some((v["id"].as_str()?.to_string(), v["size"].as_u64()?)))
+                .collect(),
+            Err(OpenStackError::NoEndpoint { .. }) => BTreeMap::new(),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list volumes; not counting them");
+                BTreeMap::new()
+            }
+        }
+    }
+
     pub(crate) async fn fetch_server(
         &self,
         id: &str,
@@ -385,7 +418,16 @@ impl Provider for OpenStackProvider {
     async fn label_resources(&self, pool: &str, label: &str) -> Result<Resources> {
         let (_, l) = self.label(pool, label)?;
         let flavor = self.label_flavor(l).await.map_err(|e| self.err(e))?;
-        Ok(flavor.resources())
+        let mut resources = flavor.resources();
+        // Upstream's quota_from_flavor with the label: a boot volume of
+        // `volume-size` GiB.
+        if l.boot_from_volume {
+            resources.other.set("volumes", Quantity::Int(1));
+            resources
+                .other
+                .set("volume-gb", Quantity::Int(l.volume_size));
+        }
+        Ok(resources)
     }
 
     #[tracing::instrument(skip_all, fields(provider = %self.config.name, node_id = %spec.node_id))]
@@ -518,9 +560,11 @@ impl Provider for OpenStackProvider {
             .filter(|_| linked || servers.len() >= limit)
             .and_then(|s| s["id"].as_str())
             .map(str::to_string);
+        let volumes = self.attached_volume_sizes(servers).await;
         let mut instances = Vec::with_capacity(servers.len());
         for s in servers {
-            if let Some(i) = self.server_instance(s).await {
+            if let Some(mut i) = self.server_instance(s).await {
+                server::count_volumes(&mut i.resources, s, &volumes);
                 instances.push(i);
             }
         }
@@ -538,15 +582,67 @@ impl Provider for OpenStackProvider {
             .map_err(|e| self.err(e))?;
         let abs = &body["limits"]["absolute"];
         let bound = |key: &str| abs[key].as_i64().and_then(|v| u64::try_from(v).ok());
-        Ok(Resources {
+        let mut quota = Resources {
             instances: bound("maxTotalInstances"),
             cores: bound("maxTotalCores"),
             ram: bound("maxTotalRAMSize"),
-        })
+            ..Resources::default()
+        };
+        // Cinder's limits, when the cloud has a block-storage endpoint (as
+        // upstream's quota_from_limits; -1 is unlimited).
+        match self.client.get(ServiceType::BlockStorage, "/limits").await {
+            Ok(body) => {
+                let abs = &body["limits"]["absolute"];
+                for (name, key) in [
+                    ("volumes", "maxTotalVolumes"),
+                    ("volume-gb", "maxTotalVolumeGigabytes"),
+                ] {
+                    if let Some(limit) = abs[key].as_i64().filter(|v| *v >= 0) {
+                        quota.other.set(name, Quantity::Int(limit));
+                    }
+                }
+            }
+            Err(OpenStackError::NoEndpoint { .. }) => {}
+            Err(e) => return Err(self.err(e)),
+        }
+        Ok(quota)
     }
 
     async fn upload_image(&self, spec: &ImageUploadSpec) -> Result<String> {
         self.upload(spec).await.map_err(|e| self.err(e))
+    }
+
+    /// The server's console output (Nova's `os-getConsoleOutput`) when the
+    /// label sets `console-log`; `None` otherwise, or when Nova has none
+    /// (a 400), as openstacksdk's `get_server_console` answers.
+    async fn console_log(
+        &self,
+        pool: &str,
+        label: &str,
+        external_id: &str,
+    ) -> Result<Option<String>> {
+        let (_, l) = self.label(pool, label)?;
+        if !l.console_log {
+            return Ok(None);
+        }
+        let path = format!("/servers/{}/action", encode(external_id));
+        let answer = self
+            .client
+            .call(
+                ServiceType::Compute,
+                Method::POST,
+                &path,
+                Payload::Json(json!({"os-getConsoleOutput": {}})),
+            )
+            .await;
+        match answer {
+            Ok(a) => Ok(a.body["output"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)),
+            Err(e) if e.status() == Some(400) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     async fn delete_image(&self, external_id: &str) -> Result<()> {

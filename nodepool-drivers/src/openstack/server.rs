@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use nodepool_core::provider::{Instance, InstanceState, Resources};
+use nodepool_core::provider::{Instance, InstanceState, Quantity, Resources};
 use serde_json::Value;
 
 use super::error::OpenStackError;
@@ -39,8 +39,31 @@ impl Flavor {
             instances: Some(1),
             cores: Some(self.vcpus),
             ram: Some(self.ram),
+            ..Resources::default()
         }
     }
+}
+
+/// Add the volumes attached to `server` (those of `sizes`, by id) to what
+/// it uses: `volumes` and `volume-gb`, as upstream's quota_from_flavor
+/// counts a listed server's volumes.
+pub fn count_volumes(resources: &mut Resources, server: &Value, sizes: &BTreeMap<String, u64>) {
+    let attached: Vec<u64> = server["os-extended-volumes:volumes_attached"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| sizes.get(v["id"].as_str()?).copied())
+        .collect();
+    if attached.is_empty() {
+        return;
+    }
+    let count = i64::try_from(attached.len()).unwrap_or(i64::MAX);
+    let gb = attached.iter().fold(0i64, |total, size| {
+        total.saturating_add(i64::try_from(*size).unwrap_or(i64::MAX))
+    });
+    resources.other.set("volumes", Quantity::Int(count));
+    resources.other.set("volume-gb", Quantity::Int(gb));
 }
 
 /// Pick a flavor as upstream does. `flavors` must be sorted by (ram,
@@ -195,6 +218,7 @@ pub fn instance(server: &Value, place: Place<'_>, flavor: Option<&Flavor>) -> Op
             instances: Some(1),
             cores: Some(cores),
             ram: Some(ram),
+            ..Resources::default()
         },
         (Some(f), _, _) => f.resources(),
         _ => Resources {

@@ -180,6 +180,7 @@ fn node_resources() -> Resources {
         instances: Some(1),
         cores: Some(0),
         ram: Some(0),
+        ..Resources::default()
     }
 }
 

@@ -485,6 +485,15 @@ impl Provider for LoggedUploads {
         self.inner.list_images().await
     }
 
+    async fn console_log(
+        &self,
+        pool: &str,
+        label: &str,
+        external_id: &str,
+    ) -> nodepool_core::Result<Option<String>> {
+        self.inner.console_log(pool, label, external_id).await
+    }
+
     fn registered(&self) -> Option<&dyn RegisteredHosts> {
         self.inner.registered()
     }

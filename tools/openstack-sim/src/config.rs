@@ -62,6 +62,15 @@ pub struct SimLimits {
     pub max_ram: i64,
 }
 
+/// The project's Cinder limits; -1 means unlimited, as Cinder reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SimVolumeLimits {
+    /// `maxTotalVolumes`.
+    pub max_volumes: i64,
+    /// `maxTotalVolumeGigabytes`.
+    pub max_gigabytes: i64,
+}
+
 /// A Neutron network. Fixed IPs are `<prefix>.<n>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimNetwork {
@@ -105,6 +114,9 @@ pub struct SimConfig {
     pub flavors: Vec<SimFlavor>,
     /// Compute limits.
     pub limits: SimLimits,
+    /// Cinder's limits. `None` (the default): the cloud has no
+    /// block-storage endpoint in its catalog.
+    pub volume_limits: Option<SimVolumeLimits>,
     /// Availability zones.
     pub availability_zones: Vec<String>,
     /// Networks; servers without `networks` get the first internal one.
@@ -162,6 +174,7 @@ impl Default for SimConfig {
                 max_cores: 40,
                 max_ram: 51200,
             },
+            volume_limits: None,
             availability_zones: vec!["nova".to_string()],
             networks: vec![
                 SimNetwork {

@@ -119,7 +119,9 @@ fn find_app_credential_user<'a>(cloud: &'a Cloud, auth: &Value) -> Option<&'a Si
     cloud.config.users.iter().find(|u| u.name == found.user)
 }
 
-fn catalog(base: &str, region: &str) -> Value {
+/// The service catalog; Cinder's `block-storage` endpoint (scoped to
+/// `project_id`, as Cinder's v3 URLs are) only when `volumes`.
+fn catalog(base: &str, region: &str, project_id: &str, volumes: bool) -> Value {
     let service = |kind: &str, name: &str, url: String| {
         let endpoints: Vec<Value> = ["public", "internal", "admin"]
             .iter()
@@ -129,12 +131,20 @@ fn catalog(base: &str, region: &str) -> Value {
             .collect();
         json!({"id": new_id(), "type": kind, "name": name, "endpoints": endpoints})
     };
-    json!([
+    let mut services = vec![
         service("identity", "keystone", format!("{base}/identity")),
         service("compute", "nova", format!("{base}/compute/v2.1")),
         service("image", "glance", format!("{base}/image")),
         service("network", "neutron", format!("{base}/network")),
-    ])
+    ];
+    if volumes {
+        services.push(service(
+            "block-storage",
+            "cinder",
+            format!("{base}/volume/v3/{project_id}"),
+        ));
+    }
+    Value::Array(services)
 }
 
 fn token_body(base: &str, cloud: &Cloud, user: &SimUser, token: &Token, scoped: bool) -> Value {
@@ -149,7 +159,12 @@ fn token_body(base: &str, cloud: &Cloud, user: &SimUser, token: &Token, scoped: 
         body["project"] = json!({"id": user.project_id, "name": user.project, "domain": {"id": "default", "name": user.project_domain}});
         body["roles"] =
             json!([{"id": "r-member", "name": "member"}, {"id": "r-reader", "name": "reader"}]);
-        body["catalog"] = catalog(base, &cloud.config.region);
+        body["catalog"] = catalog(
+            base,
+            &cloud.config.region,
+            &user.project_id,
+            cloud.config.volume_limits.is_some(),
+        );
         body["is_domain"] = json!(false);
     }
     if token.method == "application_credential" {

@@ -4,8 +4,9 @@
 //! Keystone v3 token API (password and application-credential auth, a
 //! service catalog, expiring tokens), Nova servers, flavors, limits and
 //! availability zones, Glance v2 images (direct upload and interoperable
-//! import) and Neutron networks, ports and floating IPs, answering with the
-//! status codes and JSON bodies of the real services.
+//! import), Neutron networks, ports and floating IPs, and Cinder's volume
+//! limits and volumes (when configured), answering with the status codes
+//! and JSON bodies of the real services.
 //!
 //! Faults are injected through an admin API under `/_sim/` (or
 //! [`SimState::set_faults`] in-process): failing requests with any status
@@ -13,7 +14,8 @@
 //! that boot slowly, never boot or end in ERROR, and ports leaked on delete.
 //!
 //! Every service lives on one listener under a path prefix: `/identity/v3`,
-//! `/compute/v2.1`, `/image/v2`, `/network/v2.0`; the catalog points at the
+//! `/compute/v2.1`, `/image/v2`, `/network/v2.0`, `/volume/v3/{project}`;
+//! the catalog points at the
 //! address the client used.
 //!
 //! ```no_run
@@ -43,6 +45,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 
 mod admin;
+mod cinder;
 pub mod config;
 mod glance;
 mod keystone;
@@ -52,7 +55,7 @@ pub mod state;
 
 pub use config::{
     BootFault, FaultRule, Faults, SimAppCredential, SimCloudImage, SimConfig, SimFlavor, SimLimits,
-    SimNetwork, SimUser, GLANCE_DISK_FORMATS,
+    SimNetwork, SimUser, SimVolumeLimits, GLANCE_DISK_FORMATS,
 };
 pub use state::{Cloud, SimState};
 
@@ -106,6 +109,7 @@ pub fn router(state: SimState) -> Router {
         .nest("/compute/v2.1", nova::routes())
         .nest("/image", glance::routes())
         .nest("/network", neutron::routes())
+        .nest("/volume", cinder::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -129,6 +133,7 @@ enum Service {
     Compute,
     Image,
     Network,
+    Volume,
 }
 
 impl Service {
@@ -139,6 +144,8 @@ impl Service {
             Service::Image
         } else if path.starts_with("/network") {
             Service::Network
+        } else if path.starts_with("/volume") {
+            Service::Volume
         } else {
             Service::Identity
         }
@@ -155,7 +162,8 @@ fn error_response(service: Service, status: StatusCode, message: &str) -> Respon
                 serde_json::json!({"error": {"code": code, "title": title, "message": message}});
             (status, axum::Json(body)).into_response()
         }
-        Service::Compute => {
+        // Cinder shapes its errors as Nova does.
+        Service::Compute | Service::Volume => {
             let key = match code {
                 400 => "badRequest",
                 401 => "unauthorized",

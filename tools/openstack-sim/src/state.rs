@@ -308,6 +308,16 @@ impl Cloud {
         u
     }
 
+    /// Volumes and GiB the servers' boot volumes use (Cinder's
+    /// `totalVolumesUsed`, `totalGigabytesUsed`).
+    pub fn volume_usage(&self) -> (u64, u64) {
+        self.servers
+            .values()
+            .filter(|s| s.deleted_at.is_none())
+            .filter_map(|s| s.boot_volume.as_ref())
+            .fold((0, 0), |(n, gb), v| (n + 1, gb + v.size))
+    }
+
     /// The quota Nova would refuse a new server of `flavor` for, as its
     /// 403 message.
     pub fn quota_refusal(&self, vcpus: u64, ram: u64) -> Option<String> {

@@ -194,6 +194,18 @@ macro_rules! around_every_call {
             async fn list_images(&self) -> $crate::Result<Vec<$crate::provider::CloudImage>> {
                 self.around("list_images", self.inner.list_images()).await
             }
+            async fn console_log(
+                &self,
+                pool: &str,
+                label: &str,
+                external_id: &str,
+            ) -> $crate::Result<Option<String>> {
+                self.around(
+                    "console_log",
+                    self.inner.console_log(pool, label, external_id),
+                )
+                .await
+            }
             fn registered(&self) -> Option<&dyn $crate::provider::RegisteredHosts> {
                 self.inner.registered()
             }

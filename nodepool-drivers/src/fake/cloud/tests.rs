@@ -36,7 +36,8 @@ fn defaults_match_upstream_fake_cloud() {
         Resources {
             instances: Some(1),
             cores: Some(4),
-            ram: Some(8192)
+            ram: Some(8192),
+            ..Resources::default()
         }
     );
     assert_eq!(s.azs, vec!["az1", "az2"]);
