@@ -19,3 +19,6 @@ pub mod registry;
 pub mod static_hosts;
 
 pub use registry::register_builtin;
+
+#[cfg(test)]
+mod no_panic_tests;
