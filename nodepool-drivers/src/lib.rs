@@ -22,3 +22,5 @@ pub use registry::register_builtin;
 
 #[cfg(test)]
 mod no_panic_tests;
+#[cfg(test)]
+mod no_panic_cloud_tests;
