@@ -101,7 +101,9 @@ pub(crate) enum Command {
     /// Run the launcher daemon (and its web app) in the foreground.
     ///
     /// Stops cleanly on SIGINT or SIGTERM, re-reads the configuration when
-    /// the file changes, and logs what every pool is doing on SIGUSR2.
+    /// the file changes, and logs every task (pool workers, request
+    /// handlers, launches, deletions, cleanup) and what it waits on on
+    /// SIGUSR2.
     Launcher,
     /// Run the builder daemon in the foreground (upstream's
     /// `nodepool-builder`): build diskimages, upload them, clean up.

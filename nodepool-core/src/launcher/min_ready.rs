@@ -19,6 +19,7 @@ use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::model::{NodeRequest, NodeState, RequestState};
 use crate::scheduler::MIN_READY_REQUESTOR;
 use crate::store::Change;
+use crate::tasks::{self, TaskExt};
 use crate::Result;
 
 /// Shortest time between two min-ready passes woken by events.
@@ -79,6 +80,7 @@ impl MinReady {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(MIN_SPACING) => {}
                 }
+                tasks::waiting_on("waiting for a request change or the min-ready interval");
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = self.notify.notified() => {}
@@ -87,6 +89,7 @@ impl MinReady {
             }
         }
         .instrument(info_span!("min_ready"))
+        .in_task(&self.ctx.settings.tasks, "min-ready")
         .await
     }
 

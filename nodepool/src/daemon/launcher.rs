@@ -68,6 +68,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         validation_log_dir: Some(options.state_dir.join("validation-logs")),
         ..LauncherSettings::new(hostname())
     };
+    let running = settings.tasks.clone();
     let launcher = Arc::new(Launcher::new(
         settings,
         Arc::clone(&store),
@@ -180,7 +181,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sigusr2.recv() => dump(&launcher),
+            _ = sigusr2.recv() => info!("SIGUSR2 task dump: {}", running.dump()),
             _ = reload.tick() => {
                 let now = config_stamp(&options.config, options.secure.as_deref());
                 if now != stamp {
@@ -224,15 +225,6 @@ fn reload_config(
         }
         Err(e) => error!("configuration change ignored, the file is invalid:\n{e}"),
     }
-}
-
-/// SIGUSR2: log what every pool is doing.
-fn dump(launcher: &Launcher) {
-    let status = launcher.status();
-    info!(
-        "SIGUSR2 task dump:\n{status:#?}\ncounters: {:#?}",
-        launcher.counters()
-    );
 }
 
 /// Resolve `--state-dir`.
