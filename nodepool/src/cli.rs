@@ -109,11 +109,11 @@ pub(crate) enum Command {
     /// `nodepool-builder`): build diskimages, upload them, clean up.
     ///
     /// Needs `images-dir` in the config. Stops cleanly on SIGINT or SIGTERM
-    /// (a running build is stopped and its files removed) and re-reads the
-    /// configuration when the file changes.
+    /// (a running build is stopped and its files removed), re-reads the
+    /// configuration when the file changes, and logs every task and what it
+    /// waits on on SIGUSR2.
     Builder {
-        /// Number of build workers (accepted for upstream compatibility;
-        /// a builder runs one build at a time).
+        /// Number of build workers: images built at once (at most 64).
         #[arg(long, value_name = "N", default_value_t = 1)]
         build_workers: usize,
         /// Number of upload workers.
