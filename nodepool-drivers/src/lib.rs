@@ -21,6 +21,8 @@ pub mod static_hosts;
 pub use registry::register_builtin;
 
 #[cfg(test)]
-mod no_panic_tests;
+mod documented_keys_tests;
 #[cfg(test)]
 mod no_panic_cloud_tests;
+#[cfg(test)]
+mod no_panic_tests;
