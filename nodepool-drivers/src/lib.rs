@@ -25,4 +25,6 @@ mod documented_keys_tests;
 #[cfg(test)]
 mod no_panic_cloud_tests;
 #[cfg(test)]
+mod no_panic_http_tests;
+#[cfg(test)]
 mod no_panic_tests;
