@@ -431,6 +431,11 @@ async fn sigusr2_logs_every_task_and_what_it_waits_on() {
     line("deleter, ");
     line("cleanup, ");
     line("min-ready, ");
+    let pool = line("pool fake-provider/main: ");
+    assert!(
+        pool.contains("running, 1 requests in hand, 0 waiting at a limit, 1 launches"),
+        "{pool}"
+    );
     assert!(
         dump.lines()
             .next()
