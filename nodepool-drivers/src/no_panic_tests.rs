@@ -392,6 +392,54 @@ fn the_base_config_loads_with_every_driver() {
     );
 }
 
+/// The parsers whose numeric getters must all be covered above.
+const PARSERS: &[&str] = &[
+    include_str!("../../nodepool-core/src/config/loader.rs"),
+    include_str!("../../nodepool-core/src/config/driver.rs"),
+    include_str!("../../nodepool-core/src/config/diskimage.rs"),
+    include_str!("openstack/parse.rs"),
+    include_str!("aws/parse.rs"),
+    include_str!("k8s/parse.rs"),
+    include_str!("static_hosts/parse.rs"),
+    include_str!("fake/config.rs"),
+];
+
+#[test]
+fn every_numeric_key_the_parsers_read_is_in_the_base_config() {
+    let covered: std::collections::BTreeSet<String> = numeric_lines(EVERY_NUMBER)
+        .into_iter()
+        .map(|(_, prefix)| {
+            prefix
+                .trim()
+                .trim_start_matches("- ")
+                .trim_end_matches(':')
+                .to_string()
+        })
+        .collect();
+    let mut missing = Vec::new();
+    let mut found = std::collections::BTreeSet::new();
+    for source in PARSERS {
+        for getter in ["i64(\"", "i64_or(\"", "f64(\"", "f64_or(\""] {
+            for (at, _) in source.match_indices(getter) {
+                let rest = &source[at + getter.len()..];
+                let Some(end) = rest.find('"') else {
+                    continue;
+                };
+                let key = &rest[..end];
+                found.insert(key.to_string());
+                if !covered.contains(key) && !missing.contains(&key.to_string()) {
+                    missing.push(key.to_string());
+                }
+            }
+        }
+    }
+    assert!(found.len() > 40, "the scan finds the getters: {found:?}");
+    assert!(
+        missing.is_empty(),
+        "numeric keys read by a parser but not tried by the property test: {missing:?}"
+    );
+}
+
 #[test]
 fn no_number_in_the_config_makes_loading_or_building_panic() {
     let registry = builtin();
