@@ -58,6 +58,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod status;
 pub mod store;
+pub mod tasks;
 pub mod time;
 
 #[cfg(any(test, feature = "testing"))]

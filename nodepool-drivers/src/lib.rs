@@ -19,3 +19,12 @@ pub mod registry;
 pub mod static_hosts;
 
 pub use registry::register_builtin;
+
+#[cfg(test)]
+mod documented_keys_tests;
+#[cfg(test)]
+mod no_panic_cloud_tests;
+#[cfg(test)]
+mod no_panic_http_tests;
+#[cfg(test)]
+mod no_panic_tests;

@@ -515,3 +515,54 @@ fn clouds_yaml_image_format_decides_the_build_format_of_the_view() {
     assert_eq!(view.diskimages[0].format, "vhd");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn pool_availability_zones_place_every_node_of_a_request_in_one_of_them() {
+    let sim = sim(SimConfig {
+        availability_zones: vec!["az1".into(), "az2".into(), "az3".into()],
+        ..SimConfig::default()
+    })
+    .await;
+    let yaml = NODEPOOL_YAML.replace(
+        "        security-groups: [default]\n",
+        "        security-groups: [default]\n        availability-zones: [az2, az3]\n",
+    );
+    let p = provider_with(&sim, &yaml, password_cloud(&sim.base, "demo-password"));
+    let mut zones = std::collections::BTreeSet::new();
+    for n in 0..12 {
+        let request_id = format!("100-00000000{n:02}");
+        let mut per_request = std::collections::BTreeSet::new();
+        for _ in 0..2 {
+            let mut s = spec("tiny");
+            s.request = Some(serde_json::json!({ "id": request_id }));
+            let inst = p.create_instance(&s).await.expect("create");
+            let az = sim.state.read(|c| c.servers[&inst.external_id].az.clone());
+            per_request.insert(az.clone());
+            zones.insert(az);
+            p.delete_instance(&inst.external_id).await.expect("delete");
+        }
+        assert_eq!(
+            per_request.len(),
+            1,
+            "the nodes of {request_id} share a zone"
+        );
+    }
+    let expected: std::collections::BTreeSet<String> = ["az2", "az3"].map(String::from).into();
+    assert_eq!(zones, expected, "only the pool's zones, both used");
+
+    // A zone the engine asks for wins; no pool zones leave it to Nova.
+    let mut s = spec("tiny");
+    s.az = Some("az1".into());
+    let inst = p.create_instance(&s).await.expect("create in az1");
+    assert_eq!(
+        sim.state.read(|c| c.servers[&inst.external_id].az.clone()),
+        "az1"
+    );
+    let plain = provider(&sim);
+    let inst = plain.create_instance(&spec("tiny")).await.expect("create");
+    assert_eq!(
+        sim.state.read(|c| c.servers[&inst.external_id].az.clone()),
+        "az1",
+        "the simulator's default zone"
+    );
+}

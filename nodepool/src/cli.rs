@@ -101,17 +101,19 @@ pub(crate) enum Command {
     /// Run the launcher daemon (and its web app) in the foreground.
     ///
     /// Stops cleanly on SIGINT or SIGTERM, re-reads the configuration when
-    /// the file changes, and logs what every pool is doing on SIGUSR2.
+    /// the file changes, and logs every task (pool workers, request
+    /// handlers, launches, deletions, cleanup) and what it waits on on
+    /// SIGUSR2.
     Launcher,
     /// Run the builder daemon in the foreground (upstream's
     /// `nodepool-builder`): build diskimages, upload them, clean up.
     ///
     /// Needs `images-dir` in the config. Stops cleanly on SIGINT or SIGTERM
-    /// (a running build is stopped and its files removed) and re-reads the
-    /// configuration when the file changes.
+    /// (a running build is stopped and its files removed), re-reads the
+    /// configuration when the file changes, and logs every task and what it
+    /// waits on on SIGUSR2.
     Builder {
-        /// Number of build workers (accepted for upstream compatibility;
-        /// a builder runs one build at a time).
+        /// Number of build workers: images built at once (at most 64).
         #[arg(long, value_name = "N", default_value_t = 1)]
         build_workers: usize,
         /// Number of upload workers.

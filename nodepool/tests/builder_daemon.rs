@@ -464,6 +464,39 @@ fn sigterm_mid_build_stops_dib_and_leaves_no_ready_build() {
         (!env.image_files(&building).is_empty()).then_some(())
     });
 
+    // SIGUSR2 mid-build: every worker and what it waits on.
+    let sent = Command::new("kill")
+        .arg("-USR2")
+        .arg(daemon.child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -USR2 failed");
+    let dump = env.wait_for("the SIGUSR2 task dump", || {
+        let log = env.log();
+        let at = log.find("SIGUSR2 task dump")?;
+        let mut lines = log[at..].lines();
+        let header = lines.next()?.to_string();
+        let tasks: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).collect();
+        (!tasks.is_empty()).then(|| format!("{header}\n{}", tasks.join("\n")))
+    });
+    let build_worker = dump
+        .lines()
+        .find(|l| l.trim_start().starts_with("build worker 1, "))
+        .unwrap_or_else(|| panic!("no build worker in:\n{dump}"));
+    assert!(
+        build_worker.contains(&format!(
+            ": image builder: image fake-image build {} (",
+            build_id(&building)
+        )),
+        "the build worker waits on the image builder: {dump}"
+    );
+    for task in ["upload worker, ", "builder cleanup worker, "] {
+        assert!(
+            dump.contains(&format!("\n  {task}")),
+            "no {task:?} in:\n{dump}"
+        );
+    }
+
     let status = daemon.stop(&env);
     assert!(status.success(), "exit {status:?}\n{}", env.log());
     env.wait_for("the dib process to be gone", || {

@@ -376,3 +376,74 @@ fn statsd_receives_upstreams_gauges_and_launch_counters() {
         wanted.is_empty().then_some(())
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_logs_every_task_and_what_it_waits_on() {
+    let port = free_port();
+    let mut fake = FakeConfig::new(port);
+    // The boot outlasts the test: the launch is in flight when asked.
+    fake.boot_delay = 120.0;
+    let mut daemon = Daemon::start(&fake.yaml(), port);
+    daemon.wait_ready();
+    let client = client(&daemon);
+    let request = submit(&client, &["small"]).await;
+    let node = wait_for("a node building for the request", WAIT, || {
+        daemon.ids_in_state("building").into_iter().next()
+    });
+
+    let sent = std::process::Command::new("kill")
+        .arg("-USR2")
+        .arg(daemon.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -USR2 failed");
+    let dump = wait_for("the SIGUSR2 task dump", WAIT, || {
+        let logs = daemon.logs();
+        let at = logs.find("SIGUSR2 task dump")?;
+        // One log record: its header, then an indented line per task.
+        let mut lines = logs[at..].lines();
+        let header = lines.next()?;
+        let tasks: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).collect();
+        (!tasks.is_empty()).then(|| format!("{header}\n{}", tasks.join("\n")))
+    });
+    eprintln!("{dump}");
+    let line = |starts: &str| {
+        dump.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(starts))
+            .unwrap_or_else(|| panic!("no task line starting {starts:?} in:\n{dump}"))
+            .to_string()
+    };
+    let pool = line("pool worker fake-provider/main, ");
+    assert!(pool.contains("s old: "), "{pool}");
+    let handler = line(&format!("launch handler request {}, ", request.id));
+    assert!(
+        handler.contains(&format!(": launches of nodes {node} (")),
+        "the handler waits on its node's launch: {handler}"
+    );
+    let launch = line(&format!("launch of node {node} in fake-provider/main, "));
+    assert!(
+        launch.contains(&format!(
+            ": provider wait_active fake-provider node {node} instance "
+        )),
+        "the launch waits on the cloud: {launch}"
+    );
+    line("deleter, ");
+    line("cleanup, ");
+    line("min-ready, ");
+    let pool = line("pool fake-provider/main: ");
+    assert!(
+        pool.contains("running, 1 requests in hand, 0 waiting at a limit, 1 launches"),
+        "{pool}"
+    );
+    assert!(
+        dump.lines()
+            .next()
+            .is_some_and(|l| l.contains("tasks running")),
+        "{dump}"
+    );
+    assert!(
+        !dump.contains("counters:"),
+        "tasks, not a Debug print of counters:\n{dump}"
+    );
+}

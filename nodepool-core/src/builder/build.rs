@@ -17,6 +17,7 @@ use crate::config::{Config, DiskImage};
 use crate::image_builder::BuildSpec;
 use crate::model::{BuildState, ImageBuild};
 use crate::store::{LockOptions, LockTarget};
+use crate::tasks::during;
 use crate::{Error, Result};
 
 /// Why an image is built now.
@@ -96,7 +97,9 @@ pub struct BuildOutcome {
 
 impl Builder {
     /// Check every diskimage once and build those that need it (one at a
-    /// time). Errors are logged per image; returns the builds made.
+    /// time; each build worker runs its own passes, and an image another
+    /// worker is building is skipped, its build lock being held). Errors
+    /// are logged per image; returns the builds made.
     pub async fn build_pass(&self, cancel: &CancellationToken) -> Vec<BuildOutcome> {
         let snapshot = self.snapshot();
         let config = snapshot.config;
@@ -160,7 +163,12 @@ impl Builder {
             identifier: Some(self.settings.hostname.clone()),
             ..LockOptions::try_once()
         };
-        let lock = match self.store.lock(&target, &options).await {
+        let lock = match during(
+            format!("lock {}", target.path()),
+            self.store.lock(&target, &options),
+        )
+        .await
+        {
             Ok(lock) => lock,
             Err(Error::LockHeld { .. }) => {
                 tracing::debug!("another builder is building this image");
@@ -237,7 +245,11 @@ impl Builder {
         let timeout = Duration::from_secs(u64::try_from(diskimage.build_timeout).unwrap_or(0));
         let started = std::time::Instant::now();
         let busy = self.stats.busy(name, None);
-        let built = self.run_image_builder(&spec, timeout, cancel).await;
+        let built = during(
+            format!("image builder: image {name} build {build_id}"),
+            self.run_image_builder(&spec, timeout, cancel),
+        )
+        .await;
         drop(busy);
         let sizes = match &built {
             Ok(files) => files.iter().map(|f| (f.format.clone(), f.size)).collect(),

@@ -52,6 +52,8 @@ pub mod upload;
 mod recover_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workers_tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -69,11 +71,21 @@ use crate::model::{ImageUpload, UploadState};
 use crate::provider::wrappers::ProviderMetrics;
 use crate::provider::Provider;
 use crate::store::{NodeStore, StoreEvent};
+use crate::tasks::{TaskExt, TaskRegistry};
 
 pub use stats::{
     BuildResult, BuilderStatsSnapshot, ImageStatus, UploadTotals, STATUS_BUILDING, STATUS_IDLE,
     STATUS_PAUSED, STATUS_UPLOADING,
 };
+
+/// Most build workers a builder runs (`--build-workers` beyond it is
+/// clamped).
+pub const MAX_BUILD_WORKERS: usize = 64;
+
+/// A worker's wait while it checks its images.
+const RUNNING_PASS: &str = "checking images";
+/// A worker's wait between passes.
+const WAITING_FOR_EVENT: &str = "waiting for an image event or the interval";
 
 /// Upstream's default `image-name-format`.
 pub const DEFAULT_IMAGE_NAME_FORMAT: &str = "{image_name}-{timestamp}";
@@ -104,6 +116,13 @@ pub struct BuilderSettings {
     /// previous run left in progress ([`Builder::recover`]); a dead
     /// ZooKeeper session holds them until it expires.
     pub recovery_wait: Duration,
+    /// Builds run at once (`--build-workers`; upstream: 1). Each build
+    /// worker checks every diskimage and builds one that no other worker
+    /// (here or on another builder) is building.
+    pub build_workers: usize,
+    /// Where the builder's workers and each build and upload say what
+    /// they wait on (for the daemon's SIGUSR2 dump).
+    pub tasks: TaskRegistry,
 }
 
 impl BuilderSettings {
@@ -119,6 +138,8 @@ impl BuilderSettings {
             debounce: Duration::from_millis(200),
             image_name_formats: BTreeMap::new(),
             recovery_wait: Duration::from_secs(30),
+            build_workers: 1,
+            tasks: TaskRegistry::new(),
         }
     }
 
@@ -266,8 +287,9 @@ impl Builder {
     }
 
     /// Run until `cancel` fires: first [`recover`](Self::recover) what a
-    /// previous run left in progress, then one build worker, upload workers
-    /// and the cleanup worker, each woken by image events and by its timer.
+    /// previous run left in progress, then `build_workers` build workers,
+    /// the upload workers and the cleanup worker, each woken by image
+    /// events and by its timer, each a task of `settings.tasks`.
     /// On cancel a running build is stopped (its record marked failed),
     /// uploads in flight are abandoned and marked failed, and locks are
     /// released.
@@ -287,42 +309,56 @@ impl Builder {
             }
         }
         let mut tasks = JoinSet::new();
+        let registry = &self.settings.tasks;
+        let build_workers = self.settings.build_workers.clamp(1, MAX_BUILD_WORKERS);
+        for n in 1..=build_workers {
+            // Each worker checks every image; the image's build lock
+            // (exclusive within this builder too) sends the next worker on
+            // to another image, as upstream's build worker threads.
+            let me = Arc::clone(self);
+            let c = cancel.clone();
+            let worker = async move {
+                let interval = me.settings.build_interval;
+                me.worker_loop("build", interval, c.clone(), |b, c| async move {
+                    b.build_pass(&c).await;
+                })
+                .instrument(tracing::info_span!("builder_worker", worker = "build", n))
+                .await;
+            };
+            tasks.spawn(worker.in_task(registry, format!("build worker {n}")));
+        }
         let me = Arc::clone(self);
         let c = cancel.clone();
-        tasks.spawn(async move {
-            let interval = me.settings.build_interval;
-            me.worker_loop("build", interval, c.clone(), |b, c| async move {
-                b.build_pass(&c).await;
-            })
-            .instrument(tracing::info_span!("builder_worker", worker = "build"))
-            .await;
-        });
+        tasks.spawn(
+            async move {
+                let interval = me.settings.upload_interval;
+                let pool = Arc::new(upload::UploadPool::new(me.settings.upload_workers));
+                let drain = Arc::clone(&pool);
+                me.worker_loop("upload", interval, c.clone(), move |b, c| {
+                    let pool = Arc::clone(&pool);
+                    async move {
+                        b.upload_pass(&pool, &c).await;
+                    }
+                })
+                .instrument(tracing::info_span!("builder_worker", worker = "upload"))
+                .await;
+                drain.drain().await;
+            }
+            .in_task(registry, "upload worker"),
+        );
         let me = Arc::clone(self);
         let c = cancel.clone();
-        tasks.spawn(async move {
-            let interval = me.settings.upload_interval;
-            let pool = Arc::new(upload::UploadPool::new(me.settings.upload_workers));
-            let drain = Arc::clone(&pool);
-            me.worker_loop("upload", interval, c.clone(), move |b, c| {
-                let pool = Arc::clone(&pool);
-                async move {
-                    b.upload_pass(&pool, &c).await;
-                }
-            })
-            .instrument(tracing::info_span!("builder_worker", worker = "upload"))
-            .await;
-            drain.drain().await;
-        });
-        let me = Arc::clone(self);
-        let c = cancel.clone();
-        tasks.spawn(async move {
-            let interval = me.settings.cleanup_interval;
-            me.worker_loop("cleanup", interval, c.clone(), |b, _c| async move {
-                b.cleanup_pass().await;
-            })
-            .instrument(tracing::info_span!("builder_worker", worker = "cleanup"))
-            .await;
-        });
+        tasks.spawn(
+            async move {
+                let interval = me.settings.cleanup_interval;
+                me.worker_loop("cleanup", interval, c.clone(), |b, _c| async move {
+                    b.cleanup_pass().await;
+                })
+                .instrument(tracing::info_span!("builder_worker", worker = "cleanup"))
+                .await;
+            }
+            .in_task(registry, "builder cleanup worker"),
+        );
         while let Some(result) = tasks.join_next().await {
             if let Err(e) = result {
                 tracing::error!(error = %e, "builder worker ended abnormally");
@@ -347,8 +383,10 @@ impl Builder {
             if cancel.is_cancelled() {
                 break;
             }
+            crate::tasks::waiting_on(RUNNING_PASS);
             pass(Arc::clone(&self), cancel.clone()).await;
             // Wait for a reason to look again.
+            crate::tasks::waiting_on(WAITING_FOR_EVENT);
             let woke = tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(interval) => false,

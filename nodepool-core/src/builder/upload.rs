@@ -23,6 +23,7 @@ use crate::config::{DiskImage, ProviderConfig, ProviderDiskImage};
 use crate::model::{BuildState, ImageBuild, ImageUpload, UploadState};
 use crate::provider::{ImageUploadSpec, Provider};
 use crate::store::{LockOptions, LockTarget};
+use crate::tasks::{during, TaskExt};
 use crate::{Error, Result};
 
 /// Image metadata key: the build id of an uploaded image.
@@ -57,7 +58,7 @@ pub(crate) struct UploadPool {
 impl UploadPool {
     pub(crate) fn new(workers: usize) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(workers.max(1))),
+            permits: Arc::new(Semaphore::new(workers.clamp(1, Semaphore::MAX_PERMITS))),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
             tasks: Mutex::new(JoinSet::new()),
         }
@@ -116,9 +117,13 @@ impl Builder {
             let permits = Arc::clone(&pool.permits);
             let in_flight = Arc::clone(&pool.in_flight);
             let span = tracing::info_span!("image_upload", provider = %key.0, image = %key.1);
+            let task = format!("upload of image {} to {}", key.1, key.0);
+            let registry = self.settings.tasks.clone();
             pool.lock_tasks().spawn(
                 async move {
+                    crate::tasks::waiting_on("a free upload worker");
                     if let Ok(_permit) = permits.acquire_owned().await {
+                        crate::tasks::waiting_on(crate::tasks::RUNNING);
                         if !cancel.is_cancelled() {
                             if let Err(e) = me
                                 .upload_one(&snapshot, &provider_cfg, &image, &cancel)
@@ -133,7 +138,8 @@ impl Builder {
                         Err(p) => p.into_inner().remove(&key),
                     };
                 }
-                .instrument(span),
+                .instrument(span)
+                .in_task(&registry, task),
             );
         }
     }
@@ -206,7 +212,12 @@ impl Builder {
             identifier: Some(self.settings.hostname.clone()),
             ..LockOptions::try_once()
         };
-        let lock = match self.store.lock(&target, &options).await {
+        let lock = match during(
+            format!("lock {}", target.path()),
+            self.store.lock(&target, &options),
+        )
+        .await
+        {
             Ok(lock) => lock,
             Err(Error::LockHeld { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -385,7 +396,14 @@ impl Builder {
             metadata,
         };
         tracing::info!(build = %build.id, path = %file.path.display(), "uploading image");
-        let external_id = provider.upload_image(&spec).await?;
+        let external_id = during(
+            format!(
+                "provider upload_image {} build {} upload {upload_id}",
+                provider_cfg.name, build.id
+            ),
+            provider.upload_image(&spec),
+        )
+        .await?;
         if let Some(hook) = &provider_cfg.post_upload_hook {
             let ran = run_post_upload_hook(hook, &provider_cfg.name, &external_id, &file.path);
             if let Err(e) = ran.await {

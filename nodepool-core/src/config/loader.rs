@@ -253,9 +253,27 @@ fn read_zk_tls(mut map: MapReader<'_>) -> Option<ZooKeeperTls> {
     })
 }
 
+/// The largest `min-ready` honoured. Upstream takes any integer and, for
+/// one far beyond what its pools hold, creates requests without end; a
+/// larger value is clamped to this with a warning.
+pub const MAX_MIN_READY: i64 = 10_000;
+
 fn read_label(mut map: MapReader<'_>) -> Option<Label> {
     let name = map.required_str("name");
-    let min_ready = map.i64_or("min-ready", 0);
+    let min_ready = match map.take("min-ready") {
+        Some(item) => match item.as_i64() {
+            Some(v) if v > MAX_MIN_READY => {
+                item.warn(format!(
+                    "min-ready {v} is more nodes than any cloud holds; nodepool-rs keeps at \
+                     most {MAX_MIN_READY} ready (upstream would create requests without end)"
+                ));
+                MAX_MIN_READY
+            }
+            Some(v) => v,
+            None => 0,
+        },
+        None => 0,
+    };
     let max_ready_age = map.i64_or("max-ready-age", 0);
     map.finish();
     Some(Label {

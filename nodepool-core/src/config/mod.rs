@@ -18,7 +18,7 @@ mod reader;
 pub mod yaml;
 
 pub use driver::{Driver, DriverRegistry, PoolCommon, ProviderCommon};
-pub use loader::{load, load_str, load_str_with_secure, DEFAULT_ZOOKEEPER_PORT};
+pub use loader::{load, load_str, load_str_with_secure, DEFAULT_ZOOKEEPER_PORT, MAX_MIN_READY};
 pub use model::*;
 pub use reader::{superseded_by_name, Diagnostics, Item, MapReader};
 

@@ -497,3 +497,18 @@ diskimages:\n  - name: img\n    validation:\n      timeout: -4\n      labels: sm
         "{err}"
     );
 }
+
+#[test]
+fn absurd_min_ready_is_clamped_with_a_warning() {
+    let c = load_ok(
+        "labels:\n  - name: a\n    min-ready: 9223372036854775807\n  - name: b\n    min-ready: 3\n",
+    );
+    assert_eq!(c.label("a").map(|l| l.min_ready), Some(MAX_MIN_READY));
+    assert_eq!(c.label("b").map(|l| l.min_ready), Some(3));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(
+        c.warnings[0].contains("labels[0].min-ready: min-ready 9223372036854775807 is more nodes"),
+        "{:?}",
+        c.warnings
+    );
+}

@@ -19,6 +19,7 @@ use super::util::{now, wait_or_tick};
 use crate::config::Config;
 use crate::model::{NodeState, RequestState};
 use crate::store::{LockOptions, LockTarget};
+use crate::tasks::{self, TaskExt};
 use crate::Result;
 
 /// A request lock whose request is gone is deleted once it is this old
@@ -27,15 +28,25 @@ const REQUEST_LOCK_MIN_AGE: Duration = Duration::from_secs(8 * 3600);
 
 /// The periodic cleanup task.
 pub(crate) async fn run(ctx: Arc<Context>, deleter: Arc<Deleter>, cancel: CancellationToken) {
+    let registry = ctx.settings.tasks.clone();
+    passes(ctx, deleter, cancel)
+        .in_task(&registry, "cleanup")
+        .await
+}
+
+async fn passes(ctx: Arc<Context>, deleter: Arc<Deleter>, cancel: CancellationToken) {
     let mut leaks = LeakTracker::default();
     let never = Notify::new();
     loop {
+        tasks::waiting_on("cleanup pass: lost requests");
         if let Err(e) = reset_lost_requests(&ctx).await {
             warn!(error = %e, "lost request cleanup failed");
         }
+        tasks::waiting_on("cleanup pass: max-ready-age and max-hold-age");
         if let Err(e) = expire_nodes(&ctx, &deleter).await {
             warn!(error = %e, "max-ready-age / max-hold-age cleanup failed");
         }
+        tasks::waiting_on("cleanup pass: leaked instances");
         if let Err(e) = leaks.pass(&ctx).await {
             warn!(error = %e, "leaked instance cleanup failed");
         }
@@ -53,6 +64,7 @@ pub(crate) async fn run(ctx: Arc<Context>, deleter: Arc<Deleter>, cancel: Cancel
             Ok(purged) => debug!(purged, "removed stale request locks"),
             Err(e) => warn!(error = %e, "request lock cleanup failed"),
         }
+        tasks::waiting_on("waiting for the cleanup interval");
         if !wait_or_tick(&never, ctx.settings.cleanup_interval, &cancel).await {
             return;
         }

@@ -32,6 +32,7 @@ use super::util::{lock, now};
 use crate::model::{Node, NodeState};
 use crate::provider::{for_each_instance, wait_gone, Instance, Provider};
 use crate::store::{LockHandle, LockOptions, LockTarget};
+use crate::tasks::{self, during, TaskExt};
 use crate::Result;
 
 /// States in which an unlocked node is deleted (upstream's cleanup states).
@@ -191,6 +192,11 @@ impl Deleter {
     /// The deleter task: deletes offered nodes, sweeps every `delete_interval`.
     /// On cancellation it waits for the deletions in progress.
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let registry = self.ctx.settings.tasks.clone();
+        self.deletions(cancel).in_task(&registry, "deleter").await
+    }
+
+    async fn deletions(self: Arc<Self>, cancel: CancellationToken) {
         let settings = &self.ctx.settings;
         let permits = Arc::new(Semaphore::new(settings.delete_concurrency.max(1)));
         let mut running = JoinSet::new();
@@ -199,15 +205,18 @@ impl Deleter {
             if tokio::time::Instant::now() >= next_sweep
                 || self.queue.sweep.swap(false, Ordering::Relaxed)
             {
+                tasks::waiting_on("deletion sweep: listing nodes");
                 if let Err(e) = self.sweep().await {
                     warn!(error = %e, "deletion sweep failed");
                 }
                 next_sweep = tokio::time::Instant::now() + settings.delete_interval;
             }
             while let Some(id) = self.queue.take() {
+                tasks::waiting_on("a free deletion slot");
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
+                let task = format!("deletion of node {id}");
                 let deleter = self.clone();
                 running.spawn(
                     async move {
@@ -228,10 +237,12 @@ impl Deleter {
                             });
                         }
                     }
-                    .instrument(info_span!("cleanup")),
+                    .instrument(info_span!("cleanup"))
+                    .in_task(&settings.tasks, task),
                 );
             }
             while running.try_join_next().is_some() {}
+            tasks::waiting_on("waiting for a node to delete or the sweep interval");
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = self.queue.notify.notified() => {}
@@ -278,6 +289,7 @@ impl Deleter {
             return Ok(None);
         }
         let target = LockTarget::Node(id.to_string());
+        tasks::waiting_on(format!("lock {}", target.path()));
         let Ok(handle) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
             return Ok(None);
         };
@@ -351,7 +363,12 @@ impl Deleter {
             for external_id in cloud.map_or(&[][..], |_| instances.as_slice()) {
                 let Some(provider) = cloud else { break };
                 let external_id = external_id.as_str();
-                if let Err(e) = provider.delete_instance(external_id).await {
+                let what = format!(
+                    "provider delete_instance {} instance {external_id} node {}",
+                    provider.name(),
+                    node.id
+                );
+                if let Err(e) = during(what, provider.delete_instance(external_id)).await {
                     warn!(%external_id, error = %e, "could not delete instance; will retry");
                     let _ = ctx.store.unlock(&handle).await;
                     return Err(e);
@@ -360,7 +377,8 @@ impl Deleter {
                 // limits) until the cloud stops counting the server, as
                 // upstream waits: else a refill launches into a quota the
                 // cloud still spends on it and draws a refusal.
-                match wait_gone(&**provider, external_id, INSTANCE_GONE_WAIT).await {
+                let what = format!("instance {external_id} of node {} to be gone", node.id);
+                match during(what, wait_gone(&**provider, external_id, INSTANCE_GONE_WAIT)).await {
                     Ok(true) => {}
                     Ok(false) => {
                         debug!(%external_id, "instance still deleting; the node is kept until it is gone");

@@ -26,6 +26,7 @@ use super::util::now;
 use crate::model::json::JsonValue;
 use crate::model::{Node, NodeRequest, NodeState, RequestState};
 use crate::store::{LockHandle, LockOptions, LockTarget};
+use crate::tasks::{self, TaskExt};
 use crate::{Error, Result};
 
 /// What the scheduler decided for one request.
@@ -88,8 +89,13 @@ pub(crate) async fn run(
         pool = %ledger.pool
     );
     let request_id = plan.request_id.clone();
+    let (registry, task) = (
+        ctx.settings.tasks.clone(),
+        format!("launch handler request {request_id}"),
+    );
     let result = handle(ctx, ledger.clone(), plan, cancel)
         .instrument(span.clone())
+        .in_task(&registry, task)
         .await;
     if let Err(e) = result {
         span.in_scope(|| warn!(error = %e, "request handling failed"));
@@ -136,6 +142,7 @@ async fn handle(
         }
     }
     let target = LockTarget::Request(plan.request_id.clone());
+    tasks::waiting_on(format!("lock {}", target.path()));
     let Ok(request_lock) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
         debug!("request is locked by someone else");
         return Ok(());
@@ -246,6 +253,8 @@ impl Handler {
             self.ledger
                 .launching(&self.request.id, batch.len() as isize);
             let launch_ctx = &self.launch;
+            let ids: Vec<&str> = batch.iter().map(|(_, n)| n.id.as_str()).collect();
+            tasks::waiting_on(format!("launches of nodes {}", ids.join(", ")));
             let results = join_all(batch.into_iter().map(|(index, mut node)| {
                 let span = info_span!("launch", node_id = %node.id);
                 async move {
@@ -286,6 +295,7 @@ impl Handler {
             if !todo.is_empty() {
                 self.ledger.set_aborted(&self.request.id, true);
                 info!("pausing at a limit until quota frees up");
+                tasks::waiting_on("quota to free up (at a limit)");
                 let freed = self.ledger.quota_freed();
                 let _ = tokio::time::timeout(Duration::from_secs(10), freed).await;
                 self.ledger.set_aborted(&self.request.id, false);

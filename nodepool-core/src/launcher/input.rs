@@ -33,6 +33,7 @@ pub(crate) struct PassData<'a> {
 
 /// Add what one node uses (`r`, one instance when not told) to `total`.
 fn add(total: &mut Resources, r: &Resources) {
+    // Saturating: node records come from any writer, with any number.
     let sum = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0)));
     total.instances = sum(total.instances, Some(r.instances.unwrap_or(1)));
     total.cores = sum(total.cores, r.cores);
@@ -301,4 +302,25 @@ fn launcher_pool(c: &Component) -> Option<LauncherPool> {
         priority: c.priority.unwrap_or(100),
         paused: c.paused.unwrap_or(false),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_nodes_with_huge_resources_saturates() {
+        let huge = Resources {
+            instances: Some(u64::MAX),
+            cores: Some(u64::MAX / 2 + 1),
+            ram: Some(i64::MAX as u64),
+        };
+        let mut total = Resources::default();
+        for _ in 0..3 {
+            add(&mut total, &huge);
+        }
+        assert_eq!(total.instances, Some(u64::MAX));
+        assert_eq!(total.cores, Some(u64::MAX));
+        assert_eq!(total.ram, Some(u64::MAX));
+    }
 }

@@ -21,6 +21,7 @@ use crate::provider::{
     META_POOL, META_PROVIDER,
 };
 use crate::retry::RetryDecision;
+use crate::tasks::{self, during, TaskExt};
 use crate::time::LONGEST_WAIT;
 use crate::{Error, Result};
 
@@ -121,8 +122,21 @@ pub(crate) fn metadata(
 }
 
 /// Launch `node` (locked, `building`, stored) until ready, failed or
-/// aborted. The node record is kept up to date in the store.
+/// aborted. The node record is kept up to date in the store. The launch is
+/// a task of its own in the launcher's registry, saying which cloud call it
+/// waits on.
 pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
+    let task = format!(
+        "launch of node {} in {}/{}",
+        node.id, ctx.provider_cfg.name, ctx.pool_cfg.name
+    );
+    let registry = ctx.context.settings.tasks.clone();
+    launch_with_retries(ctx, node)
+        .in_task(&registry, task)
+        .await
+}
+
+async fn launch_with_retries(ctx: &LaunchContext, node: &mut Node) -> Outcome {
     let started = Instant::now();
     let retries = u32::try_from(ctx.provider_cfg.launch_retries.max(1)).unwrap_or(u32::MAX);
     let policy = &ctx.context.settings.retry_policy;
@@ -159,7 +173,11 @@ pub(crate) async fn launch(ctx: &LaunchContext, node: &mut Node) -> Outcome {
                 );
                 record(ctx, node, result_key(&e), started);
                 if let Some(external_id) = node.external_id.clone() {
-                    if let Err(e) = ctx.provider.delete_instance(&external_id).await {
+                    let what = format!(
+                        "provider delete_instance {} instance {external_id} (failed attempt)",
+                        ctx.provider_cfg.name
+                    );
+                    if let Err(e) = during(what, ctx.provider.delete_instance(&external_id)).await {
                         warn!(%external_id, error = %e, "could not delete the failed instance");
                         // Keep the id so cleanup deletes it with the node.
                         node.set_state(NodeState::Failed);
@@ -248,16 +266,24 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
         az: node.az.clone(),
         request: ctx.request.clone(),
     };
-    let created = ctx.provider.create_instance(&spec).await?;
+    let provider = &ctx.provider_cfg.name;
+    let what = format!("provider create_instance {provider} node {}", node.id);
+    let created = during(what, ctx.provider.create_instance(&spec)).await?;
     // Record the id before waiting: a crash from here on leaks nothing.
     node.external_id = Some(created.external_id.clone());
     ctx.context.store.update_node(node).await?;
 
     let launch_timeout = secs(ctx.provider_cfg.launch_timeout, 3600.0);
-    let instance = ctx
-        .provider
-        .wait_active(&created.external_id, launch_timeout)
-        .await?;
+    let what = format!(
+        "provider wait_active {provider} node {} instance {}",
+        node.id, created.external_id
+    );
+    let instance = during(
+        what,
+        ctx.provider
+            .wait_active(&created.external_id, launch_timeout),
+    )
+    .await?;
     fill_from_instance(node, &instance);
     let unset = match &node.node_properties {
         None => true,
@@ -269,6 +295,7 @@ async fn attempt_once(ctx: &LaunchContext, node: &mut Node) -> Result<()> {
 
     if let Some(hook) = &ctx.context.settings.ready_hook {
         let boot_timeout = secs(ctx.provider_cfg.boot_timeout, 60.0);
+        tasks::waiting_on(format!("ready check (host keys) of node {}", node.id));
         let checked = tokio::time::timeout(boot_timeout, hook.check(node, &label.name, &instance))
             .await
             .map_err(|_| Error::Timeout {

@@ -28,6 +28,7 @@ use crate::builder::newest_ready_upload_in as newest_upload;
 use crate::model::{NodeRequest, NodeState, RequestState};
 use crate::scheduler::MIN_READY_REQUESTOR;
 use crate::store::{Change, LockHandle, LockOptions, LockTarget};
+use crate::tasks::{self, TaskExt};
 use crate::{Error, Result};
 
 /// Shortest time between two min-ready passes woken by events.
@@ -145,6 +146,7 @@ impl MinReady {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(MIN_SPACING) => {}
                 }
+                tasks::waiting_on("waiting for a request change or the min-ready interval");
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = self.notify.notified() => {}
@@ -153,6 +155,7 @@ impl MinReady {
             }
         }
         .instrument(info_span!("min_ready"))
+        .in_task(&self.ctx.settings.tasks, "min-ready")
         .await
     }
 

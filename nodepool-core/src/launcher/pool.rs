@@ -29,6 +29,7 @@ use crate::model::json::JsonValue;
 use crate::model::{Component, ComponentState, RequestState};
 use crate::provider::Provider;
 use crate::scheduler::{Decision, Limit, RequestInfo, MIN_READY_REQUESTOR};
+use crate::tasks::{self, TaskExt};
 use crate::Result;
 
 impl PoolWorker {
@@ -166,6 +167,10 @@ impl PoolWorker {
     pub(crate) async fn run(self, cancel: CancellationToken) {
         let ledger = self.ledger.clone();
         let span = info_span!("pool", provider = %ledger.provider, pool = %ledger.pool);
+        let (registry, task) = (
+            self.ctx.settings.tasks.clone(),
+            format!("pool worker {}/{}", ledger.provider, ledger.pool),
+        );
         async move {
             self.ledgers.insert(ledger.clone());
             let component = self.component(false);
@@ -180,10 +185,12 @@ impl PoolWorker {
             let mut handlers = JoinSet::new();
             let interval = self.ctx.settings.pool_interval;
             loop {
+                tasks::waiting_on("pool pass: requests, quota, scheduling");
                 if let Err(e) = self.pass(&mut handlers, &cancel).await {
                     warn!(error = %e, "pool pass failed");
                 }
                 reap(&mut handlers);
+                tasks::waiting_on("waiting for a store event or the pool interval");
                 if !wait_or_tick(ledger.woken(), interval, &cancel).await {
                     break;
                 }
@@ -206,6 +213,7 @@ impl PoolWorker {
             info!("pool worker stopped");
         }
         .instrument(span)
+        .in_task(&registry, task)
         .await
     }
 

@@ -27,6 +27,7 @@ use super::util::lock;
 use crate::config::PoolConfig;
 use crate::model::Node;
 use crate::provider::Provider;
+use crate::tasks::{self, TaskExt};
 
 /// Passes asked for, by provider name (`true`: full).
 #[derive(Debug, Default)]
@@ -87,6 +88,18 @@ pub(crate) async fn run(
     ledgers: Arc<Ledgers>,
     cancel: CancellationToken,
 ) {
+    let registry = ctx.settings.tasks.clone();
+    passes(ctx, registrar, ledgers, cancel)
+        .in_task(&registry, "registrar")
+        .await
+}
+
+async fn passes(
+    ctx: Arc<Context>,
+    registrar: Arc<Registrar>,
+    ledgers: Arc<Ledgers>,
+    cancel: CancellationToken,
+) {
     for name in preregistered(&ctx) {
         registrar.request(&name, true);
     }
@@ -111,20 +124,24 @@ pub(crate) async fn run(
             }
             let store = ctx.store.clone();
             let span = info_span!("register", provider = %name, full);
+            let label = format!("registration of {name}'s nodes");
             let task = running.spawn(
                 async move {
                     let Some(hosts) = provider.registered() else {
                         return;
                     };
+                    tasks::waiting_on("provider sync_registered (host checks)");
                     match hosts.sync_registered(&*store, full).await {
                         Ok(()) => debug!("pre-registered nodes synchronised"),
                         Err(e) => warn!(error = %e, "could not synchronise pre-registered nodes"),
                     }
                 }
-                .instrument(span),
+                .instrument(span)
+                .in_task(&ctx.settings.tasks, label),
             );
             busy.insert(task.id(), name);
         }
+        tasks::waiting_on("waiting for a registration request or the interval");
         tokio::select! {
             _ = cancel.cancelled() => {}
             _ = registrar.notify.notified() => {}

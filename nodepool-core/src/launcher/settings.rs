@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::model::Node;
 use crate::provider::Instance;
 use crate::retry::{KindRetryPolicy, RetryPolicy};
+use crate::tasks::TaskRegistry;
 use crate::Result;
 
 /// A post-boot check run on every node before it becomes `ready`
@@ -69,6 +70,11 @@ pub struct LauncherSettings {
     /// Where image validation hooks' output is kept, a file per upload
     /// (default: `nodepool-validation` in the system's temporary folder).
     pub validation_log_dir: Option<std::path::PathBuf>,
+    /// Where the launcher's tasks (pool workers, request handlers and
+    /// their launches, the deleter and each deletion, cleanup, min-ready,
+    /// registration, image validation) say what they wait on (for the
+    /// daemon's SIGUSR2 dump). Give a clone to read it.
+    pub tasks: TaskRegistry,
 }
 
 impl LauncherSettings {
@@ -87,6 +93,7 @@ impl LauncherSettings {
             ready_hook: None,
             retry_policy: Arc::new(KindRetryPolicy),
             validation_log_dir: None,
+            tasks: TaskRegistry::new(),
         }
     }
 }

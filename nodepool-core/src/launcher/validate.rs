@@ -34,6 +34,7 @@ use crate::model::{
 };
 use crate::provider::Provider;
 use crate::store::{LockOptions, LockTarget};
+use crate::tasks::{self, TaskExt};
 use crate::Result;
 
 /// The `requestor` written on validation nodes.
@@ -151,7 +152,13 @@ impl Validator {
 
     /// Validate `job`'s upload; the ledger entry is removed at the end.
     pub(crate) async fn run(self, job: Job) {
-        if let Err(e) = self.validate(&job).await {
+        let task = format!(
+            "validation of image {} build {} upload {} in {}",
+            job.upload.image_name, job.upload.build_id, job.upload.id, job.upload.provider_name
+        );
+        let registry = self.ctx.settings.tasks.clone();
+        let validated = self.validate(&job).in_task(&registry, task).await;
+        if let Err(e) = validated {
             warn!(error = %e, "image validation did not finish; it runs again later");
         }
         self.ledger.finish(&job.key);
@@ -170,6 +177,7 @@ impl Validator {
             identifier: Some(self.ctx.settings.hostname.clone()),
             ..LockOptions::try_once()
         };
+        tasks::waiting_on(format!("lock {}", target.path()));
         let Ok(upload_lock) = store.lock(&target, &options).await else {
             // Another launcher validates it, or the builder still holds it.
             return Ok(());

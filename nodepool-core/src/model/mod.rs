@@ -16,6 +16,8 @@
 
 mod component;
 mod decode;
+#[cfg(test)]
+mod fuzz_tests;
 mod image;
 pub mod json;
 mod node;

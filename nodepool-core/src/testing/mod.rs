@@ -13,8 +13,10 @@
 //!   [`ImageBuilder`](crate::image_builder::ImageBuilder).
 //! - [`store::store_suite`] checks a [`NodeStore`](crate::store::NodeStore).
 //!
-//! [`memory::MemoryProvider`] is the smallest in-core cloud, for tests.
+//! [`memory::MemoryProvider`] is the smallest in-core cloud, for tests;
+//! [`fuzz::Fuzz`] makes hostile input for the no-panic property tests.
 
+pub mod fuzz;
 pub mod image_builder;
 pub mod memory;
 pub mod provider;

@@ -426,8 +426,9 @@ fn read_pool(map: &mut MapReader<'_>, defaults: &ProviderDefaults<'_>) -> Option
     let public_ipv6 = map.bool_or("public-ipv6", false);
     if let Some(item) = map.take("use-internal-ip") {
         item.error(
-            "upstream nodepool 11 documents use-internal-ip for aws pools but its schema \
-             rejects the key, and its aws driver never reads it; remove it",
+            "use-internal-ip is not supported by nodepool-rs: upstream nodepool 11 documents \
+             it for aws pools but its schema rejects the key, and its aws driver never reads \
+             it; remove it",
         );
     }
     let host_key_checking = map.bool_or("host-key-checking", true);

@@ -641,7 +641,7 @@ impl AwsProvider {
                 message: "no host id".into(),
             })?;
         tracing::info!(host = %host, "allocated dedicated host");
-        let deadline = Instant::now() + self.config.boot_timeout();
+        let deadline = nodepool_core::time::deadline_after(self.config.boot_timeout());
         loop {
             let mut q = Params::new();
             q.set("HostId.1", &host);
@@ -660,7 +660,7 @@ impl AwsProvider {
                     self.release_host(&host).await;
                     return Err(AwsError::Failed(format!("host {host} in {state} state")));
                 }
-                _ if Instant::now() > deadline => {
+                _ if tokio::time::Instant::now() > deadline => {
                     self.release_host(&host).await;
                     return Err(AwsError::Failed(format!(
                         "host {host} not available within boot-timeout"

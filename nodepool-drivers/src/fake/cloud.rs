@@ -21,6 +21,7 @@ use std::time::Duration;
 use nodepool_core::provider::{
     CloudImage, ImageRef, Instance, InstanceState, Resources, META_NODE_ID,
 };
+use nodepool_core::time::LONGEST_WAIT;
 use nodepool_core::{Error, Result};
 use tokio::time::Instant;
 
@@ -403,9 +404,10 @@ impl State {
     fn insert(&mut self, n: u64, instance: FakeInstance) {
         let r = &instance.shape.resources;
         let (count, cores, ram) = &mut self.used;
-        *count += 1;
-        *cores += r.cores.unwrap_or(0);
-        *ram += r.ram.unwrap_or(0);
+        // Saturating: the settings may say `cores-per-node: 2**63`.
+        *count = count.saturating_add(1);
+        *cores = cores.saturating_add(r.cores.unwrap_or(0));
+        *ram = ram.saturating_add(r.ram.unwrap_or(0));
         if let Some(old) = self.instances.insert(n, instance) {
             self.forget(old);
         }
@@ -429,8 +431,9 @@ impl State {
         };
         if let Some(instance) = self.instances.get_mut(&n) {
             if instance.gone_at.is_none() {
-                instance.gone_at = Some(now + delay);
-                self.deleting.push_back((now + delay, n));
+                let gone_at = now + delay.min(LONGEST_WAIT);
+                instance.gone_at = Some(gone_at);
+                self.deleting.push_back((gone_at, n));
             }
         }
     }
@@ -555,13 +558,13 @@ impl FakeCloud {
         }
         let (instances, cores, ram) = state.used();
         let need = &request.resources;
-        if instances + need.instances.unwrap_or(1) > state.settings.max_instances {
+        if instances.saturating_add(need.instances.unwrap_or(1)) > state.settings.max_instances {
             return Err(quota_error("instances"));
         }
-        if cores + need.cores.unwrap_or(0) > state.settings.max_cores {
+        if cores.saturating_add(need.cores.unwrap_or(0)) > state.settings.max_cores {
             return Err(quota_error("cores"));
         }
-        if ram + need.ram.unwrap_or(0) > state.settings.max_ram {
+        if ram.saturating_add(need.ram.unwrap_or(0)) > state.settings.max_ram {
             return Err(quota_error("ram"));
         }
         let refused = |kind: ErrorKind, what: String| Error::Cloud {
@@ -625,7 +628,8 @@ impl FakeCloud {
         let instance = FakeInstance {
             shape,
             node_id,
-            ready_at: now + state.settings.boot_delay,
+            // Capped: `boot-delay: 9223372036854775807` boots in a century.
+            ready_at: now + state.settings.boot_delay.min(LONGEST_WAIT),
             fate,
             gone_at: None,
         };

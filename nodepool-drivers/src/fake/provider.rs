@@ -127,7 +127,7 @@ impl FakeProvider {
         external_id: &str,
         timeout: Duration,
     ) -> Result<Instance> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = nodepool_core::time::deadline_after(timeout);
         if let Some(at) = self.cloud.settles_at(external_id) {
             tokio::time::sleep_until(at.min(deadline)).await;
         } else if self.cloud.get(external_id).is_some() {

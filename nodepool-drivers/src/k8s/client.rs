@@ -276,7 +276,7 @@ impl KubeClient {
     }
 }
 
-fn parse_event(line: &[u8]) -> Result<WatchEvent, KubeError> {
+pub(crate) fn parse_event(line: &[u8]) -> Result<WatchEvent, KubeError> {
     let value: Value = serde_json::from_slice(line)
         .map_err(|e| KubeError::Invalid(format!("a watch event that is not JSON: {e}")))?;
     let kind = value

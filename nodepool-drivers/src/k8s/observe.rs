@@ -229,7 +229,7 @@ impl K8sProvider {
             }
         };
         let mut stream = std::pin::pin!(stream);
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = nodepool_core::time::deadline_after(limit);
         loop {
             match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Some(Ok(WatchEvent::Bookmark(_)))) => continue,

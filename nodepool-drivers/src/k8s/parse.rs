@@ -58,6 +58,14 @@ pub fn parse_k8s_provider(
         Flavor::Kubernetes => provider.opt_i64("max-servers"),
         Flavor::OpenshiftPods => provider.opt_i64("max-pods"),
     };
+    if flavor == Flavor::OpenshiftPods {
+        if let Some(item) = provider.take("max-servers") {
+            item.error(
+                "max-servers is not supported by nodepool-rs for openshiftpods providers \
+                 (upstream documents it but its schema rejects it): use max-pods",
+            );
+        }
+    }
     let max_cores = provider.opt_i64("max-cores");
     let max_ram = provider.opt_i64("max-ram");
     let max_resources = int_map(provider, "max-resources");

@@ -341,7 +341,7 @@ impl Provider for K8sProvider {
     /// objects again and watches from there.
     #[tracing::instrument(skip_all, fields(provider = %self.config.name, external_id = %external_id))]
     async fn wait_active(&self, external_id: &str, timeout: Duration) -> Result<Instance> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = nodepool_core::time::deadline_after(timeout);
         loop {
             let observed = match self.observe(external_id).await {
                 Ok(Some(o)) => o,

@@ -204,20 +204,38 @@ pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     let mut h = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
     let frac: f64 = format!("0.{frac}").parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
+    let in_range = (1..=12).contains(&m)
+        && (1..=31).contains(&day)
+        && (0..=23).contains(&hh)
+        && (0..=59).contains(&mm)
+        && (0..=60).contains(&ss);
+    if !in_range {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), checked: a year, day
+    // or second beyond any clock is no time at all.
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let yoe = y.checked_sub(era.checked_mul(400)?)?;
+    let mp = m.checked_add(9)? % 12;
+    let doy = ((153 * mp + 2) / 5).checked_add(day)?.checked_sub(1)?;
+    let doe = (yoe * 365 + yoe / 4 - yoe / 100).checked_add(doy)?;
+    let days = era
+        .checked_mul(146_097)?
+        .checked_add(doe)?
+        .checked_sub(719_468)?;
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(hh.checked_mul(3600)?)?
+        .checked_add(mm.checked_mul(60)?)?
+        .checked_add(ss)?;
     let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::try_from_secs_f64(frac).ok()?)
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))?
+        .checked_add(Duration::try_from_secs_f64(frac).ok()?)
 }
 
-fn parse_catalog(body: &Value) -> Vec<Endpoint> {
+pub(crate) fn parse_catalog(body: &Value) -> Vec<Endpoint> {
     let mut out = Vec::new();
     let services = body["token"]["catalog"]
         .as_array()

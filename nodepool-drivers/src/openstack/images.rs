@@ -83,7 +83,7 @@ impl Checksums {
 /// A metadata value as openstacksdk sends it: integers for `min_disk`,
 /// `min_ram`, `size` and `virtual_size`, as given for `protected` and
 /// `tags`, Python's `str()` of it for everything else.
-fn property_value(key: &str, value: &Value) -> Value {
+pub(crate) fn property_value(key: &str, value: &Value) -> Value {
     if INT_PROPERTIES.contains(&key) {
         let int = match value {
             Value::String(s) => s.trim().parse::<i64>().ok(),

@@ -25,7 +25,7 @@ pub struct PortCleanup {
 }
 
 /// Ports of servers or of nothing: not routers' or DHCP's.
-fn compute_ports(body: &Value) -> BTreeSet<String> {
+pub(crate) fn compute_ports(body: &Value) -> BTreeSet<String> {
     body["ports"]
         .as_array()
         .into_iter()

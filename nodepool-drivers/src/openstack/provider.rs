@@ -302,7 +302,11 @@ impl OpenStackProvider {
         if let Some(key) = &label.key_name {
             body["key_name"] = json!(key);
         }
-        if let Some(az) = &spec.az {
+        if let Some(az) = spec
+            .az
+            .as_deref()
+            .or_else(|| pool_az(&pool.availability_zones, spec))
+        {
             body["availability_zone"] = json!(az);
         }
         if let Some(drive) = config_drive {
@@ -389,6 +393,28 @@ impl OpenStackProvider {
 }
 
 /// Percent-encode a query or path value.
+/// The pool's availability zone for a launch the engine gave none: one of
+/// `availability-zones`, the same for every node of a request (upstream
+/// picks one at random per request and boots its nodes there), spread over
+/// requests by a hash of the request id (of the node id without a
+/// request). `None` when the pool lists no zones: Nova chooses.
+fn pool_az<'a>(zones: &'a [String], spec: &LaunchSpec) -> Option<&'a str> {
+    if zones.is_empty() {
+        return None;
+    }
+    let key = spec
+        .request
+        .as_ref()
+        .and_then(|r| r["id"].as_str())
+        .unwrap_or(&spec.node_id);
+    // FNV-1a: stable across runs and processes, unlike the std hasher.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let index = usize::try_from(hash % zones.len() as u64).unwrap_or(0);
+    zones.get(index).map(String::as_str)
+}
+
 pub(crate) fn encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {

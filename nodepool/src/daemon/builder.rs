@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nodepool_core::builder::{Builder, BuilderSettings};
+use nodepool_core::builder::{Builder, BuilderSettings, MAX_BUILD_WORKERS};
 use nodepool_core::config::{Config, DriverRegistry};
 use nodepool_core::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
 use nodepool_core::model::{Component, ComponentState, BUILDER};
@@ -68,7 +68,7 @@ pub(crate) struct BuilderOptions {
     pub(crate) reload_interval: Duration,
     /// Uploads in flight at once (`--upload-workers`).
     pub(crate) upload_workers: usize,
-    /// `--build-workers`: only 1 is supported; more is logged and ignored.
+    /// Builds at once (`--build-workers`).
     pub(crate) build_workers: usize,
 }
 
@@ -153,13 +153,14 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
     // Before anything starts, so no signal finds the default handler.
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(signal_error)?;
     let reg = registry();
     let config = load_config(&options.config, options.secure.as_deref(), &reg)?;
     let dir = images_dir(&config)?;
-    if options.build_workers != 1 {
+    if options.build_workers > MAX_BUILD_WORKERS {
         warn!(
             build_workers = options.build_workers,
-            "this builder runs one build at a time; run more builders for parallel builds"
+            "more build workers than {MAX_BUILD_WORKERS}; running {MAX_BUILD_WORKERS}"
         );
     }
     std::fs::create_dir_all(&dir)
@@ -176,6 +177,8 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
 
     let mut settings = BuilderSettings::new(host.clone(), id.clone());
     settings.upload_workers = options.upload_workers.max(1);
+    settings.build_workers = options.build_workers.clamp(1, MAX_BUILD_WORKERS);
+    let tasks = settings.tasks.clone();
     let recovery_wait = (config.zookeeper_timeout * 2.0).clamp(30.0, 3600.0);
     settings.recovery_wait =
         Duration::try_from_secs_f64(recovery_wait).unwrap_or(Duration::from_secs(30));
@@ -239,6 +242,7 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
+            _ = sigusr2.recv() => info!("SIGUSR2 task dump: {}", tasks.dump()),
             _ = reload.tick() => {
                 let now = config_stamp(&options.config, options.secure.as_deref());
                 if now != stamp {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use nodepool_core::launcher::{Launcher, LauncherSettings};
 use nodepool_core::scheduler::DefaultScheduler;
+use nodepool_core::tasks::TaskRegistry;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -68,6 +69,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         validation_log_dir: Some(options.state_dir.join("validation-logs")),
         ..LauncherSettings::new(hostname())
     };
+    let running = settings.tasks.clone();
     let launcher = Arc::new(Launcher::new(
         settings,
         Arc::clone(&store),
@@ -180,7 +182,7 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sigusr2.recv() => dump(&launcher),
+            _ = sigusr2.recv() => info!("SIGUSR2 task dump: {}", dump(&running, &launcher)),
             _ = reload.tick() => {
                 let now = config_stamp(&options.config, options.secure.as_deref());
                 if now != stamp {
@@ -226,13 +228,22 @@ fn reload_config(
     }
 }
 
-/// SIGUSR2: log what every pool is doing.
-fn dump(launcher: &Launcher) {
-    let status = launcher.status();
-    info!(
-        "SIGUSR2 task dump:\n{status:#?}\ncounters: {:#?}",
-        launcher.counters()
-    );
+/// SIGUSR2: a line per task and what it waits on, then a line per pool
+/// (paused or not, requests in hand and waiting, launches in flight).
+fn dump(tasks: &TaskRegistry, launcher: &Launcher) -> String {
+    let mut out = tasks.dump();
+    for pool in launcher.status().pools {
+        out.push_str(&format!(
+            "\n  pool {}/{}: {}, {} requests in hand, {} waiting at a limit, {} launches",
+            pool.provider,
+            pool.pool,
+            if pool.paused { "paused" } else { "running" },
+            pool.active_requests.len(),
+            pool.waiting_requests.len(),
+            pool.launching
+        ));
+    }
+    out
 }
 
 /// Resolve `--state-dir`.
