@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 
 use crate::aws::client::{api_error, Xml};
 use crate::aws::{instance as aws_instance, quota as aws_quota};
-use crate::k8s::{client as kube_client, objects as kube_objects, quota as kube_quota};
+use crate::k8s::{client as kube_client, objects as kube_objects};
 use crate::openstack::server::{self, Flavor, Place};
+use nodepool_core::provider::Quantity;
 
 /// Hostile answers per parser.
 const ROUNDS: usize = 1500;
@@ -439,27 +440,19 @@ fn kubernetes_parsers_never_panic_on_hostile_answers() {
             &mut failures,
         );
     }
-    // Quota sums with extreme extra resources.
+    // Sums and differences of extreme extra resources (what the scheduler
+    // does with a label's `extra-resources` and a pool's `max-resources`).
     for _ in 0..200 {
-        let mut used = BTreeMap::new();
-        let needs: BTreeMap<String, f64> = [(
-            "gpu".to_string(),
-            *fuzz.pick(&[f64::MAX, f64::NAN, -1.0, f64::INFINITY]),
-        )]
-        .into_iter()
-        .collect();
-        let limits: BTreeMap<String, i64> =
-            [("gpu".to_string(), *fuzz.pick(&[i64::MAX, i64::MIN, 0]))]
-                .into_iter()
-                .collect();
+        let float = *fuzz.pick(&[f64::MAX, f64::NAN, -1.0, f64::INFINITY]);
+        let int = *fuzz.pick(&[i64::MAX, i64::MIN, 0]);
         tried += 1;
         no_panic(
-            "kubernetes quota",
-            &format!("{needs:?} {limits:?}"),
+            "resource quantities",
+            &format!("{float} {int}"),
             || {
-                kube_quota::add(&mut used, &needs);
-                kube_quota::add(&mut used, &needs);
-                let _ = kube_quota::exceeded(&limits, &used, &needs);
+                let (x, y) = (Quantity::Float(float), Quantity::Int(int));
+                let _ = x.plus(y).minus(y).plus(x).as_f64();
+                let _ = y.plus(y).minus(Quantity::Int(i64::MIN)).as_f64();
             },
             &mut failures,
         );

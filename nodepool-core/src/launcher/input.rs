@@ -314,6 +314,7 @@ mod tests {
             instances: Some(u64::MAX),
             cores: Some(u64::MAX / 2 + 1),
             ram: Some(i64::MAX as u64),
+            ..Resources::default()
         };
         let mut total = Resources::default();
         for _ in 0..3 {
