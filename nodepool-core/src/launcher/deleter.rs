@@ -64,6 +64,13 @@ const DELETING_GRACE: Duration = Duration::from_secs(1);
 /// before it leaves the `deleting` record to the next sweep.
 const INSTANCE_GONE_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a node whose launch may have run, with no instance recorded or
+/// listed, keeps its record (counted against its pool's limits) after it
+/// was marked `deleting`: a create call its dead launcher had sent may
+/// still land. Its launcher's session ended before the node came here
+/// (seconds), so this is a margin on top.
+const CREATE_IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+
 /// How long this launcher remembers a node it marked `deleting` itself.
 const OURS_MEMORY: Duration = Duration::from_secs(60);
 
@@ -342,6 +349,14 @@ impl Deleter {
                 match instances_of(&**p, node.provider.as_deref().unwrap_or_default(), &node.id)
                     .await
                 {
+                    Ok(found) if found.is_empty() && !grace_over(&node, CREATE_IN_FLIGHT_GRACE) => {
+                        // A create call still in flight when its launcher
+                        // died may yet make the instance: the record keeps
+                        // counting a little longer, then goes.
+                        debug!("no instance of the node yet; its record is kept a few seconds more");
+                        let _ = ctx.store.unlock(&handle).await;
+                        return Ok(());
+                    }
                     Ok(found) => {
                         if let [only] = found.as_slice() {
                             // Known from now on, like any recorded instance.
@@ -579,6 +594,12 @@ impl Deleter {
         }
         Ok(())
     }
+}
+
+/// Whether `node` has been in its state (`deleting`) for `grace`.
+fn grace_over(node: &Node, grace: Duration) -> bool {
+    let since = node.state_time.unwrap_or(0.0);
+    now() - since >= grace.as_secs_f64()
 }
 
 /// The instances of node `node_id` the cloud lists (our metadata names it),
