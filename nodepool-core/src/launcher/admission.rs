@@ -11,7 +11,12 @@
 //!    provider's, and the tenant's when it has `tenant-resource-limits`)
 //!    ([`NodeStore::admission_token`](crate::store::NodeStore::admission_token));
 //! 2. bring the node cache up to date with the store itself (the ids now
-//!    in the store, and the records the cache misses);
+//!    in the store, and the records the cache misses). When every counter
+//!    still reads as this launcher's own last admission left it, no other
+//!    launcher has admitted since the cache was last checked, so only the
+//!    nodes this launcher admitted since are read (if the cache lacks
+//!    them): the common case of one launcher costs one read, not a
+//!    listing;
 //! 3. ask the scheduler whether the batch fits, counting every node
 //!    record (any launcher's) and this launcher's own accepted launches
 //!    that have no record yet, but not the batch's own request;
@@ -20,6 +25,9 @@
 //!    which fails if any counter moved since step 1: another launcher
 //!    admitted nodes meanwhile, and the count of step 3 may miss them; then
 //!    start again at 1.
+//!
+//! One launcher's admissions under a provider are made one at a time (a
+//! lock per provider), so its own request handlers never conflict.
 //!
 //! Every admission that succeeded before step 1 is visible in step 2
 //! (its records were created in the same atomic step that moved the
@@ -32,7 +40,6 @@
 
 use std::time::Duration;
 
-use futures::future::try_join_all;
 use tracing::debug;
 
 use super::input;
@@ -93,22 +100,54 @@ pub(crate) async fn admit(
         &launch.provider_cfg.name,
         batch.tenant.as_deref(),
     );
+    let slot = ctx.admission_state(&launch.provider_cfg.name);
+    let mut state = slot.lock().await;
     let mut conflicts = 0;
     loop {
-        let tokens = try_join_all(keys.iter().map(|k| store.admission_token(k))).await?;
-        ctx.nodes.sync_fresh(store).await?;
+        let mut tokens = Vec::with_capacity(keys.len());
+        for key in &keys {
+            tokens.push(store.admission_token(key).await?);
+        }
+        let only_ours = tokens
+            .iter()
+            .all(|t| state.versions.get(&t.key) == Some(&t.version));
+        if only_ours {
+            // Nobody else admitted under these counters since this
+            // launcher's last admission, when the cache was checked
+            // against the store: the nodes admitted since are all that
+            // the cache may lack.
+            let missing: Vec<String> = state
+                .admitted
+                .iter()
+                .filter(|id| !ctx.nodes.contains(id))
+                .cloned()
+                .collect();
+            if let Err(e) = ctx.nodes.sync_with(store, missing).await {
+                state.versions.clear();
+                return Err(e);
+            }
+        } else {
+            ctx.nodes.sync_fresh(store).await?;
+        }
+        state.admitted.clear();
         if !fits(launch, ledger, batch, &snapshot.config).await {
             debug!(key = %batch.key, labels = ?batch.labels, "no room to admit new nodes");
             return Ok(false);
         }
         match store.create_nodes_admitted(nodes, &tokens).await {
             Ok(ids) => {
+                state.versions = tokens
+                    .iter()
+                    .map(|t| (t.key.clone(), t.version + 1))
+                    .collect();
+                state.admitted.extend(ids.iter().cloned());
                 for (node, id) in nodes.iter_mut().zip(ids) {
                     node.id = id;
                 }
                 return Ok(true);
             }
             Err(Error::VersionConflict { target, .. }) => {
+                state.versions.clear();
                 conflicts += 1;
                 debug!(key = %batch.key, %target, conflicts, "another launcher admitted nodes meanwhile; counting again");
                 if conflicts >= MAX_CONFLICTS {
@@ -117,7 +156,10 @@ pub(crate) async fn admit(
                 // Spread the retries of launchers that collide again.
                 tokio::time::sleep(backoff(&batch.key, conflicts)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                state.versions.clear();
+                return Err(e);
+            }
         }
     }
 }
@@ -144,6 +186,7 @@ async fn fits(launch: &LaunchContext, ledger: &Ledger, batch: &Batch, config: &C
         runtime: &launch.runtime,
         components: &[],
         book: &book,
+        check_images: false,
     };
     // No requestor: a min-ready request at a limit is declined, not made
     // to wait, and a decline must not read as room.

@@ -100,25 +100,33 @@ async fn reset_lost_requests(ctx: &Context) -> Result<()> {
 /// lock was just released). Read first, so that the release that ends
 /// every request's handling costs no write.
 pub(crate) async fn reset_if_lost(ctx: &Context, id: &str) {
-    if let Err(e) = ctx.requests.sync(&*ctx.store).await {
-        debug!(request_id = %id, error = %e, "cannot read requests to look for a lost one");
-        return;
+    // A reset can give up (a node it must deallocate was being deleted):
+    // look again a few times rather than leave it to the periodic pass.
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if let Err(e) = ctx.requests.sync(&*ctx.store).await {
+            debug!(request_id = %id, error = %e, "cannot read requests to look for a lost one");
+            return;
+        }
+        let pending = ctx.requests.with(|r| {
+            r.get(id)
+                .is_some_and(|r| r.state == Some(RequestState::Pending))
+        });
+        if !pending {
+            return;
+        }
+        let target = LockTarget::Request(id.to_string());
+        // Held: its handler (or another launcher resetting it) has it.
+        let Ok(handle) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
+            return;
+        };
+        if let Err(e) = reset_lost_request(ctx, id).await {
+            warn!(request_id = %id, error = %e, "could not reset lost request");
+        }
+        let _ = ctx.store.unlock(&handle).await;
     }
-    let pending = ctx.requests.with(|r| {
-        r.get(id)
-            .is_some_and(|r| r.state == Some(RequestState::Pending))
-    });
-    if !pending {
-        return;
-    }
-    let target = LockTarget::Request(id.to_string());
-    let Ok(handle) = ctx.store.lock(&target, &LockOptions::try_once()).await else {
-        return;
-    };
-    if let Err(e) = reset_lost_request(ctx, id).await {
-        warn!(request_id = %id, error = %e, "could not reset lost request");
-    }
-    let _ = ctx.store.unlock(&handle).await;
 }
 
 async fn reset_lost_request(ctx: &Context, id: &str) -> Result<()> {

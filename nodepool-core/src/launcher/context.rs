@@ -116,6 +116,20 @@ pub(crate) struct Context {
     /// Providers removed from the config, kept to delete their nodes.
     retired: Mutex<BTreeMap<String, Arc<dyn Provider>>>,
     runtimes: Mutex<BTreeMap<String, Arc<ProviderRuntime>>>,
+    /// Per provider: this launcher's admissions, one at a time, and what
+    /// the last one knew (see `admission.rs`).
+    admissions: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<AdmissionState>>>>,
+}
+
+/// What this launcher's last admission under a provider knew.
+#[derive(Debug, Default)]
+pub(crate) struct AdmissionState {
+    /// Each counter's version right after that admission: while a counter
+    /// still reads so, no other launcher has admitted under it since.
+    pub(crate) versions: BTreeMap<String, i64>,
+    /// Nodes this launcher admitted since the node cache was last checked
+    /// against the store: read again unless the cache has them.
+    pub(crate) admitted: Vec<String>,
 }
 
 impl Context {
@@ -139,7 +153,21 @@ impl Context {
             })),
             retired: Mutex::new(BTreeMap::new()),
             runtimes: Mutex::new(BTreeMap::new()),
+            admissions: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The admission state of `provider`; hold its lock for a whole
+    /// admission, so that this launcher's admissions never race each other.
+    pub(crate) fn admission_state(
+        &self,
+        provider: &str,
+    ) -> Arc<tokio::sync::Mutex<AdmissionState>> {
+        let mut slots = match self.admissions.lock() {
+            Ok(slots) => slots,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots.entry(provider.to_string()).or_default().clone()
     }
 
     /// The current configuration and providers.

@@ -29,6 +29,9 @@ pub(crate) struct PassData<'a> {
     pub(crate) runtime: &'a ProviderRuntime,
     pub(crate) components: &'a [Component],
     pub(crate) book: &'a Book,
+    /// Read which labels' images are available (store reads per diskimage
+    /// label); an admission, which ignores them, skips it.
+    pub(crate) check_images: bool,
 }
 
 /// Add what one node uses (`r`, one instance when not told) to `total`.
@@ -144,7 +147,7 @@ pub(crate) async fn build(
                 continue;
             }
         }
-        if let Some(diskimage) = &label.diskimage {
+        if let Some(diskimage) = label.diskimage.as_ref().filter(|_| data.check_images) {
             match newest_upload(&*ctx.store, diskimage, provider_name).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {

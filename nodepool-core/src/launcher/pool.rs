@@ -77,6 +77,7 @@ impl PoolWorker {
                 runtime: &rt,
                 components: &components,
                 book: &book,
+                check_images: true,
             };
             let request = RequestInfo {
                 id: job.key.clone(),
@@ -317,6 +318,7 @@ impl PoolWorker {
             runtime: &rt,
             components: &components,
             book: &book,
+            check_images: true,
         };
         let scheduling = input::build(ctx, &ledger.launcher_id, &data, open).await;
         let decisions = ctx.scheduler.schedule(&scheduling);
