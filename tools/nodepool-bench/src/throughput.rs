@@ -19,6 +19,9 @@ use crate::ThroughputArgs;
 /// The requestor name the client writes.
 const REQUESTOR: &str = "nodepool-bench";
 
+/// The fake cloud's instances with several launchers (see [`run`]).
+const FAKE_INSTANCES_SHARED: u64 = 100_000;
+
 /// How long the used nodes may take to disappear after the last release.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -33,7 +36,16 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
         return Err("--external-pid needs --chroot (the launcher's ZooKeeper chroot)".into());
     }
     let (cores, load_before) = machine();
-    let spec = ConfigSpec::throughput(&args.label);
+    let mut spec = ConfigSpec::throughput(&args.label);
+    if args.launchers > 1 {
+        // Each launcher process has a fake cloud of its own, in memory: a
+        // node one launcher booted and another deleted stays in the first
+        // one's cloud until its leak cleanup (60 s), and would fill that
+        // cloud's 20 instances. A quota the runs never reach leaves
+        // max-servers (20, counted from the shared node records) as the
+        // only limit, as one launcher's cloud of 20 instances does.
+        spec.fake = Some((FAKE_INSTANCES_SHARED, 0.1));
+    }
     let env = setup::start(
         args.store,
         &mode,
