@@ -51,6 +51,11 @@ impl KillPlan {
         }
     }
 
+    /// How many launchers are up.
+    pub fn alive(&self) -> usize {
+        self.by_launcher.len() - self.down.len()
+    }
+
     /// Whether launcher `i` is down (killed, not restarted yet).
     pub fn is_down(&self, i: usize) -> bool {
         self.down.iter().any(|(d, _)| *d == i)

@@ -297,9 +297,14 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
                 l.start()?;
             }
         }
-        if points
-            .first()
-            .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p)
+        // ActiveActive never kills the last live launcher: a point waits
+        // (without a random draw, so the seed decides as before) until one
+        // more is back.
+        let can_strike = opts.chaos != Chaos::ActiveActive || plan.alive() >= 2;
+        if can_strike
+            && points
+                .first()
+                .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p)
         {
             let point = points.remove(0);
             tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
@@ -317,11 +322,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
                         .strike(&mut launchers, &mut rng, opts.kills - kills)
                         .await;
                     kills += done;
-                    match done {
+                    if done == 0 {
                         // Only one launcher is up: try again later.
-                        0 => points.insert(0, point),
+                        points.insert(0, point);
+                    } else {
                         // A second kill uses up the next point.
-                        _ => drop(points.drain(..(done - 1).min(points.len()))),
+                        points.drain(..(done - 1).min(points.len()));
                     }
                 }
                 _ => {
