@@ -9,7 +9,9 @@
 #                                  ZooKeeper restarts, cloud faults; the
 #                                  `nodepool launcher` daemon as shipped;
 #                                  20 SIGKILLs of `nodepool builder`
-#                                  mid-build and mid-upload on each store
+#                                  mid-build and mid-upload on each store;
+#                                  three launchers on one provider, 10
+#                                  SIGKILLs among them, on each store
 #
 # Needs a ZooKeeper for the zookeeper runs: NODEPOOL_TEST_ZK_TLS and friends
 # (scripts/zookeeper.sh start DIR; source DIR/env). Reports go to
@@ -45,6 +47,8 @@ long)
     run faults faults --store embedded --requests 1000 --rate 0.1
     run builder-kill-embedded builder-kill --store embedded --kills 20
     run builder-kill-zookeeper builder-kill --store zookeeper --kills 20
+    run active-active-zookeeper active-active --store zookeeper --requests 300 --kills 10
+    run active-active-embedded active-active --store embedded --requests 300 --kills 10
     exit $status
     ;;
 *)

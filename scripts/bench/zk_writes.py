@@ -10,7 +10,11 @@ RESULT line as "chroot") and REQUESTS the requests fulfilled in it. The log
 is dumped with ZooKeeper's own TxnLogToolkit; every transaction on a path
 under the chroot is counted by operation and path pattern (ids replaced by
 placeholders), and failed transactions ("error", e.g. a create that found
-the znode there) are attributed to the chroot through their session.
+the znode there) are attributed to the chroot through their session. A
+multi is one transaction: a committed one is shown with the patterns of
+its operations' paths ("multi setData ... + create ..."), a failed one
+(e.g. an admission counter moved meanwhile) as "multi (failed ...)", both
+attributed through their session.
 Prints, per chroot, the counts per request, largest first.
 """
 import collections
@@ -57,11 +61,15 @@ def main():
     counts = {c: collections.Counter() for c in runs}
     session_of = {}
     errors = collections.Counter()
+    multis = []
     for line in dump(data_dir):
         m = LINE.search(line)
         if not m:
             continue
         session, op, path = m.groups()
+        if op == "multi":
+            multis.append((session, line))
+            continue
         path = (path or "").strip("'").split(",", 1)[0]
         if op == "error":
             errors[session] += 1
@@ -73,6 +81,17 @@ def main():
                 session_of.setdefault(session, chroot)
                 counts[chroot][(op, pattern(path[len(chroot):]) or "/")] += 1
                 break
+    for session, line in multis:
+        chroot = session_of.get(session)
+        if not chroot:
+            continue
+        if "multi error:" in line:
+            key = ("multi", "(failed: a version or check conflict)")
+        else:
+            ops = re.findall(r"(setData|create|delete|check):[^/]*?" + re.escape(chroot)
+                             + r"(/[\w:./-]*)", line)
+            key = ("multi", " + ".join(f"{o} {pattern(p)}" for o, p in ops) or "?")
+        counts[chroot][key] += 1
     for session, n in errors.items():
         chroot = session_of.get(session)
         if chroot:

@@ -78,6 +78,13 @@ pub(crate) struct ThroughputArgs {
     /// instead of in this process.
     #[arg(long, value_name = "NODEPOOL")]
     pub(crate) daemon: Option<PathBuf>,
+    /// `nodepool launcher` daemons with the same configuration on the same
+    /// store (with `--daemon`): each its own web port and, on ZooKeeper,
+    /// its own state directory. Their peak RSS and CPU are summed. Each
+    /// has a fake cloud of its own, so above 1 the fake clouds get a quota
+    /// of 100,000 instances, leaving max-servers as the only limit.
+    #[arg(long, default_value_t = 1, requires = "daemon")]
+    pub(crate) launchers: usize,
     /// Drive a launcher that is already running (process id, for its RSS)
     /// on the ZooKeeper chroot given with `--chroot`.
     #[arg(long, value_name = "PID", conflicts_with = "daemon")]

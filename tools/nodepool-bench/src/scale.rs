@@ -45,7 +45,14 @@ pub(crate) async fn run(args: ScaleArgs) -> BenchResult<()> {
         fake: Some((args.nodes, args.boot_delay)),
     };
     let started = Instant::now();
-    let env = setup::start(args.store, &Mode::Daemon(args.daemon.clone()), &spec, None).await?;
+    let env = setup::start(
+        args.store,
+        &Mode::Daemon(args.daemon.clone()),
+        &spec,
+        None,
+        1,
+    )
+    .await?;
     let pid = env.launcher.pid();
     eprintln!(
         "nodepool-bench: launcher pid {pid} up in {:.1} s; waiting for {} ready nodes",

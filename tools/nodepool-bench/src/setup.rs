@@ -217,19 +217,28 @@ pub(crate) enum LauncherProc {
         /// For its counters.
         launcher: Launcher,
     },
-    /// A child `nodepool launcher`.
-    Child(Child),
+    /// Child `nodepool launcher`s (one, or `--launchers N` with one config
+    /// on one provider).
+    Children(Vec<Child>),
     /// Not ours.
     External(u32),
 }
 
 impl LauncherProc {
-    /// The process whose memory is measured.
+    /// The process whose memory is measured (the first launcher's).
     pub(crate) fn pid(&self) -> u32 {
+        self.pids()
+            .first()
+            .copied()
+            .unwrap_or_else(std::process::id)
+    }
+
+    /// Every launcher process (their memory and CPU are summed).
+    pub(crate) fn pids(&self) -> Vec<u32> {
         match self {
-            LauncherProc::InProcess { .. } => std::process::id(),
-            LauncherProc::Child(child) => child.id(),
-            LauncherProc::External(pid) => *pid,
+            LauncherProc::InProcess { .. } => vec![std::process::id()],
+            LauncherProc::Children(children) => children.iter().map(Child::id).collect(),
+            LauncherProc::External(pid) => vec![*pid],
         }
     }
 
@@ -251,22 +260,32 @@ impl LauncherProc {
                     Err(_) => Err("the launcher did not stop within 30 s".into()),
                 }
             }
-            LauncherProc::Child(mut child) => {
-                terminate(&mut child);
+            LauncherProc::Children(mut children) => {
+                for child in &mut children {
+                    terminate(child);
+                }
                 let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    match child.try_wait() {
-                        Ok(Some(_)) => return Ok(()),
-                        Ok(None) if Instant::now() < deadline => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        _ => {
-                            let _ = child.kill();
-                            let _ = child.wait();
-                            return Err("the launcher did not stop within 30 s of SIGTERM".into());
+                let mut outcome = Ok(());
+                for child in &mut children {
+                    loop {
+                        match child.try_wait() {
+                            Ok(Some(_)) => break,
+                            Ok(None) if Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            _ => {
+                                let _ = child.kill();
+                                let _ = child.wait();
+                                outcome = Err(format!(
+                                    "launcher pid {} did not stop within 30 s of SIGTERM",
+                                    child.id()
+                                ));
+                                break;
+                            }
                         }
                     }
                 }
+                outcome
             }
             LauncherProc::External(_) => Ok(()),
         }
@@ -307,20 +326,40 @@ pub(crate) struct Env {
 }
 
 impl Env {
-    /// The launcher child's log, if any.
+    /// The (first) launcher child's log, if any.
     pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("launcher.log")
     }
+
+    /// Launcher child `i`'s log: `launcher.log`, then `launcher-1.log`...
+    fn log_path_of(&self, i: usize) -> PathBuf {
+        self.dir.path().join(log_name(i))
+    }
 }
 
-/// Set up the store, write the config, start the launcher and wait until
-/// its pool is registered.
+/// The log file of launcher child `i`.
+fn log_name(i: usize) -> String {
+    match i {
+        0 => "launcher.log".to_string(),
+        i => format!("launcher-{i}.log"),
+    }
+}
+
+/// Set up the store, write the config, start the launcher (`launchers`
+/// `nodepool launcher` children in [`Mode::Daemon`], each with the same
+/// configuration but its own web port, and its own state directory on
+/// ZooKeeper) and wait until every pool is registered.
 pub(crate) async fn start(
     kind: StoreKind,
     mode: &Mode,
     spec: &ConfigSpec,
     chroot: Option<&str>,
+    launchers: usize,
 ) -> BenchResult<Env> {
+    let launchers = launchers.max(1);
+    if launchers > 1 && !matches!(mode, Mode::Daemon(_)) {
+        return Err("--launchers above 1 needs --daemon NODEPOOL".into());
+    }
     let dir = tempfile::Builder::new()
         .prefix("nodepool-bench.")
         .tempdir()
@@ -412,21 +451,45 @@ pub(crate) async fn start(
             }
         }
         Mode::Daemon(binary) => {
-            let log_path = dir.path().join("launcher.log");
-            let log = std::fs::File::create(&log_path)
-                .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-            let child = Command::new(binary)
-                .arg("-c")
-                .arg(&config_path)
-                .arg("--state-dir")
-                .arg(&state_dir)
-                .arg("launcher")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-            LauncherProc::Child(child)
+            let mut children = Vec::with_capacity(launchers);
+            for i in 0..launchers {
+                // The same configuration; only the web port differs. On
+                // ZooKeeper each has its own state directory, as on its own
+                // host; the embedded store is one file they all share.
+                let (config, state) = match i {
+                    0 => (config_path.clone(), state_dir.clone()),
+                    i => {
+                        let config = dir.path().join(format!("nodepool-{i}.yaml"));
+                        let text =
+                            spec.yaml(zk.as_ref().map(|(s, c)| (s, c.as_str())), free_port()?);
+                        std::fs::write(&config, text)
+                            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+                        let state = match kind {
+                            StoreKind::Embedded => state_dir.clone(),
+                            _ => dir.path().join(format!("state-{i}")),
+                        };
+                        std::fs::create_dir_all(&state)
+                            .map_err(|e| format!("cannot make {}: {e}", state.display()))?;
+                        (config, state)
+                    }
+                };
+                let log_path = dir.path().join(log_name(i));
+                let log = std::fs::File::create(&log_path)
+                    .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+                let child = Command::new(binary)
+                    .arg("-c")
+                    .arg(&config)
+                    .arg("--state-dir")
+                    .arg(&state)
+                    .arg("launcher")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+                children.push(child);
+            }
+            LauncherProc::Children(children)
         }
         Mode::External(pid) => LauncherProc::External(*pid),
     };
@@ -439,31 +502,35 @@ pub(crate) async fn start(
         state_dir,
         startup: Duration::ZERO,
     };
-    wait_registered(&mut env).await?;
+    wait_registered(&mut env, launchers).await?;
     env.startup = started.elapsed();
     Ok(env)
 }
 
-/// Wait until a pool component is registered (the launcher is serving).
-async fn wait_registered(env: &mut Env) -> BenchResult<()> {
+/// Wait until `launchers` pool components are registered (every launcher
+/// is serving).
+async fn wait_registered(env: &mut Env, launchers: usize) -> BenchResult<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let LauncherProc::Child(child) = &mut env.launcher {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "the launcher exited during start-up ({status}):\n{}",
-                    tail(&env.dir.path().join("launcher.log"), 30)
-                ));
+        if let LauncherProc::Children(children) = &mut env.launcher {
+            for (i, child) in children.iter_mut().enumerate() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "launcher {i} exited during start-up ({status}):\n{}",
+                        tail(&env.log_path_of(i), 30)
+                    ));
+                }
             }
         }
         let pools = env.store.list_components("pool").await.unwrap_or_default();
-        if !pools.is_empty() {
+        if pools.len() >= launchers {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "no pool registered within 120 s\n{}",
-                tail(&env.dir.path().join("launcher.log"), 30)
+                "{} of {launchers} pools registered within 120 s\n{}",
+                pools.len(),
+                tail(&env.log_path(), 30)
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -19,6 +19,9 @@ use crate::ThroughputArgs;
 /// The requestor name the client writes.
 const REQUESTOR: &str = "nodepool-bench";
 
+/// The fake cloud's instances with several launchers (see [`run`]).
+const FAKE_INSTANCES_SHARED: u64 = 100_000;
+
 /// How long the used nodes may take to disappear after the last release.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -33,8 +36,24 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
         return Err("--external-pid needs --chroot (the launcher's ZooKeeper chroot)".into());
     }
     let (cores, load_before) = machine();
-    let spec = ConfigSpec::throughput(&args.label);
-    let env = setup::start(args.store, &mode, &spec, args.chroot.as_deref()).await?;
+    let mut spec = ConfigSpec::throughput(&args.label);
+    if args.launchers > 1 {
+        // Each launcher process has a fake cloud of its own, in memory: a
+        // node one launcher booted and another deleted stays in the first
+        // one's cloud until its leak cleanup (60 s), and would fill that
+        // cloud's 20 instances. A quota the runs never reach leaves
+        // max-servers (20, counted from the shared node records) as the
+        // only limit, as one launcher's cloud of 20 instances does.
+        spec.fake = Some((FAKE_INSTANCES_SHARED, 0.1));
+    }
+    let env = setup::start(
+        args.store,
+        &mode,
+        &spec,
+        args.chroot.as_deref(),
+        args.launchers,
+    )
+    .await?;
     let zk_plain = env
         .zk
         .as_ref()
@@ -53,15 +72,18 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
         ..RequestOptions::default()
     };
     eprintln!(
-        "nodepool-bench: {} requests, {} at once, {} store, launcher pid {}",
+        "nodepool-bench: {} requests, {} at once, {} store, launcher pids {:?}",
         args.requests,
         concurrency,
         args.store.name(),
-        env.launcher.pid()
+        env.launcher.pids()
     );
     let zk_pid = env.zk.as_ref().and_then(|(server, _)| server.pid());
-    let cpu_pids = [Some(env.launcher.pid()), Some(std::process::id()), zk_pid];
-    let cpu_before = cpu_pids.map(|p| p.map(cpu_seconds));
+    let launcher_pids = env.launcher.pids();
+    let launchers_cpu = || launcher_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let cpu_pids = [None, Some(std::process::id()), zk_pid];
+    let mut cpu_before = cpu_pids.map(|p| p.map(cpu_seconds));
+    cpu_before[0] = Some(launchers_cpu());
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..args.requests {
@@ -114,8 +136,13 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
         }
         _ => None,
     };
-    let cpu_after = cpu_pids.map(|p| p.map(cpu_seconds));
-    let launcher_memory = memory(env.launcher.pid());
+    let mut cpu_after = cpu_pids.map(|p| p.map(cpu_seconds));
+    cpu_after[0] = Some(launchers_cpu());
+    let memories: Vec<_> = launcher_pids.iter().map(|p| memory(*p)).collect();
+    let launcher_memory = crate::report::Memory {
+        peak_kib: memories.iter().map(|m| m.peak_kib).sum(),
+        now_kib: memories.iter().map(|m| m.now_kib).sum(),
+    };
     let (_, load_after) = machine();
     let fulfilled_by_engine = match &env.launcher {
         LauncherProc::InProcess { launcher, .. } => Some(launcher.counters().requests_fulfilled),
@@ -142,6 +169,7 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
     );
     r.add("store", "store", args.store.name());
     r.add("mode", "launcher", mode_name);
+    r.add("launchers", "launchers", launcher_pids.len());
     r.add("requests", "requests", args.requests);
     r.add("concurrency", "outstanding at once", concurrency);
     r.add("fulfilled", "fulfilled", fulfilled);
@@ -165,13 +193,23 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
     );
     r.add(
         "peak_rss_mb",
-        if separate {
+        if separate && launcher_pids.len() > 1 {
+            "launchers' peak RSS, summed (MB)"
+        } else if separate {
             "launcher peak RSS (MB)"
         } else {
             "bench process peak RSS (MB, launcher + client)"
         },
         mb(launcher_memory.peak_kib),
     );
+    if launcher_pids.len() > 1 {
+        let each: Vec<f64> = memories.iter().map(|m| mb(m.peak_kib)).collect();
+        r.add(
+            "peak_rss_mb_each",
+            "each launcher's peak RSS (MB)",
+            serde_json::json!(each),
+        );
+    }
     r.add(
         "rss_end_mb",
         "RSS at the end (MB)",
@@ -196,7 +234,7 @@ pub(crate) async fn run(args: ThroughputArgs) -> BenchResult<()> {
         if let Some(v) = cpu_ms(0) {
             r.add(
                 "launcher_cpu_ms_per_request",
-                "launcher CPU per request (ms)",
+                "launcher CPU per request (ms, all launchers)",
                 v,
             );
         }

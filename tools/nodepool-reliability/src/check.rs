@@ -34,6 +34,13 @@ pub struct RequestCheck {
     pub lost_examples: Vec<String>,
     /// The distinct failure reasons.
     pub failure_reasons: BTreeSet<String>,
+    /// Seconds from submission to fulfilment: median, 99th percentile and
+    /// longest.
+    pub fulfil_p50_secs: f64,
+    /// See `fulfil_p50_secs`.
+    pub fulfil_p99_secs: f64,
+    /// See `fulfil_p50_secs`.
+    pub fulfil_max_secs: f64,
 }
 
 impl RequestCheck {
@@ -70,6 +77,11 @@ impl RequestCheck {
                 }
             }
         }
+        let mut secs = result.fulfil_secs.clone();
+        secs.sort_by(f64::total_cmp);
+        c.fulfil_p50_secs = quantile(&secs, 0.5);
+        c.fulfil_p99_secs = quantile(&secs, 0.99);
+        c.fulfil_max_secs = quantile(&secs, 1.0);
         c.nodes_in_two_requests = twice(&seen_nodes);
         c.instances_in_two_requests = twice(&seen_instances);
         c
@@ -82,6 +94,16 @@ impl RequestCheck {
             && self.nodes_in_two_requests.is_empty()
             && self.instances_in_two_requests.is_empty()
     }
+}
+
+/// The `q` quantile of sorted `values` (nearest rank), in milliseconds'
+/// precision; 0 without values.
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * values.len() as f64).ceil() as usize;
+    (values[rank.clamp(1, values.len()) - 1] * 1000.0).round() / 1000.0
 }
 
 fn twice(seen: &BTreeMap<&str, usize>) -> Vec<String> {
@@ -310,6 +332,15 @@ mod tests {
             (2, 1, 1, 1)
         );
         assert!(!c.holds());
+    }
+
+    #[test]
+    fn quantiles_take_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&v, 1.0), 100.0);
+        assert_eq!(quantile(&[], 0.99), 0.0);
     }
 
     #[test]

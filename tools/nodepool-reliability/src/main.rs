@@ -11,6 +11,7 @@
 
 #![deny(missing_docs)]
 
+mod active;
 mod builder_kill;
 mod check;
 mod cloud;
@@ -85,9 +86,9 @@ struct Common {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 30)]
     concurrency: usize,
-    /// Launcher processes.
-    #[arg(long, default_value_t = 1)]
-    launchers: usize,
+    /// Launcher processes (default 1; 3 for `active-active`).
+    #[arg(long)]
+    launchers: Option<usize>,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -124,6 +125,21 @@ enum Cmd {
         /// SIGKILLs.
         #[arg(long, default_value_t = 20)]
         kills: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// SIGKILL any of N launchers (one config, one provider), two in a
+    /// row at times, restart them; then check min-ready is exact.
+    ActiveActive {
+        /// The store (embedded: every launcher shares one --state-dir).
+        #[arg(long, value_enum, default_value = "zookeeper")]
+        store: StoreArg,
+        /// SIGKILLs in all.
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// The label's min-ready.
+        #[arg(long, default_value_t = 2)]
+        min_ready: u64,
         #[command(flatten)]
         common: Common,
     },
@@ -208,7 +224,8 @@ fn options(chaos: Chaos, zookeeper: bool, c: &Common) -> Result<RunOptions, Chao
         concurrency: c.concurrency,
         kills: 0,
         zk_restarts: 0,
-        launchers: c.launchers,
+        launchers: c.launchers.unwrap_or(1),
+        min_ready: 0,
         fault_rate: 0.0,
         seed: c.seed,
         kind,
@@ -255,6 +272,30 @@ fn main() -> ExitCode {
             options(Chaos::Crash, matches!(store, StoreArg::Zookeeper), common).map(|mut o| {
                 o.kills = *kills;
                 o
+            }),
+            common.json,
+        ),
+        Cmd::ActiveActive {
+            store,
+            kills,
+            min_ready,
+            common,
+        } => (
+            options(
+                Chaos::ActiveActive,
+                matches!(store, StoreArg::Zookeeper),
+                common,
+            )
+            .and_then(|mut o| {
+                o.launchers = common.launchers.unwrap_or(3);
+                if o.launchers < 2 {
+                    return Err(ChaosError::Setup(
+                        "active-active needs --launchers 2 or more".into(),
+                    ));
+                }
+                o.kills = *kills;
+                o.min_ready = *min_ready;
+                Ok(o)
             }),
             common.json,
         ),
@@ -340,10 +381,11 @@ fn summary(r: &run::RunReport) -> String {
     let c = &r.cloud;
     format!(
         "{chaos:?} on {cloud_kind} and {store} with {launchers} x {launcher} (seed {seed}): {verdict}\n\
-         chaos:     {kills} SIGKILLs, {zk} ZooKeeper restarts, unexpected exits {unexp:?}, faults {faults:?}\n\
+         chaos:     {kills} SIGKILLs {by:?} ({double} double), {zk} ZooKeeper restarts, unexpected exits {unexp:?}, faults {faults:?}\n\
          requests:  {total} in {secs:.1} s: {ok} fulfilled, {failed} failed with a reason, \
          {nr} failed without, {lost} lost {lost_ex:?}; {resub} resubmitted after session loss, \
-         {rereads} waits re-read after 5 s without an event\n\
+         {rereads} waits re-read after 5 s without an event; fulfilled after {f50:.2} s p50, \
+         {f99:.2} s p99, {fmax:.2} s max\n\
          nodes:     {delivered} delivered, {dup_n} node ids and {dup_i} instances in two requests, \
          release errors {rel:?}\n\
          cloud:     {seen} servers seen, {leak_end} without a node when the load ended, \
@@ -352,6 +394,7 @@ fn summary(r: &run::RunReport) -> String {
          converged: {conv}; {servers} servers, {nodes} nodes {states:?}, unsettled {uns:?}, \
          servers without node {swn:?}, other external id {sox:?}, without metadata {swm:?}, \
          nodes without server {nws:?}, {reqs} requests left\n\
+         {extra}\
          logs:      {dir}\n",
         chaos = r.chaos,
         cloud_kind = r.cloud_kind.name(),
@@ -364,6 +407,8 @@ fn summary(r: &run::RunReport) -> String {
         seed = r.seed,
         verdict = if r.held { "HELD" } else { "VIOLATED" },
         kills = r.kills,
+        by = r.kills_by_launcher,
+        double = r.double_kills,
         zk = r.zk_restarts,
         unexp = r.unexpected_exits,
         faults = r.faults,
@@ -376,6 +421,9 @@ fn summary(r: &run::RunReport) -> String {
         lost_ex = q.lost_examples,
         resub = r.resubmitted,
         rereads = r.rereads,
+        f50 = q.fulfil_p50_secs,
+        f99 = q.fulfil_p99_secs,
+        fmax = q.fulfil_max_secs,
         delivered = q.nodes_delivered,
         dup_n = q.nodes_in_two_requests.len(),
         dup_i = q.instances_in_two_requests.len(),
@@ -396,5 +444,41 @@ fn summary(r: &run::RunReport) -> String {
         nws = c.nodes_without_server,
         reqs = c.requests_in_store,
         dir = r.work_dir,
+        extra = active_summary(r),
     )
+}
+
+fn active_summary(r: &run::RunReport) -> String {
+    let mut out = String::new();
+    if let Some(m) = &r.min_ready {
+        out.push_str(&format!(
+            "min-ready: {verdict}: {min} wanted, reached {reached}, then {samples} samples over \
+             5 s: {lo}..={hi} ready, at most {nodes} nodes\n",
+            verdict = if m.held { "exact" } else { "NOT exact" },
+            min = m.min_ready,
+            reached = m
+                .reached_after_secs
+                .map_or("NOT within the budget".to_string(), |s| format!(
+                    "after {s:.1} s"
+                )),
+            samples = m.samples,
+            lo = m.ready_min,
+            hi = m.ready_max,
+            nodes = m.nodes_max,
+        ));
+    }
+    if r.chaos == Chaos::ActiveActive {
+        out.push_str(&match &r.takeover {
+            Some(t) => format!(
+                "takeover:  {n} requests of killed launchers reset by the others, \
+                 {p50:.2} s p50, {p99:.2} s p99, {max:.2} s max after the SIGKILL\n",
+                n = t.resets,
+                p50 = t.p50_secs,
+                p99 = t.p99_secs,
+                max = t.max_secs,
+            ),
+            None => "takeover:  no request of a killed launcher needed a reset\n".to_string(),
+        });
+    }
+    out
 }

@@ -13,6 +13,7 @@ use nodepool_core::store::NodeStore;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::active::{self, KillPlan, MinReadyCheck, Takeover};
 use crate::check::{live_of_pool, CloudCheck, RequestCheck};
 use crate::cloud::{CloudKind, CloudProcess};
 use crate::faults::{FaultInjector, FaultStats};
@@ -32,7 +33,13 @@ pub enum Chaos {
     /// Inject cloud API errors, slow calls, dropped connections and quota
     /// errors.
     Faults,
+    /// SIGKILL any of `N` launchers with one config on one provider (two
+    /// in a row at times) and restart them; then `min-ready` must be exact.
+    ActiveActive,
 }
+
+/// How long `min-ready` must stay exact after the load (ActiveActive).
+const MIN_READY_WINDOW: Duration = Duration::from_secs(5);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -53,6 +60,8 @@ pub struct RunOptions {
     pub zk_restarts: usize,
     /// Launcher processes.
     pub launchers: usize,
+    /// The label's `min-ready` (checked after the load in ActiveActive).
+    pub min_ready: u64,
     /// Probability that a cloud call is failed (Faults).
     pub fault_rate: f64,
     /// The seed of every random choice.
@@ -95,6 +104,10 @@ pub struct RunReport {
     pub seed: u64,
     /// SIGKILLs done.
     pub kills: usize,
+    /// SIGKILLs per launcher.
+    pub kills_by_launcher: Vec<usize>,
+    /// Kills that took a second launcher down right after the first.
+    pub double_kills: usize,
     /// ZooKeeper restarts done.
     pub zk_restarts: usize,
     /// Launcher exits nobody asked for (then restarted).
@@ -123,6 +136,11 @@ pub struct RunReport {
     pub cloud: CloudCheck,
     /// Faults injected (Faults).
     pub faults: Option<FaultStats>,
+    /// `min-ready` after the load (ActiveActive).
+    pub min_ready: Option<MinReadyCheck>,
+    /// From a SIGKILL to the survivors' reset of each request the killed
+    /// launcher held (ActiveActive).
+    pub takeover: Option<Takeover>,
     /// Where the logs are.
     pub work_dir: String,
     /// Whether every invariant held.
@@ -189,7 +207,12 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         let config = dir.join(format!("nodepool-{i}.yaml"));
         write(
             &config,
-            &setup::nodepool_yaml_with(&store_spec, &cloud.provider_yaml(opts.max_servers), 0),
+            &setup::nodepool_yaml_with(
+                &store_spec,
+                &cloud.provider_yaml(opts.max_servers),
+                0,
+                opts.min_ready,
+            ),
         )?;
         let mut cmd = opts.kind.command(i, &config, &state_dir, &clouds, &run_id);
         cmd.env.extend(cloud.launcher_env());
@@ -261,22 +284,29 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     let mut kills = 0;
     let mut zk_restarts = 0;
     let mut unexpected = Vec::new();
+    let mut plan = KillPlan::new(launchers.len());
     let result = loop {
         tokio::select! {
             done = &mut work => break done.map_err(|e| ChaosError::Setup(format!("workload task: {e}")))?,
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
+        plan.restart_due(&mut launchers, false)?;
         for l in launchers.iter_mut() {
             if let Some(status) = l.exited() {
                 unexpected.push(format!("{} start {} exited: {status}", l.name, l.starts));
                 l.start()?;
             }
         }
-        if points
-            .first()
-            .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p)
+        // ActiveActive never kills the last live launcher: a point waits
+        // (without a random draw, so the seed decides as before) until one
+        // more is back.
+        let can_strike = opts.chaos != Chaos::ActiveActive || plan.alive() >= 2;
+        if can_strike
+            && points
+                .first()
+                .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p)
         {
-            points.remove(0);
+            let point = points.remove(0);
             tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
             match opts.chaos {
                 Chaos::ZkRestart => {
@@ -287,6 +317,19 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
                     zk_script?;
                     zk_restarts += 1;
                 }
+                Chaos::ActiveActive => {
+                    let done = plan
+                        .strike(&mut launchers, &mut rng, opts.kills - kills)
+                        .await;
+                    kills += done;
+                    if done == 0 {
+                        // Only one launcher is up: try again later.
+                        points.insert(0, point);
+                    } else {
+                        // A second kill uses up the next point.
+                        points.drain(..(done - 1).min(points.len()));
+                    }
+                }
                 _ => {
                     launchers[0].kill9();
                     kills += 1;
@@ -296,6 +339,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         }
     };
     let workload_secs = started.elapsed().as_secs_f64();
+    plan.restart_due(&mut launchers, true)?;
     let faults = match injector {
         Some(i) => Some(i.stop().await),
         None => None,
@@ -313,6 +357,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         .len();
     let end = Instant::now();
     let budget = opts.kind.converge_budget();
+    let cloud_proc = Arc::clone(&cloud);
     let (cloud, converge_secs) = loop {
         for l in launchers.iter_mut() {
             if let Some(status) = l.exited() {
@@ -328,6 +373,25 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     };
+    // min-ready exact and stable, and the two sides still agree after it.
+    let (min_ready, cloud) = if opts.chaos == Chaos::ActiveActive {
+        let check = active::settle_min_ready(
+            &*store,
+            opts.min_ready,
+            budget
+                .saturating_sub(end.elapsed())
+                .max(Duration::from_secs(30)),
+            MIN_READY_WINDOW,
+        )
+        .await;
+        let after = compare(&*store, &cloud_proc).await.unwrap_or(cloud);
+        (Some(check), after)
+    } else {
+        (None, cloud)
+    };
+    let takeover = (opts.chaos == Chaos::ActiveActive)
+        .then(|| active::takeover(&launchers, &plan.groups))
+        .flatten();
     let leaked_deleted_by_launchers = launchers
         .iter()
         .map(|l| l.count_in_logs("deleting leaked instance"))
@@ -343,7 +407,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         && max_live_servers as u64 <= opts.max_servers
         && cloud.holds()
         && result.release_errors.is_empty()
-        && unexpected.is_empty();
+        && unexpected.is_empty()
+        && min_ready.as_ref().map_or(true, |m| m.held);
     let report = RunReport {
         chaos: opts.chaos,
         cloud_kind: opts.cloud,
@@ -356,6 +421,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         launchers: launchers.len(),
         seed: opts.seed,
         kills,
+        kills_by_launcher: plan.by_launcher.clone(),
+        double_kills: plan.double_kills,
         zk_restarts,
         unexpected_exits: unexpected,
         workload_secs,
@@ -369,6 +436,8 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         converge_secs,
         cloud,
         faults,
+        min_ready,
+        takeover,
         work_dir: dir.display().to_string(),
         held,
     };

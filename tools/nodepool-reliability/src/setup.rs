@@ -138,8 +138,14 @@ pub fn clouds_yaml(base: &str, password: &str) -> String {
 }
 
 /// One launcher's `nodepool.yaml` with `provider` (one item of the
-/// `providers:` list, indented by two) and the label [`LABEL`].
-pub fn nodepool_yaml_with(store: &StoreSpec, provider: &str, web_port: u16) -> String {
+/// `providers:` list, indented by two) and the label [`LABEL`] with its
+/// `min-ready`.
+pub fn nodepool_yaml_with(
+    store: &StoreSpec,
+    provider: &str,
+    web_port: u16,
+    min_ready: u64,
+) -> String {
     let mut y = String::new();
     let _ = writeln!(
         y,
@@ -148,7 +154,7 @@ pub fn nodepool_yaml_with(store: &StoreSpec, provider: &str, web_port: u16) -> S
     store.write_zookeeper_yaml(&mut y);
     let _ = writeln!(
         y,
-        "labels:\n  - name: {LABEL}\n    min-ready: 0\nproviders:"
+        "labels:\n  - name: {LABEL}\n    min-ready: {min_ready}\nproviders:"
     );
     y.push_str(provider);
     y

@@ -47,6 +47,9 @@ pub struct WorkloadResult {
     pub release_errors: Vec<String>,
     /// Waits that ended after [`REREAD`] without an event for the request.
     pub rereads: usize,
+    /// Seconds from the first submission to the fulfilment of each
+    /// fulfilled request, in the order they ended.
+    pub fulfil_secs: Vec<f64>,
 }
 
 /// How long the requestor waits for an event before reading the request
@@ -108,6 +111,7 @@ async fn one_request(
     deadline: Instant,
     result: &Mutex<WorkloadResult>,
 ) -> (String, Outcome) {
+    let submitted = Instant::now();
     let mut request = match submit(client, deadline).await {
         Ok(r) => r,
         Err(error) => return ("-".into(), Outcome::Lost { error }),
@@ -131,6 +135,9 @@ async fn one_request(
                     .map(|n| (n.id.clone(), n.external_id.clone()))
                     .collect();
                 let id = locked.request_id().to_string();
+                crate::lock(result)
+                    .fulfil_secs
+                    .push(submitted.elapsed().as_secs_f64());
                 if let Err(e) = client.release(locked).await {
                     crate::lock(result)
                         .release_errors

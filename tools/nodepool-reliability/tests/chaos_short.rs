@@ -1,5 +1,6 @@
 //! The bounded form of the reliability suite, run by `.ci/run`: each mode
-//! of `nodepool-chaos` with 100 requests against the OpenStack simulator in
+//! of `nodepool-chaos` with 100 requests (60 and 200 for `active-active`) against
+//! the OpenStack simulator in
 //! its own process, with the launcher engine's cleanup interval at 2 s so
 //! a run can wait it out. The long form (1,000 requests, 20 kills, the
 //! daemon as shipped) is `scripts/reliability.sh long`.
@@ -164,4 +165,88 @@ fn zookeeper_restart_mid_load_loses_and_leaks_nothing() {
     ]);
     assert_eq!(report["zk_restarts"], 1);
     assert_held(&report, 100);
+}
+
+/// What `active-active` must show beyond [`assert_held`]: three launchers,
+/// kills counted per launcher, at least one double kill (so one launcher
+/// served alone for a while), `min-ready` exact and stable.
+///
+/// The seeds are chosen so that the first kill is a double one: the three
+/// launchers are all up then, so the seeded choice does not depend on
+/// timing. The later kills do: a kill point waits while only one launcher
+/// is up, and the load may end first, so at least the first two of the
+/// `kills` asked are required.
+fn assert_active_active(report: &Value, kills: u64, requests: u64) {
+    let pretty = serde_json::to_string_pretty(report).unwrap_or_default();
+    assert_eq!(report["launchers"], 3, "{pretty}");
+    let done = report["kills"].as_u64().unwrap_or(0);
+    assert!((2..=kills).contains(&done), "{pretty}");
+    assert!(
+        report["double_kills"].as_u64().unwrap_or(0) >= 1,
+        "two launchers down at once: {pretty}"
+    );
+    let by_launcher: Vec<u64> = report["kills_by_launcher"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert_eq!(by_launcher.len(), 3, "{pretty}");
+    assert_eq!(by_launcher.iter().sum::<u64>(), done, "{pretty}");
+    assert!(
+        report["max_live_servers"].as_u64().unwrap_or(u64::MAX)
+            <= report["max_servers"].as_u64().unwrap_or(0),
+        "never more than max-servers live in the cloud: {pretty}"
+    );
+    let m = &report["min_ready"];
+    assert_eq!(m["min_ready"], 2, "{pretty}");
+    assert_eq!(m["held"], true, "min-ready exact after the load: {pretty}");
+    assert_eq!(
+        (m["ready_min"].as_u64(), m["ready_max"].as_u64()),
+        (Some(2), Some(2)),
+        "{pretty}"
+    );
+    assert_eq!(m["nodes_max"], 2, "no node beyond min-ready: {pretty}");
+    assert!(m["samples"].as_u64().unwrap_or(0) >= 5, "{pretty}");
+    assert_held(report, requests);
+}
+
+#[test]
+fn three_launchers_on_one_provider_killed_at_random_on_zookeeper() {
+    if !zk_available() {
+        eprintln!("NODEPOOL_TEST_ZK_TLS is not set (no ZooKeeper install): skipped");
+        return;
+    }
+    let report = chaos(&[
+        "active-active",
+        "--store",
+        "zookeeper",
+        "--requests",
+        "60",
+        "--concurrency",
+        "10",
+        "--kills",
+        "3",
+        "--seed",
+        "25",
+    ]);
+    assert_active_active(&report, 3, 60);
+}
+
+#[test]
+fn three_launchers_sharing_one_embedded_store_killed_at_random() {
+    let report = chaos(&[
+        "active-active",
+        "--store",
+        "embedded",
+        // The embedded store serves 60 requests in ~3 s, before the kills
+        // after the first pair; 200 last ~10 s.
+        "--requests",
+        "200",
+        "--concurrency",
+        "10",
+        "--kills",
+        "4",
+        "--seed",
+        "22",
+    ]);
+    assert_active_active(&report, 4, 200);
 }
