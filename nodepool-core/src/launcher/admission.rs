@@ -209,6 +209,7 @@ async fn fits(launch: &LaunchContext, ledger: &Ledger, batch: &Batch, config: &C
         .schedule(&scheduling)
         .into_iter()
         .find(|d| decision_id(d) == batch.key);
+    debug!(?decision, "admission decision");
     room_for(decision.as_ref())
 }
 

@@ -187,9 +187,14 @@ pub(crate) async fn build(
             if !node.provider_is(provider_name) {
                 continue;
             }
+            // Nodes our handlers created are counted through their plans
+            // (below), in the provider's use as in the pool's.
+            if created.contains(id.as_str()) {
+                continue;
+            }
             let size = size_of(node);
             add(&mut provider_used, &size);
-            if !node.pool_is(pool_name) || created.contains(id.as_str()) {
+            if !node.pool_is(pool_name) {
                 continue;
             }
             add(&mut pool_used, &size);
