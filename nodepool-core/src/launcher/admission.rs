@@ -14,9 +14,11 @@
 //!    in the store, and the records the cache misses). When every counter
 //!    still reads as this launcher's own last admission left it, no other
 //!    launcher has admitted since the cache was last checked, so only the
-//!    nodes this launcher admitted since are read (if the cache lacks
-//!    them): the common case of one launcher costs one read, not a
-//!    listing;
+//!    nodes this launcher admitted since are read (if the cache lacks them
+//!    and no handler of the pool still counts them). A launcher even tries
+//!    the versions its last admission left without reading them: if they
+//!    moved, step 4 fails and it starts again, reading. So the common case
+//!    of one launcher costs no read at all;
 //! 3. ask the scheduler whether the batch fits, counting every node
 //!    record (any launcher's) and this launcher's own accepted launches
 //!    that have no record yet, but not the batch's own request;
@@ -48,6 +50,7 @@ use super::ledger::Ledger;
 use crate::config::Config;
 use crate::model::Node;
 use crate::scheduler::{Decision, DeclineReason, RequestInfo};
+use crate::store::AdmissionToken;
 use crate::{Error, Result};
 
 /// Conflicts (other launchers admitting at the same moment) one batch
@@ -104,32 +107,50 @@ pub(crate) async fn admit(
     let mut state = slot.lock().await;
     let mut conflicts = 0;
     loop {
-        let mut tokens = Vec::with_capacity(keys.len());
-        for key in &keys {
-            tokens.push(store.admission_token(key).await?);
-        }
-        let only_ours = tokens
+        // The versions this launcher's last admission left are tried as
+        // they are: if another launcher admitted since, the atomic step
+        // fails and the counters are read (and the store listed) again.
+        let remembered: Option<Vec<AdmissionToken>> = keys
             .iter()
-            .all(|t| state.versions.get(&t.key) == Some(&t.version));
-        if only_ours {
-            // Nobody else admitted under these counters since this
-            // launcher's last admission, when the cache was checked
-            // against the store: the nodes admitted since are all that
-            // the cache may lack.
-            let missing: Vec<String> = state
-                .admitted
-                .iter()
-                .filter(|id| !ctx.nodes.contains(id))
-                .cloned()
-                .collect();
-            if let Err(e) = ctx.nodes.sync_with(store, missing).await {
-                state.versions.clear();
-                return Err(e);
+            .map(|k| {
+                state.versions.get(k).map(|v| AdmissionToken {
+                    key: k.clone(),
+                    version: *v,
+                })
+            })
+            .collect();
+        let tokens = match remembered {
+            Some(tokens) => {
+                // Nobody else admitted under these counters since this
+                // launcher's last admission (else the create fails), when
+                // the cache was checked against the store: the nodes it
+                // admitted since are all the cache may lack. Those its
+                // pool's handlers still hold are counted through their
+                // plans; the others are read unless the cache has them.
+                let held = ledger.book().created_node_ids();
+                let (read, keep): (Vec<String>, Vec<String>) = state
+                    .admitted
+                    .iter()
+                    .filter(|id| !ctx.nodes.contains(id))
+                    .cloned()
+                    .partition(|id| !held.contains(id));
+                if let Err(e) = ctx.nodes.sync_with(store, read).await {
+                    state.versions.clear();
+                    return Err(e);
+                }
+                state.admitted = keep;
+                tokens
             }
-        } else {
-            ctx.nodes.sync_fresh(store).await?;
-        }
-        state.admitted.clear();
+            None => {
+                let mut tokens = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    tokens.push(store.admission_token(key).await?);
+                }
+                ctx.nodes.sync_fresh(store).await?;
+                state.admitted.clear();
+                tokens
+            }
+        };
         if !fits(launch, ledger, batch, &snapshot.config).await {
             debug!(key = %batch.key, labels = ?batch.labels, "no room to admit new nodes");
             return Ok(false);

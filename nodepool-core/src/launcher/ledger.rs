@@ -65,6 +65,14 @@ impl Book {
             .collect()
     }
 
+    /// The nodes the handlers created, owned.
+    pub(crate) fn created_node_ids(&self) -> BTreeSet<String> {
+        self.active
+            .values()
+            .flat_map(|a| a.created.iter().cloned())
+            .collect()
+    }
+
     /// The ready nodes the handlers were promised.
     pub(crate) fn reserved_nodes(&self) -> BTreeSet<&str> {
         self.active
