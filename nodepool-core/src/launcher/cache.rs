@@ -236,6 +236,17 @@ impl<K: Kind> Cache<K> {
         }
     }
 
+    /// Whether record `id` may have changed since the last sync (an event
+    /// about it waits, or a listing is due); `true` when that cannot be
+    /// told now (a sync is running).
+    pub(crate) fn maybe_changed(&self, id: &str) -> bool {
+        let Ok(mut refresh) = self.refresh.try_lock() else {
+            return true;
+        };
+        refresh.drain::<K>();
+        refresh.relist || refresh.dirty.contains(id)
+    }
+
     /// Bring the cache up to date with every change announced so far.
     pub(crate) async fn sync(&self, store: &dyn NodeStore) -> Result<()> {
         self.sync_with(store, Vec::new()).await

@@ -106,16 +106,23 @@ pub(crate) async fn reset_if_lost(ctx: &Context, id: &str) {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        if let Err(e) = ctx.requests.sync(&*ctx.store).await {
-            debug!(request_id = %id, error = %e, "cannot read requests to look for a lost one");
-            return;
-        }
-        let pending = ctx.requests.with(|r| {
+        // The cache first (no read): a request it holds as anything but
+        // `pending`, with no change announced since, is not lost.
+        let cached_pending = ctx.requests.with(|r| {
             r.get(id)
                 .is_some_and(|r| r.state == Some(RequestState::Pending))
         });
-        if !pending {
+        if !cached_pending && !ctx.requests.maybe_changed(id) {
             return;
+        }
+        // One read of the request itself: most were just fulfilled.
+        match ctx.store.get_request(id).await {
+            Ok(Some(r)) if r.state == Some(RequestState::Pending) => {}
+            Ok(_) => return,
+            Err(e) => {
+                debug!(request_id = %id, error = %e, "cannot read a request to see whether it is lost");
+                return;
+            }
         }
         let target = LockTarget::Request(id.to_string());
         // Held: its handler (or another launcher resetting it) has it.
