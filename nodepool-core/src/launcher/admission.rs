@@ -125,9 +125,10 @@ pub(crate) async fn admit(
                 // launcher's last admission (else the create fails), when
                 // the cache was checked against the store: the nodes it
                 // admitted since are all the cache may lack. Those its
-                // pool's handlers still hold are counted through their
-                // plans; the others are read unless the cache has them.
-                let held = ledger.book().created_node_ids();
+                // pool's other handlers still hold are counted through
+                // their plans (this batch's own are not: `fits` leaves its
+                // entry out); the others are read unless the cache has them.
+                let held = ledger.book().without(&batch.key).created_node_ids();
                 let (read, keep): (Vec<String>, Vec<String>) = state
                     .admitted
                     .iter()

@@ -339,10 +339,8 @@ impl Deleter {
             // Pre-registered hosts are never deleted, only their records.
             let preregistered = provider.as_ref().is_some_and(|p| p.registered().is_some());
             let mut instances: Vec<String> = node.external_id.iter().cloned().collect();
-            if let (Some(p), true) = (
-                provider.as_ref(),
-                instances.is_empty() && launch_may_have_run && !preregistered,
-            ) {
+            let look_up = instances.is_empty() && launch_may_have_run && !preregistered;
+            if let Some(p) = provider.as_ref().filter(|_| look_up) {
                 // Found through the node id our metadata carries, and
                 // deleted like any instance of the node: until then the
                 // record keeps counting against the pool's limits.
@@ -374,36 +372,35 @@ impl Deleter {
                     }
                 }
             }
-            let cloud = provider.as_ref().filter(|_| !preregistered);
-            for external_id in cloud.map_or(&[][..], |_| instances.as_slice()) {
-                let Some(provider) = cloud else { break };
-                let external_id = external_id.as_str();
-                let what = format!(
-                    "provider delete_instance {} instance {external_id} node {}",
-                    provider.name(),
-                    node.id
-                );
-                if let Err(e) = during(what, provider.delete_instance(external_id)).await {
-                    warn!(%external_id, error = %e, "could not delete instance; will retry");
-                    let _ = ctx.store.unlock(&handle).await;
-                    return Err(e);
-                }
-                // The record stays (`deleting`, counted against the pool's
-                // limits) until the cloud stops counting the server, as
-                // upstream waits: else a refill launches into a quota the
-                // cloud still spends on it and draws a refusal.
-                let what = format!("instance {external_id} of node {} to be gone", node.id);
-                match during(what, wait_gone(&**provider, external_id, INSTANCE_GONE_WAIT)).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        debug!(%external_id, "instance still deleting; the node is kept until it is gone");
-                        let _ = ctx.store.unlock(&handle).await;
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        warn!(%external_id, error = %e, "cannot tell whether the instance is gone; will retry");
+            if let Some(provider) = provider.as_ref().filter(|_| !preregistered) {
+                for external_id in instances.iter().map(String::as_str) {
+                    let what = format!(
+                        "provider delete_instance {} instance {external_id} node {}",
+                        provider.name(),
+                        node.id
+                    );
+                    if let Err(e) = during(what, provider.delete_instance(external_id)).await {
+                        warn!(%external_id, error = %e, "could not delete instance; will retry");
                         let _ = ctx.store.unlock(&handle).await;
                         return Err(e);
+                    }
+                    // The record stays (`deleting`, counted against the pool's
+                    // limits) until the cloud stops counting the server, as
+                    // upstream waits: else a refill launches into a quota the
+                    // cloud still spends on it and draws a refusal.
+                    let what = format!("instance {external_id} of node {} to be gone", node.id);
+                    match during(what, wait_gone(&**provider, external_id, INSTANCE_GONE_WAIT)).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            debug!(%external_id, "instance still deleting; the node is kept until it is gone");
+                            let _ = ctx.store.unlock(&handle).await;
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            warn!(%external_id, error = %e, "cannot tell whether the instance is gone; will retry");
+                            let _ = ctx.store.unlock(&handle).await;
+                            return Err(e);
+                        }
                     }
                 }
             }
