@@ -286,9 +286,17 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
     let mut unexpected = Vec::new();
     let mut plan = KillPlan::new(launchers.len());
     let result = loop {
-        tokio::select! {
-            done = &mut work => break done.map_err(|e| ChaosError::Setup(format!("workload task: {e}")))?,
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A point the workload reached is struck even when its last
+        // requests were answered meanwhile (a burst after a restart): the
+        // kill then lands on the release and cleanup of their nodes.
+        let due = points
+            .first()
+            .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p);
+        if work.is_finished() && !due {
+            break (&mut work)
+                .await
+                .map_err(|e| ChaosError::Setup(format!("workload task: {e}")))?;
         }
         plan.restart_due(&mut launchers, false)?;
         for l in launchers.iter_mut() {
@@ -301,11 +309,7 @@ pub async fn run(opts: RunOptions) -> Result<RunReport, ChaosError> {
         // (without a random draw, so the seed decides as before) until one
         // more is back.
         let can_strike = opts.chaos != Chaos::ActiveActive || plan.alive() >= 2;
-        if can_strike
-            && points
-                .first()
-                .is_some_and(|p| progress.done.load(Ordering::Relaxed) >= *p)
-        {
+        if can_strike && due {
             let point = points.remove(0);
             tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
             match opts.chaos {
