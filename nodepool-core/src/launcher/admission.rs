@@ -128,14 +128,23 @@ pub(crate) async fn admit(
                 // pool's other handlers still hold are counted through
                 // their plans (this batch's own are not: `fits` leaves its
                 // entry out); the others are read unless the cache has them.
-                let held = ledger.book().without(&batch.key).created_node_ids();
-                let (read, keep): (Vec<String>, Vec<String>) = state
+                let missing: Vec<String> = state
                     .admitted
                     .iter()
                     .filter(|id| !ctx.nodes.contains(id))
                     .cloned()
-                    .partition(|id| !held.contains(id));
-                if let Err(e) = ctx.nodes.sync_with(store, read).await {
+                    .collect();
+                let (read, keep): (Vec<String>, Vec<String>) = if missing.is_empty() {
+                    (Vec::new(), Vec::new())
+                } else {
+                    let held = ledger.book().without(&batch.key).created_node_ids();
+                    missing.into_iter().partition(|id| !held.contains(id))
+                };
+                // Only those: the other changes since are states and
+                // deletions of nodes the cache counts already (a lag there
+                // counts too much, never too little), and a sync per batch
+                // would read every node changed meanwhile, a read each.
+                if let Err(e) = ctx.nodes.read(store, &read).await {
                     state.versions.clear();
                     return Err(e);
                 }

@@ -317,6 +317,30 @@ impl<K: Kind> Cache<K> {
         Ok(())
     }
 
+    /// Read records `ids` now, and only them: records this process wrote
+    /// whose events may not have arrived yet. Other changes announced so
+    /// far wait for the next [`Cache::sync`], which reads them (and these
+    /// again, if they changed since).
+    pub(crate) async fn read(&self, store: &dyn NodeStore, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Held so that no sync puts an older copy over a newer one.
+        let _refresh = self.refresh.lock().await;
+        for id in ids {
+            match K::get(store, id).await {
+                Ok(Some(record)) => {
+                    let mut view = lock(&self.view);
+                    let view = &mut *view;
+                    view.records.put(&mut view.names, record);
+                }
+                Ok(None) | Err(Error::Corrupt { .. }) => lock(&self.view).records.remove(id),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Read the summaries (no await inside `f`).
     pub(crate) fn with<T>(&self, f: impl FnOnce(&K::Map) -> T) -> T {
         f(lock(&self.view).records.map())

@@ -292,18 +292,14 @@ impl PoolWorker {
         }
         // Requests another live launcher of this same pool takes are left
         // to it (`spread.rs`); those this pool waits on stay.
+        let peers = spread::Peers::of(
+            &ledger.launcher_id,
+            &ledger.provider,
+            &ledger.pool,
+            &components,
+        );
         let mut open = open;
-        open.retain(|r| {
-            r.waiting
-                || spread::is_mine(
-                    &ledger.launcher_id,
-                    &ledger.provider,
-                    &ledger.pool,
-                    &r.id,
-                    &r.declined_by,
-                    &components,
-                )
-        });
+        open.retain(|r| r.waiting || peers.take(&r.id, &r.declined_by));
         if open.is_empty() {
             self.set_paused(aborted).await;
             return Ok(());

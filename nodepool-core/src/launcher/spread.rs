@@ -24,8 +24,48 @@ pub(crate) const COORDINATION_KEY: &str = "nodepool-rs-coordination";
 /// The protocol: rendezvous hashing as [`weight`] computes it.
 pub(crate) const COORDINATION_VERSION: &str = "hrw-1";
 
+/// The live workers pool worker `me` (of `provider`/`pool`) shares its
+/// requests with, read once a pass from the registrations.
+#[derive(Debug)]
+pub(crate) struct Peers<'a> {
+    me: &'a str,
+    others: Vec<&'a str>,
+}
+
+impl<'a> Peers<'a> {
+    /// The workers of the same provider and pool in `components` that take
+    /// part in the spreading, other than `me`.
+    pub(crate) fn of(me: &'a str, provider: &str, pool: &str, components: &'a [Component]) -> Self {
+        let others = components
+            .iter()
+            .filter(|c| {
+                takes_part(c)
+                    && c.provider_name.as_deref() == Some(provider)
+                    && c.pool_name.as_deref() == Some(pool)
+            })
+            .filter_map(|c| c.id.as_deref())
+            .filter(|id| *id != me)
+            .collect();
+        Self { me, others }
+    }
+
+    /// Whether `me` takes `request_id`, leaving out the workers in
+    /// `declined_by`. Alone, it takes every request without hashing.
+    pub(crate) fn take(&self, request_id: &str, declined_by: &[String]) -> bool {
+        if self.others.is_empty() {
+            return true;
+        }
+        let mine = (weight(request_id, self.me), self.me);
+        !self
+            .others
+            .iter()
+            .any(|id| !declined_by.iter().any(|d| d == id) && (weight(request_id, id), *id) > mine)
+    }
+}
+
 /// Whether pool worker `me` (of `provider`/`pool`) takes `request_id`
 /// among `components`, leaving out the workers in `declined_by`.
+#[cfg(test)]
 pub(crate) fn is_mine(
     me: &str,
     provider: &str,
@@ -34,18 +74,7 @@ pub(crate) fn is_mine(
     declined_by: &[String],
     components: &[Component],
 ) -> bool {
-    let mine = weight(request_id, me);
-    !components.iter().any(|c| {
-        let Some(id) = c.id.as_deref() else {
-            return false;
-        };
-        id != me
-            && takes_part(c)
-            && c.provider_name.as_deref() == Some(provider)
-            && c.pool_name.as_deref() == Some(pool)
-            && !declined_by.iter().any(|d| d == id)
-            && (weight(request_id, id), id) > (mine, me)
-    })
+    Peers::of(me, provider, pool, components).take(request_id, declined_by)
 }
 
 /// Whether a registration takes part in the spreading.
