@@ -24,7 +24,7 @@ use super::registered;
 use super::stats::Counter;
 use super::util::now;
 use crate::model::json::JsonValue;
-use crate::model::{Node, NodeRequest, NodeState, RequestState};
+use crate::model::{Component, Node, NodeRequest, NodeState, RequestState};
 use crate::store::{LockHandle, LockOptions, LockTarget};
 use crate::tasks::{self, TaskExt};
 use crate::{Error, Result};
@@ -632,11 +632,7 @@ pub(crate) async fn fail_if_declined_by_all(ctx: &Context, id: &str) -> Result<(
             return Ok(());
         }
         let pools = ctx.store.list_components(POOL_KIND).await?;
-        let all_declined = pools.iter().all(|c| {
-            c.id.as_ref()
-                .is_some_and(|pool| request.declined_by.contains(pool))
-        });
-        if !all_declined {
+        if !declined_by_every_pool(&pools, &request.declined_by) {
             return Ok(());
         }
         request.state = Some(RequestState::Failed);
@@ -653,6 +649,14 @@ pub(crate) async fn fail_if_declined_by_all(ctx: &Context, id: &str) -> Result<(
     result
 }
 
+/// Whether every pool registered in `pools` is among `declined_by`: then
+/// no live pool is left to take the request.
+pub(crate) fn declined_by_every_pool(pools: &[Component], declined_by: &[String]) -> bool {
+    pools
+        .iter()
+        .all(|c| c.id.as_ref().is_some_and(|id| declined_by.contains(id)))
+}
+
 /// Add this pool to `declined_by`; the request fails if every registered
 /// pool declined it (`Ok(true)`), else goes back to `requested`.
 pub(crate) async fn mark_declined(
@@ -665,10 +669,7 @@ pub(crate) async fn mark_declined(
     }
     ctx.counters.bump(Counter::RequestsDeclined);
     let pools = ctx.store.list_components(POOL_KIND).await?;
-    let all_declined = pools.iter().all(|c| {
-        c.id.as_ref()
-            .is_some_and(|id| request.declined_by.contains(id))
-    });
+    let all_declined = declined_by_every_pool(&pools, &request.declined_by);
     request.state = Some(if all_declined {
         ctx.counters.bump(Counter::RequestsFailed);
         RequestState::Failed

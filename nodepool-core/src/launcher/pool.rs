@@ -280,11 +280,7 @@ impl PoolWorker {
         }
         let components = ctx.store.list_components(POOL_KIND).await?;
         for (id, declined_by) in &declined {
-            let all = components.iter().all(|c| {
-                c.id.as_ref()
-                    .is_some_and(|pool| declined_by.iter().any(|d| d == pool))
-            });
-            if all {
+            if handler::declined_by_every_pool(&components, declined_by) {
                 if let Err(e) = handler::fail_if_declined_by_all(ctx, id).await {
                     debug!(request_id = %id, error = %e, "could not fail a request every pool declined");
                 }
