@@ -5,7 +5,7 @@
 
 mod launcher_support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,13 @@ struct FlakyStore {
     node_locks: AtomicUsize,
     /// Node creates to fail after the node was created (a lost reply).
     node_creates: AtomicUsize,
+    /// Milliseconds each admission takes before it reaches the store (a
+    /// ZooKeeper commit's round trip).
+    admit_delay_ms: AtomicU64,
+    /// Admissions that reached the store.
+    admit_calls: AtomicUsize,
+    /// The most node records in the store right after an admission.
+    most_nodes: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -40,6 +47,9 @@ impl FlakyStore {
             inner,
             node_locks: AtomicUsize::new(0),
             node_creates: AtomicUsize::new(0),
+            admit_delay_ms: AtomicU64::new(0),
+            admit_calls: AtomicUsize::new(0),
+            most_nodes: AtomicUsize::new(0),
         }
     }
 }
@@ -79,7 +89,14 @@ impl NodeStore for FlakyStore {
         nodes: &[Node],
         tokens: &[AdmissionToken],
     ) -> Result<Vec<String>> {
+        let delay = self.admit_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let ids = self.inner.create_nodes_admitted(nodes, tokens).await?;
+        self.admit_calls.fetch_add(1, Ordering::SeqCst);
+        let count = self.inner.node_ids().await?.len();
+        self.most_nodes.fetch_max(count, Ordering::SeqCst);
         if take(&self.node_creates) {
             return Err(unavailable("create node"));
         }
@@ -224,7 +241,11 @@ impl Drop for Setup {
 }
 
 fn start(root: &MemoryStore, flaky: Arc<FlakyStore>) -> Setup {
-    let config = config(&yaml("", ""));
+    start_with(root, flaky, "")
+}
+
+fn start_with(root: &MemoryStore, flaky: Arc<FlakyStore>, pool_extra: &str) -> Setup {
+    let config = config(&yaml(pool_extra, ""));
     let cloud = FakeCloud::new(FakeCloudSettings::default());
     let launcher = Launcher::new(
         settings(),
@@ -351,4 +372,49 @@ async fn init_node_of_a_gone_request_is_deleted() {
         },
     )
     .await;
+}
+
+/// Requests that reach admission while another admission's store call is
+/// under way are created together, in one store call, and the grouped
+/// admissions never take the pool past its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_waiting_behind_one_are_created_together_within_the_limit() {
+    let root = MemoryStore::new();
+    let flaky = Arc::new(FlakyStore::new(root.session()));
+    flaky.admit_delay_ms.store(100, Ordering::SeqCst);
+    let setup = start_with(&root, flaky.clone(), "        max-servers: 6");
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(submit(&*setup.requestor).await);
+    }
+    for id in &ids {
+        wait_for("the request fulfilled", Duration::from_secs(30), || {
+            let store = setup.requestor.clone();
+            let id = id.clone();
+            async move {
+                let r = store.get_request(&id).await.ok()??;
+                (r.state == Some(RequestState::Fulfilled)).then_some(())
+            }
+        })
+        .await;
+    }
+    let calls = flaky.admit_calls.load(Ordering::SeqCst);
+    assert!(
+        calls < 6,
+        "6 requests made at once took {calls} admissions: none were grouped"
+    );
+    // Six more than the pool holds: they wait for room, and the grouped
+    // admissions never create past max-servers.
+    let mut more = Vec::new();
+    for _ in 0..6 {
+        more.push(submit(&*setup.requestor).await);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        flaky.admit_calls.load(Ordering::SeqCst),
+        calls,
+        "no node admitted past max-servers"
+    );
+    let most = flaky.most_nodes.load(Ordering::SeqCst);
+    assert!(most <= 6, "{most} node records for max-servers 6");
 }

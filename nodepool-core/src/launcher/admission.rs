@@ -40,13 +40,17 @@
 //! Records are created before the cloud is called, as ever, so what the
 //! cloud runs is bounded by the records.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use tokio::sync::{oneshot, Notify};
 use tracing::debug;
 
+use super::context::{AdmissionState, Context};
 use super::input;
 use super::launch::LaunchContext;
 use super::ledger::Ledger;
+use super::util::lock;
 use crate::config::Config;
 use crate::model::Node;
 use crate::scheduler::{Decision, DeclineReason, RequestInfo};
@@ -56,6 +60,10 @@ use crate::{Error, Result};
 /// Conflicts (other launchers admitting at the same moment) one batch
 /// retries through before it waits like a batch without room.
 const MAX_CONFLICTS: u32 = 64;
+
+/// How long after a conflict this launcher's admissions under the same
+/// counters are made one at a time, not in groups.
+const CONTENDED_FOR: Duration = Duration::from_secs(30);
 
 /// What a batch of new nodes is for.
 #[derive(Debug, Clone)]
@@ -86,9 +94,62 @@ pub(crate) fn counter_keys(config: &Config, provider: &str, tenant: Option<&str>
     keys
 }
 
+/// Batches of one pool whose check passed, created in one atomic step with
+/// the batch whose admission opened the group: the counters move once for
+/// all of them, and the store commits them together.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// The pool (its ledger's component name) whose batches may join.
+    pool: String,
+    joined: Vec<Joined>,
+}
+
+/// A batch waiting in a [`Group`].
+#[derive(Debug)]
+struct Joined {
+    nodes: Vec<Node>,
+    /// The ids of its nodes once created; dropped (or `None`) when the
+    /// group failed, and the batch is checked again.
+    reply: oneshot::Sender<Option<Vec<String>>>,
+}
+
+/// The open group of a provider's admissions, if any, and a wake-up for
+/// the admissions that wait for it to end.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupSlot {
+    open: Arc<Mutex<Option<Group>>>,
+    ended: Arc<Notify>,
+}
+
+impl GroupSlot {
+    fn take(&self) -> Option<Group> {
+        lock(&self.open).take()
+    }
+}
+
+/// Ends the group its leader opened when the leader ends, whichever way:
+/// the batches still in it (a leader cancelled) are checked again.
+struct Leading(GroupSlot);
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        drop(self.0.take());
+        self.0.ended.notify_waiters();
+    }
+}
+
 /// Create `nodes` (one per label of `batch`, in order) if they fit; their
 /// ids are set on success. `Ok(false)`: no room now (nothing created); the
 /// caller waits for quota to free, as after a quota refusal.
+///
+/// Batches of one pool that only the provider's counter limits are
+/// created in groups: the first checked opens a group and lets the
+/// admissions waiting behind it check theirs and join, then creates all
+/// of them in one atomic step. Every batch of the group was checked
+/// against the same counter versions, and each check counted the others
+/// through their plans in the pool's book, so together they fit as each
+/// alone did. One launcher's admissions then cost one store round trip a
+/// group instead of one each.
 pub(crate) async fn admit(
     launch: &LaunchContext,
     ledger: &Ledger,
@@ -104,74 +165,138 @@ pub(crate) async fn admit(
         batch.tenant.as_deref(),
     );
     let slot = ctx.admission_state(&launch.provider_cfg.name);
-    let mut state = slot.lock().await;
     let mut conflicts = 0;
     loop {
-        // The versions this launcher's last admission left are tried as
-        // they are: if another launcher admitted since, the atomic step
-        // fails and the counters are read (and the store listed) again.
-        let remembered: Option<Vec<AdmissionToken>> = keys
-            .iter()
-            .map(|k| {
-                state.versions.get(k).map(|v| AdmissionToken {
-                    key: k.clone(),
-                    version: *v,
-                })
-            })
-            .collect();
-        let tokens = match remembered {
-            Some(tokens) => {
-                // Nobody else admitted under these counters since this
-                // launcher's last admission (else the create fails), when
-                // the cache was checked against the store: the nodes it
-                // admitted since are all the cache may lack. Those its
-                // pool's other handlers still hold are counted through
-                // their plans (this batch's own are not: `fits` leaves its
-                // entry out); the others are read unless the cache has them.
-                let missing: Vec<String> = state
-                    .admitted
-                    .iter()
-                    .filter(|id| !ctx.nodes.contains(id))
-                    .cloned()
-                    .collect();
-                let (read, keep): (Vec<String>, Vec<String>) = if missing.is_empty() {
-                    (Vec::new(), Vec::new())
-                } else {
-                    let held = ledger.book().without(&batch.key).created_node_ids();
-                    missing.into_iter().partition(|id| !held.contains(id))
-                };
-                // Only those: the other changes since are states and
-                // deletions of nodes the cache counts already (a lag there
-                // counts too much, never too little), and a sync per batch
-                // would read every node changed meanwhile, a read each.
-                if let Err(e) = ctx.nodes.read(store, &read).await {
-                    state.versions.clear();
-                    return Err(e);
-                }
-                state.admitted = keep;
-                tokens
-            }
-            None => {
-                let mut tokens = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    tokens.push(store.admission_token(key).await?);
-                }
-                ctx.nodes.sync_fresh(store).await?;
-                state.admitted.clear();
-                tokens
+        let mut state = slot.lock().await;
+        // A tenant's counter spans pools and providers, whose plans no
+        // pool's book holds: such a batch is checked and created alone. So
+        // are batches while other launchers admit under the same counter:
+        // a group's longer check would lose to theirs again and again.
+        let joinable = keys.len() == 1
+            && state
+                .contended_until
+                .map_or(true, |until| Instant::now() >= until);
+        let group = state.group.clone();
+        let ended = group.ended.clone();
+        let wait = {
+            let open = lock(&group.open);
+            open.as_ref()
+                .is_some_and(|g| !joinable || g.pool != ledger.component_name)
+                .then(|| ended.notified())
+        };
+        if let Some(notified) = wait {
+            // Another pool's group (or a group this batch cannot join) is
+            // being created: its counter bump would fail this batch's, so
+            // wait for it.
+            drop(state);
+            notified.await;
+            continue;
+        }
+        let tokens = match counter_tokens(ctx, ledger, batch, &keys, &mut state).await {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                state.versions.clear();
+                return Err(e);
             }
         };
         if !fits(launch, ledger, batch, &snapshot.config).await {
-            debug!(key = %batch.key, labels = ?batch.labels, "no room to admit new nodes");
-            return Ok(false);
+            // The cache may still count nodes deleted since (their events
+            // wait to be read): before saying no, count again with them
+            // read. Room needs no such read, as a lag only counts more.
+            if let Err(e) = ctx.nodes.sync(store).await {
+                state.versions.clear();
+                return Err(e);
+            }
+            if !fits(launch, ledger, batch, &snapshot.config).await {
+                debug!(key = %batch.key, labels = ?batch.labels, "no room to admit new nodes");
+                return Ok(false);
+            }
+        }
+        if joinable {
+            let joined = {
+                let mut open = lock(&group.open);
+                match open.as_mut() {
+                    Some(g) => {
+                        let (reply, answer) = oneshot::channel();
+                        g.joined.push(Joined {
+                            nodes: nodes.to_vec(),
+                            reply,
+                        });
+                        Some(answer)
+                    }
+                    None => {
+                        *open = Some(Group {
+                            pool: ledger.component_name.clone(),
+                            joined: Vec::new(),
+                        });
+                        None
+                    }
+                }
+            };
+            if let Some(answer) = joined {
+                drop(state);
+                match answer.await {
+                    Ok(Some(ids)) => {
+                        for (node, id) in nodes.iter_mut().zip(ids) {
+                            node.id = id;
+                        }
+                        return Ok(true);
+                    }
+                    _ => {
+                        conflicts += 1;
+                        if conflicts >= MAX_CONFLICTS {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                }
+            }
+            // This batch leads the group: the admissions queued behind it
+            // on the lock (which is fair) check theirs and join first.
+            let leading = Leading(group.clone());
+            drop(state);
+            state = slot.lock().await;
+            let joined = group.take().map(|g| g.joined).unwrap_or_default();
+            let mut all: Vec<Node> = nodes.to_vec();
+            for j in &joined {
+                all.extend(j.nodes.iter().cloned());
+            }
+            let result = store.create_nodes_admitted(&all, &tokens).await;
+            let ids = match result {
+                Ok(ids) => ids,
+                Err(e) => {
+                    state.versions.clear();
+                    drop(joined);
+                    drop(leading);
+                    if !matches!(e, Error::VersionConflict { .. }) {
+                        return Err(e);
+                    }
+                    state.contended_until = Some(Instant::now() + CONTENDED_FOR);
+                    drop(state);
+                    conflicts += 1;
+                    debug!(key = %batch.key, error = %e, conflicts, "another launcher admitted nodes meanwhile; counting again");
+                    if conflicts >= MAX_CONFLICTS {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(backoff(&batch.key, conflicts)).await;
+                    continue;
+                }
+            };
+            admitted(&mut state, &tokens, &ids);
+            let mut ids = ids.into_iter();
+            for node in nodes.iter_mut() {
+                node.id = ids.next().unwrap_or_default();
+            }
+            for j in joined {
+                let theirs: Vec<String> = ids.by_ref().take(j.nodes.len()).collect();
+                let _ = j.reply.send(Some(theirs));
+            }
+            drop(leading);
+            return Ok(true);
         }
         match store.create_nodes_admitted(nodes, &tokens).await {
             Ok(ids) => {
-                state.versions = tokens
-                    .iter()
-                    .map(|t| (t.key.clone(), t.version + 1))
-                    .collect();
-                state.admitted.extend(ids.iter().cloned());
+                admitted(&mut state, &tokens, &ids);
                 for (node, id) in nodes.iter_mut().zip(ids) {
                     node.id = id;
                 }
@@ -179,11 +304,13 @@ pub(crate) async fn admit(
             }
             Err(Error::VersionConflict { target, .. }) => {
                 state.versions.clear();
+                state.contended_until = Some(Instant::now() + CONTENDED_FOR);
                 conflicts += 1;
                 debug!(key = %batch.key, %target, conflicts, "another launcher admitted nodes meanwhile; counting again");
                 if conflicts >= MAX_CONFLICTS {
                     return Ok(false);
                 }
+                drop(state);
                 // Spread the retries of launchers that collide again.
                 tokio::time::sleep(backoff(&batch.key, conflicts)).await;
             }
@@ -193,6 +320,78 @@ pub(crate) async fn admit(
             }
         }
     }
+}
+
+/// After an admission of `ids` with `tokens`: the versions it left, and
+/// its nodes, which the cache may not have yet.
+fn admitted(state: &mut AdmissionState, tokens: &[AdmissionToken], ids: &[String]) {
+    state.versions = tokens
+        .iter()
+        .map(|t| (t.key.clone(), t.version + 1))
+        .collect();
+    state.admitted.extend(ids.iter().cloned());
+}
+
+/// Steps 1 and 2: the counters' tokens, and the node cache brought up to
+/// what they cover.
+async fn counter_tokens(
+    ctx: &Context,
+    ledger: &Ledger,
+    batch: &Batch,
+    keys: &[String],
+    state: &mut AdmissionState,
+) -> Result<Vec<AdmissionToken>> {
+    let store = &*ctx.store;
+    // The versions this launcher's last admission left are tried as they
+    // are: if another launcher admitted since, the atomic step fails and
+    // the counters are read (and the store listed) again.
+    let remembered: Option<Vec<AdmissionToken>> = keys
+        .iter()
+        .map(|k| {
+            state.versions.get(k).map(|v| AdmissionToken {
+                key: k.clone(),
+                version: *v,
+            })
+        })
+        .collect();
+    if let Some(tokens) = remembered {
+        // Nobody else admitted under these counters since this launcher's
+        // last admission (else the create fails), when the cache was
+        // checked against the store: the nodes it admitted since are all
+        // the cache may lack. Those its pool's other handlers still hold
+        // are counted through their plans (this batch's own are not:
+        // `fits` leaves its entry out); the others are read unless the
+        // cache has them.
+        let missing: Vec<String> = state
+            .admitted
+            .iter()
+            .filter(|id| !ctx.nodes.contains(id))
+            .cloned()
+            .collect();
+        let (read, keep): (Vec<String>, Vec<String>) = if missing.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let held = ledger.book().without(&batch.key).created_node_ids();
+            missing.into_iter().partition(|id| !held.contains(id))
+        };
+        // Only those: the other changes since are states and deletions of
+        // nodes the cache counts already (a lag there counts too much,
+        // never too little), and a sync per batch would read every node
+        // changed meanwhile, a read each.
+        ctx.nodes.read(store, &read).await?;
+        state.admitted = keep;
+        return Ok(tokens);
+    }
+    let mut tokens = Vec::with_capacity(keys.len());
+    for key in keys {
+        tokens.push(store.admission_token(key).await?);
+    }
+    ctx.nodes.sync_fresh(store).await?;
+    state.admitted.clear();
+    // The cache now holds every node these versions cover: the batches
+    // that join a group next use them as remembered, without reading.
+    state.versions = tokens.iter().map(|t| (t.key.clone(), t.version)).collect();
+    Ok(tokens)
 }
 
 /// A short pause after the `n`th conflict, different for each key.

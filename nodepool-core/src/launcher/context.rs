@@ -130,6 +130,12 @@ pub(crate) struct AdmissionState {
     /// Nodes this launcher admitted since the node cache was last checked
     /// against the store: read again unless the cache has them.
     pub(crate) admitted: Vec<String>,
+    /// The batches checked and waiting to be created together with the
+    /// one whose admission opened the group (see `admission.rs`).
+    pub(crate) group: super::admission::GroupSlot,
+    /// Until when another launcher is taken to admit under the same
+    /// counters (its admissions made one of ours fail lately).
+    pub(crate) contended_until: Option<std::time::Instant>,
 }
 
 impl Context {

@@ -264,18 +264,6 @@ impl Deleter {
     /// last [`DELETING_GRACE`].
     async fn consider(&self, id: &str) -> Result<Option<Duration>> {
         let ctx = &*self.ctx;
-        // Most offers are a node's other changes (building, ready, in use):
-        // the node cache, brought up to date, tells those apart with the
-        // one read of each change that the pool passes need anyway, so only
-        // a node in a cleanup state costs a read of its own.
-        ctx.nodes.sync(&*ctx.store).await?;
-        if !ctx.nodes.with(|nodes| {
-            nodes
-                .get(id)
-                .is_some_and(|n| n.state.is_some_and(|s| CLEANUP_STATES.contains(&s)))
-        }) {
-            return Ok(None);
-        }
         let Some(node) = ctx.store.get_node(id).await? else {
             return Ok(None);
         };
