@@ -29,7 +29,7 @@ pub use config::{
     LabelImage, OpenStackCloudImage, OpenStackConfig, OpenStackDiskImage, OpenStackLabel,
     OpenStackPool,
 };
-pub use network::PortCleanup;
+pub use network::{PortCleanup, LEAKED_FLOATING_IPS, LEAKED_PORTS};
 pub use parse::{openstack_provider_view, parse_openstack_provider};
 pub use provider::OpenStackProvider;
 

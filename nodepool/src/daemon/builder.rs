@@ -33,7 +33,7 @@ use nodepool_core::config::{Config, DriverRegistry};
 use nodepool_core::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
 use nodepool_core::model::{Component, ComponentState, BUILDER};
 use nodepool_core::provider::{
-    CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, Provider,
+    CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, LeakedResources, Provider,
     ProviderCapabilities, RegisteredHosts, Resources,
 };
 use nodepool_dib::{DibImageBuilder, DibSettings};
@@ -496,6 +496,10 @@ impl Provider for LoggedUploads {
         external_id: &str,
     ) -> nodepool_core::Result<Option<String>> {
         self.inner.console_log(pool, label, external_id).await
+    }
+
+    async fn cleanup_leaked_resources(&self) -> nodepool_core::Result<LeakedResources> {
+        self.inner.cleanup_leaked_resources().await
     }
 
     fn registered(&self) -> Option<&dyn RegisteredHosts> {

@@ -25,7 +25,10 @@
 //!   attempt, as upstream): a counter and a `|ms` timing of the mean time
 //!   since the launch started, sampled at `1/n` so a statsd server counts
 //!   `n` launches;
-//! - upstream's `nodepool.provider.<p>.leaked.instances` counters;
+//! - upstream's `nodepool.provider.<p>.leaked.instances` counters, and
+//!   `nodepool.provider.<p>.leaked.ports` and `.leaked.floatingips` (the
+//!   OpenStack driver's cleanup of leaked ports and floating IPs, counted
+//!   by the launcher's leak pass);
 //! - upstream's task timers `nodepool.task.<provider>.<operation>`: per
 //!   provider call (`create_instance`, `get_instance`, `quota`, ...) since
 //!   the last report, a counter and a `|ms` timing of the mean duration
@@ -419,8 +422,9 @@ pub(crate) fn count_and_time(out: &mut Vec<String>, key: &str, n: u64, millis: u
 }
 
 /// Upstream's `recordLaunchStats` keys for the launch attempts, and its
-/// `nodepool.provider.<p>.leaked.instances` counters, between two
-/// snapshots; keys without new events are left out.
+/// `nodepool.provider.<p>.leaked.instances` and
+/// `nodepool.provider.<p>.leaked.<kind>` (`ports`, `floatingips`)
+/// counters, between two snapshots; keys without new events are left out.
 pub(crate) fn keyed_lines(before: &KeyedCounts, now: &KeyedCounts) -> Vec<String> {
     let mut sums: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (key, totals) in &now.launches {
@@ -472,6 +476,20 @@ pub(crate) fn keyed_lines(before: &KeyedCounts, now: &KeyedCounts) -> Vec<String
         if n > 0 {
             out.push(format!(
                 "nodepool.provider.{provider}.leaked.instances:{n}|c"
+            ));
+        }
+    }
+    for (provider, kind, n) in &now.leaked_resources {
+        let old = before
+            .leaked_resources
+            .iter()
+            .find(|(p, k, _)| p == provider && k == kind)
+            .map_or(0, |(_, _, n)| *n);
+        let n = n.saturating_sub(old);
+        if n > 0 {
+            out.push(format!(
+                "nodepool.provider.{provider}.leaked.{}:{n}|c",
+                normalize(kind)
             ));
         }
     }
@@ -716,6 +734,7 @@ mod tests {
                 100,
             )],
             leaked_instances: vec![("p1".to_owned(), 1)],
+            leaked_resources: vec![("p1".to_owned(), "ports", 2)],
             validations: vec![(
                 "img".to_owned(),
                 "failed",
@@ -732,6 +751,10 @@ mod tests {
                 launch("p2", None, None, "error.unknown", 1, 50),
             ],
             leaked_instances: vec![("p1".to_owned(), 3)],
+            leaked_resources: vec![
+                ("p1".to_owned(), "floatingips", 1),
+                ("p1".to_owned(), "ports", 2),
+            ],
             validations: vec![
                 (
                     "img".to_owned(),
@@ -769,6 +792,7 @@ mod tests {
                 "nodepool.launch.requestor.zuul_example_org.ready:2|c",
                 "nodepool.launch.requestor.zuul_example_org.ready:200|ms|@0.5",
                 "nodepool.provider.p1.leaked.instances:2|c",
+                "nodepool.provider.p1.leaked.floatingips:1|c",
                 "nodepool.image_validation.img.failed:1|c",
                 "nodepool.image_validation.img.failed:2000|ms",
                 "nodepool.image_validation.img.passed:1|c",

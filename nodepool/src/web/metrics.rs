@@ -118,6 +118,13 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `part` with every character a metric name cannot hold as `_`.
+fn metric_name_part(part: &str) -> String {
+    part.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     let labels = |k: &nodepool_core::launcher::LaunchKey| {
         format!(
@@ -151,6 +158,23 @@ fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     let _ = writeln!(out, "# TYPE {name} counter");
     for (provider, n) in &keyed.leaked_instances {
         let _ = writeln!(out, "{name}{{provider=\"{}\"}} {n}", escape(provider));
+    }
+    // Upstream's `nodepool.provider.<p>.leaked.<kind>` of the other
+    // leaked resources (`ports`, `floatingips`): one family per kind, as
+    // `nodepool_provider_leaked_instances_total`.
+    let mut kinds: Vec<&str> = keyed.leaked_resources.iter().map(|(_, k, _)| *k).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        let name = format!("nodepool_provider_leaked_{}_total", metric_name_part(kind));
+        let _ = writeln!(
+            out,
+            "# HELP {name} Leaked {kind} deleted by the provider's cleanup, by provider."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (provider, _, n) in keyed.leaked_resources.iter().filter(|(_, k, _)| *k == kind) {
+            let _ = writeln!(out, "{name}{{provider=\"{}\"}} {n}", escape(provider));
+        }
     }
     let name = "nodepool_image_validations_total";
     let _ = writeln!(
@@ -209,7 +233,10 @@ impl Metrics {
     /// as `nodepool_launch_results_total{provider, az, requestor, result}`
     /// and `nodepool_launch_results_seconds_total{...}`, and its
     /// `nodepool.provider.<p>.leaked.instances` as
-    /// `nodepool_provider_leaked_instances_total{provider}`.
+    /// `nodepool_provider_leaked_instances_total{provider}`, and its
+    /// `nodepool.provider.<p>.leaked.<kind>` of other leaked resources as
+    /// `nodepool_provider_leaked_<kind>_total{provider}` (`ports`,
+    /// `floatingips`).
     pub fn with_keyed(mut self, keyed: KeyedSource) -> Self {
         self.keyed = Some(keyed);
         self

@@ -273,6 +273,10 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
             },
         )],
         leaked_instances: vec![("fake-a".to_owned(), 4)],
+        leaked_resources: vec![
+            ("fake-a".to_owned(), "floatingips", 1),
+            ("fake-a".to_owned(), "ports", 2),
+        ],
         validations: vec![(
             "ubuntu".to_owned(),
             "failed",
@@ -299,6 +303,11 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
         "nodepool_launch_results_seconds_total{labels} 1.5\n"
     )));
     assert!(body.contains("nodepool_provider_leaked_instances_total{provider=\"fake-a\"} 4\n"));
+    assert!(body.contains("nodepool_provider_leaked_ports_total{provider=\"fake-a\"} 2\n"));
+    assert!(
+        body.contains("nodepool_provider_leaked_floatingips_total{provider=\"fake-a\"} 1\n"),
+        "{body}"
+    );
     assert!(
         body.contains("nodepool_image_validations_total{image=\"ubuntu\",result=\"failed\"} 3\n"),
         "{body}"
