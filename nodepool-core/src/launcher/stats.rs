@@ -251,6 +251,16 @@ pub struct KeyedCounts {
     pub validations: Vec<(String, &'static str, LaunchTotals)>,
 }
 
+/// The queue lengths of a launcher's caches (see
+/// [`Launcher::cache_queues`](super::Launcher::cache_queues)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LauncherCacheQueues {
+    /// The node cache's.
+    pub nodes: super::CacheQueues,
+    /// The request cache's.
+    pub requests: super::CacheQueues,
+}
+
 /// What one pool worker is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolStatus {

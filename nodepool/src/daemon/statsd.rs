@@ -37,6 +37,12 @@
 //!   names the key after the REST call under the same
 //!   `nodepool.task.<provider>` prefix; here the operation is the
 //!   provider verb, whatever the driver;
+//! - upstream's per-launcher gauges of its ZooKeeper client,
+//!   `nodepool.launcher.<hostname>.zk.client.connection_queue` (the
+//!   ZooKeeper store's requests not answered yet; not on the embedded
+//!   store) and `.zk.node_cache.event_queue`, `.zk.node_cache.playback_queue`,
+//!   `.zk.request_cache.event_queue`, `.zk.request_cache.playback_queue`
+//!   (the launcher's caches' queues), at every report;
 //! - counters without an upstream name under upstream's per-launcher root
 //!   `nodepool.launcher.<hostname>.`: `requests.fulfilled`,
 //!   `requests.failed`, `requests.declined`, `nodes.deleted`,
@@ -55,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::config::Config;
-use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts};
+use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts, LauncherCacheQueues};
 use nodepool_core::model::{Component, NodeState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
@@ -65,6 +71,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::OutstandingSource;
 use crate::web::CensusSource;
 
 /// The largest datagram sent (the Python client's `maxudpsize`).
@@ -132,6 +139,11 @@ pub(crate) struct StatsSources {
     pub(crate) hostname: String,
     /// The task metrics of the launcher's providers.
     pub(crate) tasks: Arc<ProviderMetrics>,
+    /// The queue lengths of the launcher's node and request caches.
+    pub(crate) queues: Arc<dyn Fn() -> LauncherCacheQueues + Send + Sync>,
+    /// The ZooKeeper store's requests not answered yet; `None` on the
+    /// embedded store.
+    pub(crate) zk_outstanding: Option<OutstandingSource>,
 }
 
 /// Start reporting until `cancel`; the task ends with it.
@@ -223,6 +235,12 @@ async fn report(
     let tasks = sources.tasks.snapshot();
     lines.extend(task_lines(&previous.tasks, &tasks));
     previous.tasks = tasks;
+    let outstanding = sources.zk_outstanding.as_ref().map(|f| f());
+    lines.extend(zk_queue_lines(
+        &sources.hostname,
+        outstanding,
+        &(sources.queues)(),
+    ));
     send(socket, settings, &lines).await;
 }
 
@@ -354,6 +372,34 @@ pub(crate) fn tenant_limit_lines(config: &Config) -> Vec<String> {
 
 fn gauge_lines(gauges: &BTreeMap<String, i64>) -> impl Iterator<Item = String> + '_ {
     gauges.iter().map(|(k, v)| format!("{k}:{v}|g"))
+}
+
+/// Upstream's `ZooKeeper.reportStats` gauges under
+/// `nodepool.launcher.<hostname>.zk.` (the host name as it is, as upstream's
+/// `socket.gethostname()`): `client.connection_queue`, this store's
+/// ZooKeeper requests not answered yet (left out on the embedded store,
+/// which has no ZooKeeper client), and the `event_queue` and
+/// `playback_queue` of the node and request caches. Upstream's
+/// `image_cache` gauges have no counterpart: the launcher keeps no image
+/// cache (it reads uploads from the store when it needs them).
+pub(crate) fn zk_queue_lines(
+    hostname: &str,
+    outstanding: Option<usize>,
+    queues: &LauncherCacheQueues,
+) -> Vec<String> {
+    let root = format!("nodepool.launcher.{hostname}.zk");
+    let mut out = Vec::with_capacity(5);
+    if let Some(n) = outstanding {
+        out.push(format!("{root}.client.connection_queue:{n}|g"));
+    }
+    for (cache, q) in [
+        ("node_cache", queues.nodes),
+        ("request_cache", queues.requests),
+    ] {
+        out.push(format!("{root}.{cache}.event_queue:{}|g", q.events));
+        out.push(format!("{root}.{cache}.playback_queue:{}|g", q.playback));
+    }
+    out
 }
 
 /// The counter lines for what happened between two snapshots. Zero deltas
@@ -564,7 +610,7 @@ pub(crate) fn datagrams(lines: &[String], prefix: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodepool_core::launcher::{LaunchKey, LaunchTotals};
+    use nodepool_core::launcher::{CacheQueues, LaunchKey, LaunchTotals};
     use nodepool_core::model::{Node, NodeRequest};
     use nodepool_core::store::MemoryStore;
 
@@ -803,6 +849,34 @@ mod tests {
     }
 
     #[test]
+    fn zk_gauges_use_upstreams_names_and_the_host_name_as_it_is() {
+        let queues = LauncherCacheQueues {
+            nodes: CacheQueues {
+                events: 4,
+                playback: 1,
+            },
+            requests: CacheQueues {
+                events: 0,
+                playback: 7,
+            },
+        };
+        assert_eq!(
+            zk_queue_lines("node1.example.org", Some(2), &queues),
+            [
+                "nodepool.launcher.node1.example.org.zk.client.connection_queue:2|g",
+                "nodepool.launcher.node1.example.org.zk.node_cache.event_queue:4|g",
+                "nodepool.launcher.node1.example.org.zk.node_cache.playback_queue:1|g",
+                "nodepool.launcher.node1.example.org.zk.request_cache.event_queue:0|g",
+                "nodepool.launcher.node1.example.org.zk.request_cache.playback_queue:7|g",
+            ]
+        );
+        // The embedded store has no ZooKeeper client to measure.
+        let embedded = zk_queue_lines("h", None, &queues);
+        assert_eq!(embedded.len(), 4);
+        assert!(embedded.iter().all(|l| !l.contains("connection_queue")));
+    }
+
+    #[test]
     fn datagrams_hold_at_most_512_bytes_and_carry_the_prefix() {
         let lines: Vec<String> = (0..100)
             .map(|i| format!("nodepool.label.l{i}.nodes.ready:0|g"))
@@ -827,18 +901,31 @@ mod tests {
         assert_eq!(s.map(|s| s.target), Some("[::1]:9".to_owned()));
     }
 
-    /// Receive datagrams until one line satisfies `want`, or panic.
-    async fn wait_for_line(socket: &UdpSocket, want: impl Fn(&str) -> bool) -> String {
-        let mut buf = vec![0u8; 65536];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
-                .await
-                .expect("statsd line before the deadline")
-                .expect("recv");
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if let Some(line) = text.lines().find(|l| want(l)) {
-                return line.to_owned();
+    /// Lines received and not looked at yet.
+    struct Received<'a> {
+        socket: &'a UdpSocket,
+        pending: std::collections::VecDeque<String>,
+    }
+
+    impl Received<'_> {
+        /// The next line (in the order sent) that satisfies `want`; the
+        /// lines before it are dropped, those after it kept. Panics after
+        /// ten seconds.
+        async fn wait_for_line(&mut self, want: impl Fn(&str) -> bool) -> String {
+            let mut buf = vec![0u8; 65536];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                while let Some(line) = self.pending.pop_front() {
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf))
+                    .await
+                    .expect("statsd line before the deadline")
+                    .expect("recv");
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.pending.extend(text.lines().map(str::to_owned));
             }
         }
     }
@@ -877,13 +964,35 @@ mod tests {
                 config: Arc::new(move || Arc::clone(&config)),
                 hostname: "h".to_owned(),
                 tasks: Arc::new(ProviderMetrics::new()),
+                queues: Arc::new(|| LauncherCacheQueues {
+                    nodes: CacheQueues {
+                        events: 1,
+                        playback: 2,
+                    },
+                    requests: CacheQueues::default(),
+                }),
+                zk_outstanding: Some(Arc::new(|| 3)),
             },
             cancel.clone(),
         );
-        let line = wait_for_line(&receiver, |l| l.starts_with("nodepool.nodes.ready:")).await;
+        let mut received = Received {
+            socket: &receiver,
+            pending: Default::default(),
+        };
+        let line = received
+            .wait_for_line(|l| l.starts_with("nodepool.nodes.ready:"))
+            .await;
         assert_eq!(line, "nodepool.nodes.ready:0|g");
-        let line = wait_for_line(&receiver, |l| l.contains("max_servers")).await;
+        let line = received.wait_for_line(|l| l.contains("max_servers")).await;
         assert_eq!(line, "nodepool.provider.fake-a.max_servers:7|g");
+        let line = received
+            .wait_for_line(|l| l.contains("connection_queue"))
+            .await;
+        assert_eq!(line, "nodepool.launcher.h.zk.client.connection_queue:3|g");
+        let line = received
+            .wait_for_line(|l| l.contains("node_cache.playback"))
+            .await;
+        assert_eq!(line, "nodepool.launcher.h.zk.node_cache.playback_queue:2|g");
 
         // A change in the store is reported without waiting for the interval.
         keyed.lock().expect("lock").launches = vec![launch("fake-a", None, None, "ready", 1, 5)];
@@ -891,12 +1000,13 @@ mod tests {
             .create_node(&node("fake-a", "small", NodeState::Ready))
             .await
             .expect("create");
-        let line = wait_for_line(&receiver, |l| {
-            l.starts_with("nodepool.label.small.nodes.ready:1")
-        })
-        .await;
+        let line = received
+            .wait_for_line(|l| l.starts_with("nodepool.label.small.nodes.ready:1"))
+            .await;
         assert_eq!(line, "nodepool.label.small.nodes.ready:1|g");
-        let line = wait_for_line(&receiver, |l| l.starts_with("nodepool.launch.ready:")).await;
+        let line = received
+            .wait_for_line(|l| l.starts_with("nodepool.launch.ready:"))
+            .await;
         assert_eq!(line, "nodepool.launch.ready:1|c");
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts, Launcher};
+use nodepool_core::launcher::{
+    Census, CounterSnapshot, KeyedCounts, Launcher, LauncherCacheQueues,
+};
 use nodepool_core::model::{NodeState, RequestState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
@@ -41,7 +43,12 @@ pub struct Metrics {
     keyed: Option<KeyedSource>,
     census: Option<CensusSource>,
     tasks: Option<Arc<ProviderMetrics>>,
+    queues: Option<QueueSource>,
+    zk_outstanding: Option<crate::daemon::OutstandingSource>,
 }
+
+/// Where the launcher's cache queue lengths come from.
+pub type QueueSource = Arc<dyn Fn() -> LauncherCacheQueues + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +57,8 @@ impl std::fmt::Debug for Metrics {
             .field("keyed", &self.keyed.is_some())
             .field("census", &self.census.is_some())
             .field("tasks", &self.tasks.is_some())
+            .field("queues", &self.queues.is_some())
+            .field("zk_outstanding", &self.zk_outstanding.is_some())
             .finish()
     }
 }
@@ -249,6 +258,23 @@ impl Metrics {
         self
     }
 
+    /// Expose the launcher's cache queues (upstream's
+    /// `nodepool.launcher.<hostname>.zk.*_cache.*` gauges) as
+    /// `nodepool_cache_event_queue{cache}` and
+    /// `nodepool_cache_playback_queue{cache}` (`cache`: `node`, `request`),
+    /// and with `zk_outstanding` (the ZooKeeper store) its requests not
+    /// answered yet (upstream's `zk.client.connection_queue`) as
+    /// `nodepool_zk_connection_queue`.
+    pub fn with_queues(
+        mut self,
+        queues: QueueSource,
+        zk_outstanding: Option<crate::daemon::OutstandingSource>,
+    ) -> Self {
+        self.queues = Some(queues);
+        self.zk_outstanding = zk_outstanding;
+        self
+    }
+
     /// Take node and request counts from `census` (a launcher's caches)
     /// instead of listing the web app's store at every scrape.
     pub fn with_census(mut self, census: CensusSource) -> Self {
@@ -328,6 +354,35 @@ impl Metrics {
 
         if let Some(keyed) = &self.keyed {
             render_keyed(&mut out, &keyed());
+        }
+        if let Some(queues) = &self.queues {
+            let q = queues();
+            for (name, help, value) in [
+                (
+                    "nodepool_cache_event_queue",
+                    "Store events a launcher cache has not taken in yet (upstream's zk.<cache>.event_queue).",
+                    [q.nodes.events, q.requests.events],
+                ),
+                (
+                    "nodepool_cache_playback_queue",
+                    "Records a launcher cache has to read again (upstream's zk.<cache>.playback_queue).",
+                    [q.nodes.playback, q.requests.playback],
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                let _ = writeln!(out, "{name}{{cache=\"node\"}} {}", value[0]);
+                let _ = writeln!(out, "{name}{{cache=\"request\"}} {}", value[1]);
+            }
+        }
+        if let Some(outstanding) = &self.zk_outstanding {
+            let name = "nodepool_zk_connection_queue";
+            let _ = writeln!(
+                out,
+                "# HELP {name} ZooKeeper requests of the store not answered yet (upstream's zk.client.connection_queue)."
+            );
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", outstanding());
         }
 
         let mut by_node_state: BTreeMap<&str, u64> =

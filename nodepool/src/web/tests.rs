@@ -320,6 +320,38 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
     );
 }
 
+#[tokio::test]
+async fn metrics_expose_the_cache_queues_and_the_zookeeper_requests_outstanding() {
+    use nodepool_core::launcher::{CacheQueues, LauncherCacheQueues};
+    let store = MemoryStore::new();
+    let queues = LauncherCacheQueues {
+        nodes: CacheQueues {
+            events: 1,
+            playback: 2,
+        },
+        requests: CacheQueues {
+            events: 3,
+            playback: 4,
+        },
+    };
+    let metrics = Metrics::new().with_queues(Arc::new(move || queues), Some(Arc::new(|| 5)));
+    let state = Arc::new(
+        WebState::new(Arc::new(store.session()), config(), None).with_metrics(Arc::new(metrics)),
+    );
+    let app = router(Arc::clone(&state));
+    let (status, body, _) = call(&app, get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "nodepool_cache_event_queue{cache=\"node\"} 1\n",
+        "nodepool_cache_playback_queue{cache=\"node\"} 2\n",
+        "nodepool_cache_event_queue{cache=\"request\"} 3\n",
+        "nodepool_cache_playback_queue{cache=\"request\"} 4\n",
+        "nodepool_zk_connection_queue 5\n",
+    ] {
+        assert!(body.contains(line), "{line} in {body}");
+    }
+}
+
 fn post_json(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
     let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
