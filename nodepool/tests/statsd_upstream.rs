@@ -3,7 +3,7 @@
 //! fake cloud, every launcher row marked "sent" that a fulfilled request and
 //! a deleted node can produce arrives with the documented type; on the
 //! OpenStack simulator, the rows only OpenStack produces (leaked ports and
-//! floating IPs) arrive too. Every name that arrives is documented. (The
+//! floating IPs, openstacksdk's per-call metrics) arrive too. Every name that arrives is documented. (The
 //! `zk.client.connection_queue` gauge needs ZooKeeper: zk_statsd.rs.)
 //!
 //! Run with `cargo test -p nodepool --test statsd_upstream`.
@@ -36,10 +36,22 @@ const NOT_IN_THIS_RUN: &[&str] = &[
     "nodepool.launcher.<hostname>.zk.client.connection_queue",
 ];
 
+/// openstacksdk's per-call rows: the OpenStack run.
+const OPENSTACK_API: &[&str] = &[
+    "openstack.api.<service>.<METHOD>.<name>.<status>",
+    "openstack.api.<service>.<METHOD>.<name>.attempted",
+    "openstack.api.<service>.<METHOD>.<name>.failed",
+    "openstack.api.<service>.<METHOD>.<name>.over_1000",
+];
+
 /// The rows the OpenStack run must produce.
 const OPENSTACK_RUN: &[&str] = &[
     "nodepool.provider.<provider>.leaked.ports",
     "nodepool.provider.<provider>.leaked.floatingips",
+    "openstack.api.<service>.<METHOD>.<name>.<status>",
+    "openstack.api.<service>.<METHOD>.<name>.attempted",
+    "openstack.api.<service>.<METHOD>.<name>.failed",
+    "openstack.api.<service>.<METHOD>.<name>.over_1000",
 ];
 
 /// The requestor of the test's request: dots and colons are normalized.
@@ -285,7 +297,11 @@ async fn statsd_datagrams_of_a_run_match_the_documented_upstream_names_and_types
     }
     let wanted: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.sent && !NOT_IN_THIS_RUN.contains(&r.pattern.as_str()))
+        .filter(|r| {
+            r.sent
+                && !NOT_IN_THIS_RUN.contains(&r.pattern.as_str())
+                && !OPENSTACK_API.contains(&r.pattern.as_str())
+        })
         .collect();
     assert!(
         wanted.len() >= 10,
@@ -381,6 +397,7 @@ fn sim_config(port: u16) -> String {
   listen_address: 127.0.0.1
 labels:
   - name: small
+    min-ready: 1
 providers:
   - name: sim
     driver: openstack
@@ -406,12 +423,16 @@ providers:
 /// OpenStack driver delete an unattached floating IP (first pass) and a
 /// compute port left DOWN (seen DOWN in the first pass, deleted in the
 /// second): upstream's `nodepool.provider.sim.leaked.floatingips` and
-/// `.leaked.ports` counters arrive, with the count, and `/metrics` shows
-/// the same figures.
+/// `.leaked.ports` counters arrive, with the count. The driver's REST
+/// calls (a `min-ready` node, quota reads, the cleanup) arrive as
+/// openstacksdk's per-call counters and timers, with `STATSD_HOST` and
+/// `STATSD_PORT` as their server and the default prefix; a connection the
+/// cloud drops counts as `.failed`, an answer after 1.1 s as `.over_1000`.
+/// `/metrics` shows the same figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statsd_datagrams_of_an_openstack_run_carry_its_leak_counters() {
+async fn statsd_datagrams_of_an_openstack_run_carry_its_leak_counters_and_call_metrics() {
     use nodepool_openstack_sim::state::{FloatingIp, Port};
-    use nodepool_openstack_sim::{SimConfig, SimState};
+    use nodepool_openstack_sim::{FaultRule, Faults, SimConfig, SimState};
 
     let rows = documented_rows();
     let wanted: Vec<&Row> = rows
@@ -447,6 +468,25 @@ async fn statsd_datagrams_of_an_openstack_run_carry_its_leak_counters() {
         };
         c.floating_ips.insert(fip.id.clone(), fip);
     });
+    sim.set_faults(Faults {
+        rules: vec![
+            FaultRule {
+                method: Some("GET".into()),
+                path: Some("/compute/v2.1/limits".into()),
+                drop_connection: true,
+                times: Some(1),
+                ..FaultRule::default()
+            },
+            FaultRule {
+                method: Some("GET".into()),
+                path: Some("/compute/v2.1/flavors/detail".into()),
+                delay_ms: Some(1100),
+                times: Some(1),
+                ..FaultRule::default()
+            },
+        ],
+        ..Faults::default()
+    });
     let (base, _serving) = nodepool_openstack_sim::start(sim.clone())
         .await
         .expect("start the simulator");
@@ -477,13 +517,41 @@ async fn statsd_datagrams_of_an_openstack_run_carry_its_leak_counters() {
             "{line} not received: {lines:#?}"
         );
     }
-    let (ports, fips) = sim.read(|c| (c.ports.len(), c.floating_ips.len()));
-    assert_eq!((ports, fips), (0, 0), "both deleted in the cloud");
+    let (port_left, fip_left) = sim.read(|c| {
+        (
+            c.ports.contains_key("leaked-port"),
+            c.floating_ips.contains_key("leaked-fip"),
+        )
+    });
+    assert!(!port_left && !fip_left, "both deleted in the cloud");
+
+    // openstacksdk's names for the calls this run made.
+    let got = collector.seen();
+    for (name, kind) in [
+        ("openstack.api.compute.POST.compute_servers.202", "c"),
+        ("openstack.api.compute.POST.compute_servers.202", "ms"),
+        ("openstack.api.compute.POST.compute_servers.attempted", "c"),
+        ("openstack.api.compute.GET.limits.failed", "c"),
+        ("openstack.api.compute.GET.flavors_detail.over_1000", "c"),
+        ("openstack.api.network.DELETE.network_port.204", "c"),
+    ] {
+        assert!(
+            got.contains(&(name.to_owned(), kind.to_owned())),
+            "{name}|{kind} not received: {got:#?}"
+        );
+    }
+    assert!(
+        !got.iter()
+            .any(|(n, _)| n.contains("identity") || n.contains("tokens")),
+        "Keystone's token requests are not reported: {got:#?}"
+    );
     let (status, metrics) = daemon.get("/metrics").expect("/metrics answers");
     assert_eq!(status, 200);
     for line in [
         "nodepool_provider_leaked_floatingips_total{provider=\"sim\"} 1\n",
         "nodepool_provider_leaked_ports_total{provider=\"sim\"} 1\n",
+        "nodepool_driver_metric_total{metric=\"openstack.api.compute.GET.limits.failed\"} 1\n",
+        "nodepool_driver_metric_total{metric=\"openstack.api.compute.GET.flavors_detail.over_1000\"} 1\n",
     ] {
         assert!(metrics.contains(line), "{line} in /metrics:\n{metrics}");
     }

@@ -41,11 +41,13 @@ use async_trait::async_trait;
 
 use crate::{Error, Result};
 
+mod driver_metrics;
 mod ext;
 mod registered;
 mod resources;
 pub mod wrappers;
 
+pub use driver_metrics::{DriverMetrics, MetricSeries, MetricTotals};
 pub use ext::{
     for_each_instance, list_all_instances, poll_until_active, wait_active_with, wait_gone,
     BootClassifier, ProviderExt, DEFAULT_POLL_INTERVAL,

@@ -98,7 +98,21 @@ impl OpenStackProvider {
         config: Arc<OpenStackConfig>,
         cloud: super::clouds_yaml::CloudConfig,
     ) -> std::result::Result<Self, OpenStackError> {
-        let client = OpenStackClient::new(cloud, CALL_TIMEOUT)?;
+        Self::connect_reporting(config, cloud, None)
+    }
+
+    /// [`OpenStackProvider::connect`], the client recording openstacksdk's
+    /// per-call metrics into `metrics` when the cloud configures statsd
+    /// ([`CloudConfig::api_statsd`](super::clouds_yaml::CloudConfig::api_statsd)).
+    pub fn connect_reporting(
+        config: Arc<OpenStackConfig>,
+        cloud: super::clouds_yaml::CloudConfig,
+        metrics: Option<Arc<nodepool_core::provider::DriverMetrics>>,
+    ) -> std::result::Result<Self, OpenStackError> {
+        let mut client = OpenStackClient::new(cloud, CALL_TIMEOUT)?;
+        if let Some(metrics) = metrics {
+            client = client.reporting_to(metrics);
+        }
         Ok(Self::new(config, client))
     }
 

@@ -218,6 +218,9 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
     }
 
     let cancel = CancellationToken::new();
+    // The drivers' own metrics (openstacksdk's per-call ones of uploads),
+    // to the statsd server their configuration names.
+    super::driver_statsd::spawn(Arc::clone(reg.metrics()), cancel.clone());
     if let Some(settings) = super::statsd::StatsdSettings::from_env() {
         let (stats_of, status_of) = (Arc::clone(&builder), Arc::clone(&builder));
         let source = super::builder_stats::BuilderStatsSource {

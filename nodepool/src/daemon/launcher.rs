@@ -88,7 +88,8 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         .with_keyed(Arc::new(move || keyed_of.keyed_counts()))
         .with_census(Arc::clone(&census))
         .with_tasks(Arc::clone(&tasks))
-        .with_queues(Arc::clone(&queues), zk_outstanding.clone());
+        .with_queues(Arc::clone(&queues), zk_outstanding.clone())
+        .with_driver_metrics(Arc::clone(reg.metrics()));
     let web = Arc::new(
         WebState::new(
             Arc::clone(&store),
@@ -123,6 +124,9 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         }
     });
 
+    // The drivers' own metrics (openstacksdk's per-call ones), to the
+    // statsd server their configuration names.
+    super::driver_statsd::spawn(Arc::clone(reg.metrics()), cancel.clone());
     if let Some(settings) = super::statsd::StatsdSettings::from_env() {
         let (counters_of, config_of) = (Arc::clone(&launcher), Arc::clone(&web));
         let keyed_of = Arc::clone(&launcher);

@@ -3,6 +3,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod builder_stats;
+pub(crate) mod driver_statsd;
 pub(crate) mod launcher;
 pub(crate) mod statsd;
 

@@ -12,6 +12,7 @@ use nodepool_core::launcher::{
 };
 use nodepool_core::model::{NodeState, RequestState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
+use nodepool_core::provider::{DriverMetrics, MetricSeries};
 use nodepool_core::store::NodeStore;
 
 /// Where the launcher's counters come from.
@@ -45,6 +46,7 @@ pub struct Metrics {
     tasks: Option<Arc<ProviderMetrics>>,
     queues: Option<QueueSource>,
     zk_outstanding: Option<crate::daemon::OutstandingSource>,
+    driver_metrics: Option<Arc<DriverMetrics>>,
 }
 
 /// Where the launcher's cache queue lengths come from.
@@ -59,6 +61,7 @@ impl std::fmt::Debug for Metrics {
             .field("tasks", &self.tasks.is_some())
             .field("queues", &self.queues.is_some())
             .field("zk_outstanding", &self.zk_outstanding.is_some())
+            .field("driver_metrics", &self.driver_metrics.is_some())
             .finish()
     }
 }
@@ -215,6 +218,53 @@ fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     }
 }
 
+/// A driver metric's counter sum, timings and their milliseconds.
+type DriverSums = (u64, u64, u64);
+
+/// A metric family of the drivers' metrics: name, help, value of a row.
+type DriverFamily = (&'static str, &'static str, fn(&DriverSums) -> String);
+
+/// The drivers' own metrics by statsd name (summed over targets).
+fn render_driver_metrics(out: &mut String, series: &[MetricSeries]) {
+    if series.is_empty() {
+        return;
+    }
+    let mut by_name: BTreeMap<&str, DriverSums> = BTreeMap::new();
+    for s in series {
+        let sum = by_name.entry(&s.name).or_default();
+        sum.0 = sum.0.saturating_add(s.totals.count);
+        sum.1 = sum.1.saturating_add(s.totals.timings);
+        sum.2 = sum.2.saturating_add(s.totals.millis);
+    }
+    let families: [DriverFamily; 3] = [
+        (
+            "nodepool_driver_metric_total",
+            "Counter increments a driver reported under a statsd name of its own (openstacksdk's per-call metrics).",
+            |v| v.0.to_string(),
+        ),
+        (
+            "nodepool_driver_metric_timings_total",
+            "Timings a driver reported under a statsd name of its own.",
+            |v| v.1.to_string(),
+        ),
+        (
+            "nodepool_driver_metric_seconds_total",
+            "The sum of those timings.",
+            |v| (v.2 as f64 / 1e3).to_string(),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (metric, v) in &by_name {
+            if name != "nodepool_driver_metric_total" && v.1 == 0 {
+                continue;
+            }
+            let _ = writeln!(out, "{name}{{metric=\"{}\"}} {}", escape(metric), value(v));
+        }
+    }
+}
+
 fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
@@ -272,6 +322,17 @@ impl Metrics {
     ) -> Self {
         self.queues = Some(queues);
         self.zk_outstanding = zk_outstanding;
+        self
+    }
+
+    /// Expose what the drivers recorded under statsd names of their own
+    /// (openstacksdk's per-call metrics) by name, the same figures the
+    /// daemon sends: `nodepool_driver_metric_total{metric}` (counter
+    /// increments), `nodepool_driver_metric_timings_total{metric}` and
+    /// `nodepool_driver_metric_seconds_total{metric}` (timings and their
+    /// sum).
+    pub fn with_driver_metrics(mut self, metrics: Arc<DriverMetrics>) -> Self {
+        self.driver_metrics = Some(metrics);
         self
     }
 
@@ -374,6 +435,9 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{cache=\"node\"}} {}", value[0]);
                 let _ = writeln!(out, "{name}{{cache=\"request\"}} {}", value[1]);
             }
+        }
+        if let Some(metrics) = &self.driver_metrics {
+            render_driver_metrics(&mut out, &metrics.snapshot());
         }
         if let Some(outstanding) = &self.zk_outstanding {
             let name = "nodepool_zk_connection_queue";

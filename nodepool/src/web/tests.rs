@@ -352,6 +352,40 @@ async fn metrics_expose_the_cache_queues_and_the_zookeeper_requests_outstanding(
     }
 }
 
+#[tokio::test]
+async fn metrics_expose_what_drivers_record_under_their_own_names() {
+    use nodepool_core::provider::DriverMetrics;
+    let store = MemoryStore::new();
+    let recorded = Arc::new(DriverMetrics::new());
+    let name = "openstack.api.compute.GET.servers_detail.200";
+    recorded.incr("127.0.0.1:8125", &name, 2);
+    recorded.timing("127.0.0.1:8125", &name, 250);
+    recorded.timing("127.0.0.1:8125", &name, 500);
+    recorded.incr(
+        "127.0.0.1:8125",
+        &"openstack.api.compute.GET.servers_detail.attempted",
+        2,
+    );
+    let metrics = Metrics::new().with_driver_metrics(recorded);
+    let state = Arc::new(
+        WebState::new(Arc::new(store.session()), config(), None).with_metrics(Arc::new(metrics)),
+    );
+    let app = router(Arc::clone(&state));
+    let (status, body, _) = call(&app, get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "nodepool_driver_metric_total{metric=\"openstack.api.compute.GET.servers_detail.200\"} 2\n",
+        "nodepool_driver_metric_timings_total{metric=\"openstack.api.compute.GET.servers_detail.200\"} 2\n",
+        "nodepool_driver_metric_seconds_total{metric=\"openstack.api.compute.GET.servers_detail.200\"} 0.75\n",
+        "nodepool_driver_metric_total{metric=\"openstack.api.compute.GET.servers_detail.attempted\"} 2\n",
+    ] {
+        assert!(body.contains(line), "{line} in {body}");
+    }
+    assert!(
+        !body.contains("timings_total{metric=\"openstack.api.compute.GET.servers_detail.attempted")
+    );
+}
+
 fn post_json(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
     let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
     if let Some(token) = token {
