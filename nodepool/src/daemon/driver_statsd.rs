@@ -9,7 +9,8 @@
 //! `STATSD_HOST`/`STATSD_PORT` or `clouds.yaml`'s `metrics: statsd:`), not
 //! from the daemon's, so this runs whether or not the daemon itself
 //! reports: it sends only what was recorded, and drivers record only when
-//! their configuration asks for it.
+//! their configuration asks for it. A target that cannot be resolved or
+//! reached is warned about once and tried again a minute later.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,11 +48,17 @@ pub(crate) fn spawn(metrics: Arc<DriverMetrics>, cancel: CancellationToken) -> J
     })
 }
 
-/// The totals last sent, and a socket per target.
+/// How long a target that could not be reached is left before trying
+/// again (its metrics meanwhile are dropped, as statsd's are).
+const RETRY_UNREACHABLE: Duration = Duration::from_secs(60);
+
+/// The totals last sent, a socket per target, and the targets that could
+/// not be reached, with when.
 #[derive(Debug, Default)]
 struct Sender {
     sent: BTreeMap<(String, String), MetricTotals>,
     sockets: BTreeMap<String, UdpSocket>,
+    unreachable: BTreeMap<String, tokio::time::Instant>,
 }
 
 impl Sender {
@@ -82,12 +89,21 @@ impl Sender {
                 debug!(%target, "too many statsd targets; not sent");
                 return None;
             }
+            let failed_at = self.unreachable.get(target).copied();
+            if failed_at.is_some_and(|at| at.elapsed() < RETRY_UNREACHABLE) {
+                return None;
+            }
             match connect(target).await {
                 Ok(socket) => {
+                    self.unreachable.remove(target);
                     self.sockets.insert(target.to_owned(), socket);
                 }
                 Err(e) => {
-                    warn!(%target, "cannot reach the statsd server of a driver's metrics: {e}");
+                    if failed_at.is_none() {
+                        warn!(%target, "cannot reach the statsd server of a driver's metrics: {e}");
+                    }
+                    self.unreachable
+                        .insert(target.to_owned(), tokio::time::Instant::now());
                     return None;
                 }
             }
@@ -198,6 +214,18 @@ mod tests {
             .map(|s| ((s.target.clone(), s.name.clone()), s.totals))
             .collect();
         assert!(lines_since(&sent, &now).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_target_is_left_for_a_while() {
+        let mut sender = Sender::default();
+        assert!(sender.socket("no port here").await.is_none());
+        let first = sender.unreachable["no port here"];
+        assert!(sender.socket("no port here").await.is_none());
+        assert_eq!(
+            sender.unreachable["no port here"], first,
+            "not tried again yet"
+        );
     }
 
     #[tokio::test]
