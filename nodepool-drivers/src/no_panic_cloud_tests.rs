@@ -481,6 +481,7 @@ fn a_keystone_token_with_odd_times_never_panics_when_checked() {
                         issued_at: issued,
                         expires_at: expires,
                         catalog: Vec::new(),
+                        project_id: None,
                     };
                     let _ = token.needs_renewal(SystemTime::now());
                 },

@@ -278,6 +278,7 @@ async fn openstack_provider_never_panics_on_hostile_answers() {
         verify: true,
         cacert: None,
         use_image_import: false,
+        api_statsd: None,
     };
     let provider =
         crate::openstack::OpenStackProvider::connect(Arc::new(typed), cloud).expect("provider");

@@ -314,6 +314,86 @@ fn clouds_yaml_is_found_through_os_client_config_file_and_merged_with_secure_yam
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// openstacksdk's statsd settings: `metrics: statsd:` at the top of
+/// clouds.yaml (the secure file merged in), the cloud's own overriding it
+/// key by key, the environment before the top; nothing without a host or
+/// a port.
+#[test]
+fn clouds_yaml_metrics_statsd_decides_where_per_call_metrics_go() {
+    use nodepool_drivers::openstack::api_metrics::ApiStatsd;
+    let dir = std::env::temp_dir().join(format!("np-clouds-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let clouds = dir.join("clouds.yaml");
+    let cloud = |name: &str, extra: &str| {
+        format!(
+            "  {name}:\n{extra}    auth:\n      auth_url: http://127.0.0.1:5000/v3\n      \
+             username: demo\n      password: p\n      project_name: demo\n"
+        )
+    };
+    std::fs::write(
+        &clouds,
+        format!(
+            "metrics:\n  statsd:\n    host: stats.example.org\nclouds:\n{}{}",
+            cloud("plain", ""),
+            cloud(
+                "own",
+                "    metrics:\n      statsd:\n        prefix: sdk.own\n"
+            ),
+        ),
+    )
+    .expect("clouds.yaml");
+    std::fs::write(
+        dir.join("secure.yaml"),
+        "metrics:\n  statsd:\n    port: 9125\n",
+    )
+    .expect("secure");
+    let file = clouds.display().to_string();
+    let settings = |name: &str, vars: &[(&str, &str)]| {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = |k: &str| {
+            if k == "OS_CLIENT_CONFIG_FILE" {
+                return Some(file.clone());
+            }
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        load_cloud(name, None, &env, &dir)
+            .expect("cloud")
+            .api_statsd
+    };
+    let want = |target: &str, prefix: &str| {
+        Some(ApiStatsd {
+            target: target.into(),
+            prefix: prefix.into(),
+        })
+    };
+    assert_eq!(
+        settings("plain", &[]),
+        want("stats.example.org:9125", "openstack.api")
+    );
+    assert_eq!(
+        settings("own", &[("STATSD_PREFIX", "env")]),
+        want("stats.example.org:9125", "sdk.own")
+    );
+    assert_eq!(
+        settings(
+            "plain",
+            &[("STATSD_HOST", "127.0.0.1"), ("STATSD_PREFIX", "env")]
+        ),
+        want("127.0.0.1:9125", "env")
+    );
+    std::fs::write(
+        &clouds,
+        cloud("bare", "").replacen("  bare", "clouds:\n  bare", 1),
+    )
+    .expect("clouds.yaml");
+    std::fs::remove_file(dir.join("secure.yaml")).expect("no secure file");
+    assert_eq!(settings("bare", &[]), None);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A provider uploading diskimage `ubuntu`, whose top-level `metadata` and
 /// provider `meta` mix strings, a bool, an int and a Glance attribute.
 const IMAGES_YAML: &str = r##"

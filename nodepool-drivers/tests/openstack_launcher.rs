@@ -2,7 +2,9 @@
 //! simulator, for what only the engine and the driver together do: the
 //! console log of a node whose ready check (upstream's key scan) fails
 //! (`console-log`), and boot-from-volume launches held back ahead by a
-//! pool's `max-volumes` / `max-volume-gb` and by the cloud's Cinder limits.
+//! pool's `max-volumes` / `max-volume-gb` and by the cloud's Cinder limits;
+//! and the leak pass's cleanup of leaked ports and floating IPs, counted
+//! as upstream's `leaked.ports` and `leaked.floatingips`.
 
 mod openstack_support;
 
@@ -75,6 +77,7 @@ impl ReadyHook for NoSsh {
 
 struct Harness {
     sim: Sim,
+    launcher: Arc<Launcher>,
     provider: Arc<dyn Provider>,
     store: Arc<dyn NodeStore>,
     cancel: CancellationToken,
@@ -100,20 +103,21 @@ async fn start(sim_config: SimConfig, text: &str, hook: Option<Arc<dyn ReadyHook
     settings.min_ready_interval = Duration::from_millis(200);
     settings.ready_hook = hook;
     let root = MemoryStore::new();
-    let launcher = Launcher::new(
+    let launcher = Arc::new(Launcher::new(
         settings,
         Arc::new(root.session()),
         Arc::new(DefaultScheduler),
         config,
         BTreeMap::from([("sim".to_string(), provider.clone())]),
-    );
+    ));
     let cancel = CancellationToken::new();
     let task = {
-        let cancel = cancel.clone();
+        let (launcher, cancel) = (Arc::clone(&launcher), cancel.clone());
         tokio::spawn(async move { launcher.run(cancel).await })
     };
     Harness {
         sim,
+        launcher,
         provider,
         store: Arc::new(root.session()),
         cancel,
@@ -347,5 +351,81 @@ async fn listed_servers_count_their_attached_volumes_from_cinder() {
         Some(Quantity::Int(10))
     );
     h.release(held).await;
+    h.stop().await;
+}
+
+/// The leak pass asks the driver to clean what leaks without metadata:
+/// a compute port still DOWN more than `port-cleanup-interval` after it was
+/// first seen, and (`clean-floating-ips`) an unattached floating IP. The
+/// launcher counts them per provider and kind, the counts upstream sends as
+/// `nodepool.provider.sim.leaked.ports` and `.leaked.floatingips`; a DHCP
+/// port and an attached floating IP stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_pass_counts_the_leaked_ports_and_floating_ips_it_deletes() {
+    use nodepool_openstack_sim::state::{FloatingIp, Port};
+    let text = yaml("").replace(
+        "    launch-retries: 1\n",
+        "    launch-retries: 1\n    port-cleanup-interval: 1\n    clean-floating-ips: true\n",
+    );
+    let sim_config = SimConfig::default();
+    let h = start(sim_config, &text, None).await;
+    let port = |id: &str, owner: &str| Port {
+        id: id.to_string(),
+        network_id: "net-private".to_string(),
+        device_id: String::new(),
+        device_owner: owner.to_string(),
+        status: "DOWN".to_string(),
+        ip: "10.0.0.200".to_string(),
+        mac: "fa:16:3e:00:00:01".to_string(),
+    };
+    let fip = |id: &str, address: &str, port_id: Option<&str>| FloatingIp {
+        id: id.to_string(),
+        address: address.to_string(),
+        network_id: "net-public".to_string(),
+        port_id: port_id.map(str::to_string),
+        status: "DOWN".to_string(),
+    };
+    h.sim.state.update(|c| {
+        c.ports
+            .insert("leaked-port".into(), port("leaked-port", ""));
+        c.ports
+            .insert("dhcp-port".into(), port("dhcp-port", "network:dhcp"));
+        let free = fip("fip-free", "203.0.113.7", None);
+        let used = fip("fip-used", "203.0.113.8", Some("dhcp-port"));
+        c.floating_ips.insert("fip-free".into(), free);
+        c.floating_ips.insert("fip-used".into(), used);
+    });
+    let counts = wait_for("the leaked port and floating IP counted", || async {
+        let keyed = h.launcher.keyed_counts();
+        let ports = keyed
+            .leaked_resources
+            .iter()
+            .any(|(p, k, n)| p == "sim" && *k == "ports" && *n == 1);
+        let fips = keyed
+            .leaked_resources
+            .iter()
+            .any(|(p, k, n)| p == "sim" && *k == "floatingips" && *n == 1);
+        (ports && fips).then_some(keyed.leaked_resources)
+    })
+    .await;
+    assert_eq!(
+        counts,
+        [
+            ("sim".to_string(), "floatingips", 1),
+            ("sim".to_string(), "ports", 1)
+        ]
+    );
+    let (ports, fips) = h.sim.state.read(|c| {
+        (
+            c.ports.keys().cloned().collect::<Vec<_>>(),
+            c.floating_ips.keys().cloned().collect::<Vec<_>>(),
+        )
+    });
+    assert!(!ports.contains(&"leaked-port".to_string()), "{ports:?}");
+    assert!(ports.contains(&"dhcp-port".to_string()), "{ports:?}");
+    assert_eq!(fips, ["fip-used"]);
+    // Nothing more leaks: later passes count nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.launcher.keyed_counts().leaked_resources, counts);
     h.stop().await;
 }

@@ -38,6 +38,7 @@ mod ops;
 mod paths;
 mod session;
 mod store;
+mod tracked;
 
 pub use config::{ZkConfig, ZkTls, DEFAULT_SESSION_TIMEOUT};
 pub use error::{Error, Result};

@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use zookeeper_client::{Acls, Client, CreateMode, Error as Zk};
+use zookeeper_client::{Acls, CreateMode, Error as Zk};
+
+use crate::tracked::ZkClient;
 
 use crate::error::{is_connection_broken, is_session_ended, store_error};
 use crate::ops::{self, Removed};
@@ -60,7 +62,7 @@ impl Held {
 /// locking a node that is gone fails with [`Error::NodeNotFound`] and
 /// writes nothing (kazoo's `makepath` would leave an empty node znode).
 pub(crate) async fn acquire(
-    client: &Client,
+    client: &ZkClient,
     held: &Held,
     target: &LockTarget,
     options: &LockOptions,
@@ -118,7 +120,7 @@ pub(crate) async fn acquire(
 
 /// Makes the lock path of `target` if it is missing. For a node, only the
 /// last segment (`lock`) is made, under the node's existing znode.
-async fn ensure_lock_path(client: &Client, target: &LockTarget, lock_path: &str) -> Result<()> {
+async fn ensure_lock_path(client: &ZkClient, target: &LockTarget, lock_path: &str) -> Result<()> {
     let LockTarget::Node(id) = target else {
         return ops::ensure_path(client, lock_path).await;
     };
@@ -137,7 +139,7 @@ async fn ensure_lock_path(client: &Client, target: &LockTarget, lock_path: &str)
 /// finds it by its unique prefix before trying again (Curator's trick,
 /// which kazoo uses too).
 async fn create_contender(
-    client: &Client,
+    client: &ZkClient,
     target: &LockTarget,
     lock_path: &str,
     prefix: &str,
@@ -192,7 +194,7 @@ fn predecessor<'a>(children: &'a [String], node: &str) -> Option<&'a str> {
 /// Returns when `node` is the lowest contender; fails with
 /// [`Error::LockHeld`] when not blocking or past the deadline.
 async fn wait_for_turn(
-    client: &Client,
+    client: &ZkClient,
     target: &LockTarget,
     lock_path: &str,
     node: &str,
@@ -245,7 +247,7 @@ async fn wait_for_turn(
 /// (without asking the server when our own delete of the record took it,
 /// or when our session ended, which took it too). The delete is made again
 /// while the connection breaks under it: see [`ops::remove`].
-pub(crate) async fn release(client: &Client, held: &Held, handle: &LockHandle) -> Result<()> {
+pub(crate) async fn release(client: &ZkClient, held: &Held, handle: &LockHandle) -> Result<()> {
     let path = format!("{}/{}", handle.target.path(), handle.contender);
     let lost = || Error::LockLost {
         target: handle.target.to_string(),
@@ -263,7 +265,7 @@ pub(crate) async fn release(client: &Client, held: &Held, handle: &LockHandle) -
 
 /// The identifiers of the contenders of `target`, holder first (kazoo's
 /// `contenders()`, without making the lock path).
-pub(crate) async fn contenders(client: &Client, target: &LockTarget) -> Result<Vec<String>> {
+pub(crate) async fn contenders(client: &ZkClient, target: &LockTarget) -> Result<Vec<String>> {
     let lock_path = target.path();
     let mut queue: Vec<(String, String)> = ops::children(client, &lock_path)
         .await?

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, Error as Zk, Stat};
+use zookeeper_client::{Acls, CreateMode, CreateOptions, Error as Zk, Stat};
+
+use crate::tracked::ZkClient;
 
 use crate::error::{is_connection_broken, store_error};
 use nodepool_core::Result;
@@ -50,7 +52,7 @@ where
 }
 
 /// The data of `path`, `None` if it does not exist.
-pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
+pub(crate) async fn get(client: &ZkClient, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
     match retry_broken("get", path, || client.get_data(path)).await {
         Ok(found) => Ok(Some(found)),
         Err(Zk::NoNode) => Ok(None),
@@ -59,7 +61,7 @@ pub(crate) async fn get(client: &Client, path: &str) -> Result<Option<(Vec<u8>, 
 }
 
 /// Whether `path` exists.
-pub(crate) async fn exists(client: &Client, path: &str) -> Result<bool> {
+pub(crate) async fn exists(client: &ZkClient, path: &str) -> Result<bool> {
     retry_broken("exists", path, || client.check_stat(path))
         .await
         .map(|stat| stat.is_some())
@@ -67,12 +69,15 @@ pub(crate) async fn exists(client: &Client, path: &str) -> Result<bool> {
 }
 
 /// The children of `path`, sorted; empty if it does not exist.
-pub(crate) async fn children(client: &Client, path: &str) -> Result<Vec<String>> {
+pub(crate) async fn children(client: &ZkClient, path: &str) -> Result<Vec<String>> {
     Ok(children_if_exists(client, path).await?.unwrap_or_default())
 }
 
 /// The children of `path`, sorted; `None` if it does not exist.
-pub(crate) async fn children_if_exists(client: &Client, path: &str) -> Result<Option<Vec<String>>> {
+pub(crate) async fn children_if_exists(
+    client: &ZkClient,
+    path: &str,
+) -> Result<Option<Vec<String>>> {
     match retry_broken("list", path, || client.list_children(path)).await {
         Ok(mut children) => {
             children.sort_unstable();
@@ -94,7 +99,7 @@ fn parent(path: &str) -> &str {
 
 /// Makes `path` and its missing ancestors as empty persistent nodes
 /// (kazoo's `ensure_path`).
-pub(crate) async fn ensure_path(client: &Client, path: &str) -> Result<()> {
+pub(crate) async fn ensure_path(client: &ZkClient, path: &str) -> Result<()> {
     match retry_broken("ensure path", path, || client.mkdir(path, &DIRECTORY)).await {
         Ok(()) | Err(Zk::NodeExists) => Ok(()),
         Err(e) => Err(store_error("ensure path", path, e)),
@@ -107,7 +112,7 @@ pub(crate) async fn ensure_path(client: &Client, path: &str) -> Result<()> {
 /// `/nodepool/requests/100-`), and the name is the prefix's last segment
 /// followed by the sequence.
 pub(crate) async fn create(
-    client: &Client,
+    client: &ZkClient,
     path: &str,
     data: &[u8],
     mode: CreateMode,
@@ -151,7 +156,7 @@ pub(crate) async fn create(
 /// (an ended session fails the call): the write is unconditional, so
 /// writing the same data twice is harmless, and nodepool writes a record
 /// under its lock, which a surviving session still holds.
-pub(crate) async fn set(client: &Client, path: &str, data: &[u8]) -> Result<bool> {
+pub(crate) async fn set(client: &ZkClient, path: &str, data: &[u8]) -> Result<bool> {
     match retry_broken("set", path, || client.set_data(path, data, None)).await {
         Ok(_) => Ok(true),
         Err(Zk::NoNode) => Ok(false),
@@ -164,7 +169,7 @@ pub(crate) async fn set(client: &Client, path: &str, data: &[u8]) -> Result<bool
 ///
 /// Only znodes a listing has just shown are deleted, so a missing path
 /// costs a read, not a failed write.
-pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<Vec<String>> {
+pub(crate) async fn delete_recursive(client: &ZkClient, path: &str) -> Result<Vec<String>> {
     // Children first, depth first; a child created meanwhile makes the
     // parent's delete fail with NotEmpty, and we go round again.
     let mut deleted = Vec::new();
@@ -205,7 +210,7 @@ pub(crate) async fn delete_recursive(client: &Client, path: &str) -> Result<Vec<
 }
 
 /// Deletes one node; a missing node is fine.
-pub(crate) async fn delete(client: &Client, path: &str) -> Result<()> {
+pub(crate) async fn delete(client: &ZkClient, path: &str) -> Result<()> {
     match remove(client, path).await {
         Ok(_) => Ok(()),
         Err(e) => Err(store_error("delete", path, e)),
@@ -228,7 +233,7 @@ pub(crate) enum Removed {
 /// in place for good. A `NoNode` after a broken attempt means that attempt
 /// went through. `NotEmpty`, an ended session and other failures are
 /// returned as they are.
-pub(crate) async fn remove(client: &Client, path: &str) -> Result<Removed, Zk> {
+pub(crate) async fn remove(client: &ZkClient, path: &str) -> Result<Removed, Zk> {
     let deadline = Instant::now() + client.session_timeout() * 2 + DELETE_MARGIN;
     let mut tries = 0u32;
     loop {

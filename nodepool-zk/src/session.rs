@@ -28,6 +28,7 @@ use zookeeper_client::{
 use crate::config::ZkConfig;
 use crate::error::{Error, Result};
 use crate::paths::{self, WATCHED_ROOTS};
+use crate::tracked::{Outstanding, ZkClient};
 
 /// How many events a lagging watcher may fall behind.
 const EVENT_BUFFER: usize = 4096;
@@ -45,6 +46,9 @@ pub(crate) struct Session {
     client: RwLock<Option<Client>>,
     events: broadcast::Sender<nodepool_core::store::StoreEvent>,
     closed: AtomicBool,
+    /// Requests of the store's operations not answered yet, across the
+    /// sessions this one replaces.
+    outstanding: Arc<Outstanding>,
 }
 
 /// Watched changes of one session, merged.
@@ -70,13 +74,29 @@ impl Session {
             client: RwLock::new(Some(client)),
             events,
             closed: AtomicBool::new(false),
+            outstanding: Arc::default(),
         });
         tokio::spawn(supervise(Arc::downgrade(&session), state, watches));
         Ok(session)
     }
 
-    /// The current client; fails once the store is closed.
-    pub(crate) fn client(&self) -> nodepool_core::Result<Client> {
+    /// The current client, its requests counted; fails once the store is
+    /// closed.
+    pub(crate) fn client(&self) -> nodepool_core::Result<ZkClient> {
+        Ok(ZkClient::new(
+            self.raw_client()?,
+            Arc::clone(&self.outstanding),
+        ))
+    }
+
+    /// Requests of the store's operations handed to the client and not
+    /// answered yet.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.get()
+    }
+
+    /// The current client itself, for the session's own setup.
+    fn raw_client(&self) -> nodepool_core::Result<Client> {
         let guard = self.client.read().map_err(|_| poisoned())?;
         guard.clone().ok_or_else(|| {
             nodepool_core::Error::StoreUnavailable("the ZooKeeper store was closed".into())
@@ -362,7 +382,7 @@ async fn serve(
 /// Adds the watches again on the current client, within the session
 /// timeout (a connection lost meanwhile fails the attempt).
 async fn rewatch(session: &Session) -> std::result::Result<EventStream, String> {
-    let client = session.client().map_err(|e| e.to_string())?;
+    let client = session.raw_client().map_err(|e| e.to_string())?;
     let timeout = session.config().session_timeout.max(Duration::from_secs(1));
     match tokio::time::timeout(timeout, add_watches(&client)).await {
         Ok(Ok(watches)) => Ok(watches),

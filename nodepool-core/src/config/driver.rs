@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::reader::MapReader;
 use super::{DriverConfig, Location, PoolConfig, ProviderConfig};
-use crate::provider::Provider;
+use crate::provider::{DriverMetrics, Provider};
 use crate::{Error, Result};
 
 /// The provider keys core has read before the driver sees the mapping.
@@ -127,10 +127,12 @@ pub trait Driver: Send + Sync + Debug + 'static {
     }
 }
 
-/// Maps `driver:` names to drivers.
+/// Maps `driver:` names to drivers, and holds the [`DriverMetrics`] its
+/// drivers report to.
 #[derive(Debug, Clone, Default)]
 pub struct DriverRegistry {
     drivers: BTreeMap<&'static str, Arc<dyn Driver>>,
+    metrics: Arc<DriverMetrics>,
 }
 
 impl DriverRegistry {
@@ -157,5 +159,15 @@ impl DriverRegistry {
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.drivers.keys().copied().collect()
+    }
+
+    /// Where the drivers of this registry record metrics of their own
+    /// (the OpenStack driver: openstacksdk's per-REST-call metrics). A
+    /// driver takes it when it registers (its `register(&mut
+    /// DriverRegistry)` function) and hands it to the providers it
+    /// builds; the daemon that built the registry sends and serves what
+    /// they record. Clones of a registry share it.
+    pub fn metrics(&self) -> &Arc<DriverMetrics> {
+        &self.metrics
     }
 }

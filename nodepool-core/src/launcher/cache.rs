@@ -14,9 +14,15 @@
 //!
 //! Readers look at the view under a short lock ([`Cache::with`]); nothing
 //! awaits while holding it.
+//!
+//! [`Cache::queues`] measures the cache's two queues, upstream's tree
+//! cache `event_queue` and `playback_queue` gauges: the store events its
+//! receiver holds and has not taken in yet, and the records named by
+//! events taken in whose re-read (and update of the view) is pending.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -192,7 +198,53 @@ struct Refresh {
     dirty: BTreeSet<String>,
 }
 
+/// The lengths of a cache's two queues at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheQueues {
+    /// Store events the cache's receiver holds and has not taken in yet
+    /// (upstream's tree cache `event_queue`: watch events not yet
+    /// handled). The receiver gets every store event, not only those of
+    /// the cache's kind.
+    pub events: usize,
+    /// Records named by events already taken in whose re-read from the
+    /// store, and update of the cache, is pending (upstream's
+    /// `playback_queue`: events whose data was fetched and waits to be
+    /// applied). A record with several such events counts once; a full
+    /// listing due (at start, after missed events) is not counted.
+    pub playback: usize,
+}
+
+/// The queue lengths a running sync last saw, for readers that cannot
+/// look while it holds the queues.
+#[derive(Debug, Default)]
+struct LastQueues {
+    events: AtomicUsize,
+    playback: AtomicUsize,
+}
+
+impl LastQueues {
+    fn store(&self, queues: CacheQueues) {
+        self.events.store(queues.events, Ordering::Relaxed);
+        self.playback.store(queues.playback, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> CacheQueues {
+        CacheQueues {
+            events: self.events.load(Ordering::Relaxed),
+            playback: self.playback.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Refresh {
+    /// The queues' lengths now.
+    fn queues(&self) -> CacheQueues {
+        CacheQueues {
+            events: self.events.as_ref().map_or(0, Receiver::len),
+            playback: self.dirty.len(),
+        }
+    }
+
     /// Move the waiting events into `dirty`; missed ones ask for a listing.
     fn drain<K: Kind>(&mut self) {
         let Some(events) = self.events.as_mut() else {
@@ -225,6 +277,7 @@ impl Refresh {
 pub(crate) struct Cache<K> {
     view: Mutex<View<K>>,
     refresh: tokio::sync::Mutex<Refresh>,
+    last_queues: LastQueues,
 }
 
 impl<K: Kind> Cache<K> {
@@ -233,6 +286,16 @@ impl<K: Kind> Cache<K> {
     pub(crate) fn drain(&self) {
         if let Ok(mut refresh) = self.refresh.try_lock() {
             refresh.drain::<K>();
+        }
+    }
+
+    /// The lengths of the cache's queues (see [`CacheQueues`]): read now,
+    /// or while a sync runs, as that sync last saw them (it looks after
+    /// each record it reads).
+    pub(crate) fn queues(&self) -> CacheQueues {
+        match self.refresh.try_lock() {
+            Ok(refresh) => refresh.queues(),
+            Err(_) => self.last_queues.load(),
         }
     }
 
@@ -306,6 +369,7 @@ impl<K: Kind> Cache<K> {
                 }
                 // Keep the receiver from lagging behind a long sync.
                 refresh.drain::<K>();
+                self.last_queues.store(refresh.queues());
                 if refresh.relist {
                     break;
                 }
@@ -314,6 +378,7 @@ impl<K: Kind> Cache<K> {
                 break;
             }
         }
+        self.last_queues.store(refresh.queues());
         Ok(())
     }
 

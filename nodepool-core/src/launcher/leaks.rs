@@ -2,6 +2,10 @@
 //! the store does not know. Upstream deletes one when it sees it leaked in
 //! two cleanup passes; here, once it has been seen leaked for
 //! [`LauncherSettings::leak_grace`](super::settings::LauncherSettings::leak_grace).
+//! After each provider's instances, its
+//! [`cleanup_leaked_resources`](crate::provider::Provider::cleanup_leaked_resources)
+//! deletes what leaks without metadata (OpenStack's ports and floating
+//! IPs); the counts go to the launcher's counters.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -83,6 +87,20 @@ impl LeakTracker {
                     debug!(provider = %name, node_id = %node_id, "possibly leaked instance");
                     still_leaked.insert(key, first);
                 }
+            }
+            // What leaks without our metadata (ports, floating IPs): the
+            // driver cleans it after the listing, as upstream's
+            // `listResources` does at its end.
+            match provider.cleanup_leaked_resources().await {
+                Ok(cleaned) => {
+                    for (kind, count) in cleaned.deleted {
+                        if count > 0 {
+                            info!(provider = %name, kind, count, "deleted leaked resources");
+                            ctx.counters.leaked_resources_deleted(&name, kind, count);
+                        }
+                    }
+                }
+                Err(e) => warn!(provider = %name, error = %e, "leaked resource cleanup failed"),
             }
         }
         self.first_seen = still_leaked;

@@ -110,11 +110,12 @@ use crate::scheduler::Scheduler;
 use crate::store::NodeStore;
 use crate::Result;
 
+pub use cache::CacheQueues;
 pub use census::{Census, NodeGroup, RequestGroup};
 pub use settings::{LauncherSettings, ReadyHook};
 pub use stats::{
-    CounterSnapshot, Counters, KeyedCounts, LaunchKey, LaunchTotals, LauncherStatus, PoolStatus,
-    MAX_LAUNCH_KEYS,
+    CounterSnapshot, Counters, KeyedCounts, LaunchKey, LaunchTotals, LauncherCacheQueues,
+    LauncherStatus, PoolStatus, MAX_LAUNCH_KEYS,
 };
 pub use validate::VALIDATION_REQUESTOR;
 
@@ -210,6 +211,13 @@ impl Launcher {
     /// `nodepool.launch.*` metrics) and leaked instances by provider.
     pub fn keyed_counts(&self) -> KeyedCounts {
         self.supervisor.keyed_counts()
+    }
+
+    /// The queue lengths of the node and request caches (upstream's
+    /// `zk.node_cache.*` and `zk.request_cache.*` gauges): store events
+    /// not taken in yet and records whose re-read is pending.
+    pub fn cache_queues(&self) -> LauncherCacheQueues {
+        self.supervisor.cache_queues()
     }
 
     /// Nodes and requests counted by state, provider and labels, from the

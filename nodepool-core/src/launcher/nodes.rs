@@ -243,4 +243,45 @@ mod tests {
         assert!(!cache.contains(&a));
         cache.records(|r| assert!(r.summaries.shapes.is_empty(), "no shape outlives its nodes"));
     }
+
+    /// The queues upstream's tree cache reports: events received and not
+    /// taken in (`event_queue`), records whose re-read is pending
+    /// (`playback_queue`); both empty after a sync.
+    #[tokio::test]
+    async fn queues_count_events_waiting_and_records_to_read_again() {
+        use super::super::cache::CacheQueues;
+        let store = MemoryStore::new();
+        let cache = NodeCache::default();
+        assert_eq!(cache.queues(), CacheQueues::default());
+        cache.sync(&store).await.expect("first sync subscribes");
+        let a = store
+            .create_node(&node("small", NodeState::Ready))
+            .await
+            .expect("create");
+        let mut node_a = store.get_node(&a).await.expect("read").expect("exists");
+        node_a.set_state(NodeState::Used);
+        store.update_node(&node_a).await.expect("update");
+        let b = store
+            .create_node(&node("small", NodeState::Ready))
+            .await
+            .expect("create");
+        let waiting = cache.queues();
+        assert!(
+            waiting.events >= 3,
+            "three node events at least: {waiting:?}"
+        );
+        assert_eq!(waiting.playback, 0);
+        // Taken in: two records to read again (a's two events count once).
+        cache.drain();
+        assert_eq!(
+            cache.queues(),
+            CacheQueues {
+                events: 0,
+                playback: 2
+            }
+        );
+        cache.sync(&store).await.expect("sync");
+        assert_eq!(cache.queues(), CacheQueues::default());
+        assert!(cache.contains(&a) && cache.contains(&b));
+    }
 }

@@ -26,6 +26,7 @@ pub struct Counters {
     min_ready_requests: AtomicU64,
     launches: Mutex<BTreeMap<LaunchKey, LaunchTotals>>,
     leaked_by_provider: Mutex<BTreeMap<String, u64>>,
+    leaked_by_kind: Mutex<BTreeMap<(String, &'static str), u64>>,
     validations: Mutex<BTreeMap<(String, &'static str), LaunchTotals>>,
 }
 
@@ -99,6 +100,25 @@ impl Counters {
         }
     }
 
+    /// Record `count` leaked resources of `kind` (other than instances:
+    /// `ports`, `floatingips`) that `provider`'s
+    /// [`cleanup_leaked_resources`](crate::provider::Provider::cleanup_leaked_resources)
+    /// deleted. The keys are bounded by the providers and the kinds their
+    /// drivers name.
+    pub(crate) fn leaked_resources_deleted(&self, provider: &str, kind: &'static str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.leaked_by_kind.lock() {
+            match map.get_mut(&(provider.to_string(), kind)) {
+                Some(n) => *n = n.saturating_add(count),
+                None => {
+                    map.insert((provider.to_string(), kind), count);
+                }
+            }
+        }
+    }
+
     /// Record an image validation of `image` that `passed` or not, and
     /// how long it took (boot and hook).
     pub(crate) fn validation_result(&self, image: &str, passed: bool, took: Duration) {
@@ -112,7 +132,8 @@ impl Counters {
     }
 
     /// The keyed counts so far: launch results by provider, az, requestor
-    /// and result, and leaked instances deleted by provider (in key order).
+    /// and result, leaked instances deleted by provider and other leaked
+    /// resources by provider and kind (in key order).
     pub fn keyed(&self) -> KeyedCounts {
         KeyedCounts {
             launches: self
@@ -124,6 +145,15 @@ impl Counters {
                 .leaked_by_provider
                 .lock()
                 .map(|map| map.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
+            leaked_resources: self
+                .leaked_by_kind
+                .lock()
+                .map(|map| {
+                    map.iter()
+                        .map(|((provider, kind), n)| (provider.clone(), *kind, *n))
+                        .collect()
+                })
                 .unwrap_or_default(),
             validations: self
                 .validations
@@ -212,9 +242,23 @@ pub struct KeyedCounts {
     pub launches: Vec<(LaunchKey, LaunchTotals)>,
     /// Leaked instances deleted, by provider.
     pub leaked_instances: Vec<(String, u64)>,
+    /// Other leaked resources a provider's cleanup deleted, by provider and
+    /// kind (`ports`, `floatingips`): upstream's
+    /// `nodepool.provider.<provider>.leaked.<kind>`.
+    pub leaked_resources: Vec<(String, &'static str, u64)>,
     /// Image validations by diskimage and result (`passed`, `failed`),
     /// with their summed time (boot and hook).
     pub validations: Vec<(String, &'static str, LaunchTotals)>,
+}
+
+/// The queue lengths of a launcher's caches (see
+/// [`Launcher::cache_queues`](super::Launcher::cache_queues)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LauncherCacheQueues {
+    /// The node cache's.
+    pub nodes: super::CacheQueues,
+    /// The request cache's.
+    pub requests: super::CacheQueues,
 }
 
 /// What one pool worker is doing.
@@ -310,5 +354,23 @@ mod tests {
             counters.keyed().leaked_instances,
             [("a".to_string(), 2), ("b".to_string(), 1)]
         );
+    }
+
+    #[test]
+    fn leaked_resources_count_per_provider_and_kind() {
+        let counters = Counters::default();
+        counters.leaked_resources_deleted("a", "ports", 2);
+        counters.leaked_resources_deleted("a", "floatingips", 1);
+        counters.leaked_resources_deleted("a", "ports", 3);
+        counters.leaked_resources_deleted("b", "ports", 0);
+        assert_eq!(
+            counters.keyed().leaked_resources,
+            [
+                ("a".to_string(), "floatingips", 1),
+                ("a".to_string(), "ports", 5)
+            ]
+        );
+        // Not added to the instances.
+        assert_eq!(counters.snapshot().leaked_instances_deleted, 0);
     }
 }

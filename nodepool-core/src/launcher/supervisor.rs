@@ -100,6 +100,13 @@ impl Supervisor {
         self.ctx.counters.keyed()
     }
 
+    pub(crate) fn cache_queues(&self) -> super::LauncherCacheQueues {
+        super::LauncherCacheQueues {
+            nodes: self.ctx.nodes.queues(),
+            requests: self.ctx.requests.queues(),
+        }
+    }
+
     pub(crate) async fn census(&self) -> Result<Census> {
         census::take(&self.ctx).await
     }

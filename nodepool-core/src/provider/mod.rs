@@ -20,6 +20,10 @@
 //! - `delete_instance` of an id that no longer exists succeeds.
 //! - An operation outside [`Provider::capabilities`] returns
 //!   [`Error::Unsupported`] (the defaults of the optional methods do).
+//! - Leaked resources that carry no metadata (OpenStack's ports left
+//!   `DOWN`, unattached floating IPs) are cleaned by
+//!   [`Provider::cleanup_leaked_resources`], which says how many of each
+//!   kind went; the engine counts them, the driver reports nothing itself.
 //!
 //! # Providers of pre-registered hosts
 //! A driver whose nodes are hosts that exist before and after a node (the
@@ -37,11 +41,13 @@ use async_trait::async_trait;
 
 use crate::{Error, Result};
 
+mod driver_metrics;
 mod ext;
 mod registered;
 mod resources;
 pub mod wrappers;
 
+pub use driver_metrics::{DriverMetrics, MetricSeries, MetricTotals};
 pub use ext::{
     for_each_instance, list_all_instances, poll_until_active, wait_active_with, wait_gone,
     BootClassifier, ProviderExt, DEFAULT_POLL_INTERVAL,
@@ -210,6 +216,35 @@ impl Instance {
     }
 }
 
+/// What one [`Provider::cleanup_leaked_resources`] call deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeakedResources {
+    /// How many resources of each kind were deleted. The kind is the
+    /// plural name upstream's counter
+    /// `nodepool.provider.<provider>.leaked.<kind>` carries (`ports`,
+    /// `floatingips`); a kind may be left out when none went.
+    pub deleted: Vec<(&'static str, u64)>,
+}
+
+impl LeakedResources {
+    /// Add `count` deleted resources of `kind`.
+    pub fn add(&mut self, kind: &'static str, count: u64) {
+        match self.deleted.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n = n.saturating_add(count),
+            None => self.deleted.push((kind, count)),
+        }
+    }
+
+    /// How many of `kind` were deleted.
+    pub fn count(&self, kind: &str) -> u64 {
+        self.deleted
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}
+
 /// A built image file to upload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageUploadSpec {
@@ -244,8 +279,9 @@ pub struct CloudImage {
 ///
 /// Seven methods are required: the cloud verbs a launcher cannot work
 /// without. The optional ones default to [`Error::Unsupported`] (those a
-/// capability gates), to polling (`wait_active`) or to "not a provider of
-/// pre-registered hosts" (`registered`). Conveniences built on these live
+/// capability gates), to polling (`wait_active`), to "nothing else leaks"
+/// (`cleanup_leaked_resources`) or to "not a provider of pre-registered
+/// hosts" (`registered`). Conveniences built on these live
 /// in [`ProviderExt`], never here.
 ///
 /// See the module documentation for the contract.
@@ -348,6 +384,24 @@ pub trait Provider: Send + Sync + Debug + 'static {
         Ok(None)
     }
 
+    /// Delete this provider's leaked resources that the engine cannot find
+    /// by listing instances, because they carry no nodepool metadata, and
+    /// say how many of each kind were deleted (OpenStack: compute ports
+    /// still `DOWN` `port-cleanup-interval` after they were first seen,
+    /// and with `clean-floating-ips` unattached floating IPs).
+    ///
+    /// The launcher's leak-cleanup pass calls it for each provider that
+    /// lists its instances, once the listing succeeded and the leaked
+    /// instances were deleted: the moment upstream's `listResources` runs
+    /// these cleanups, at the end of its listing. The engine adds the
+    /// counts to upstream's `nodepool.provider.<provider>.leaked.<kind>`
+    /// counters. A driver that fails to delete one resource logs it and
+    /// counts the others; an error is only logged by the engine. The
+    /// default deletes nothing.
+    async fn cleanup_leaked_resources(&self) -> Result<LeakedResources> {
+        Ok(LeakedResources::default())
+    }
+
     /// The provider's pre-registered hosts, when its nodes are hosts that
     /// exist before and after a node (the static driver) rather than
     /// instances created on demand. The engine asks this to learn what the
@@ -421,6 +475,9 @@ macro_rules! forward_provider {
                 external_id: &str,
             ) -> Result<Option<String>> {
                 (**self).console_log(pool, label, external_id).await
+            }
+            async fn cleanup_leaked_resources(&self) -> Result<LeakedResources> {
+                (**self).cleanup_leaked_resources().await
             }
             fn registered(&self) -> Option<&dyn RegisteredHosts> {
                 (**self).registered()

@@ -142,6 +142,9 @@ pub(crate) struct Token {
     pub(crate) issued_at: Option<SystemTime>,
     pub(crate) expires_at: Option<SystemTime>,
     pub(crate) catalog: Vec<Endpoint>,
+    /// The id of the project the token is scoped to (keystoneauth's
+    /// `get_project_id`, which openstacksdk leaves out of metric names).
+    pub(crate) project_id: Option<String>,
 }
 
 impl Token {
@@ -311,5 +314,6 @@ pub(crate) async fn issue_token(
         issued_at: body["token"]["issued_at"].as_str().and_then(parse_time),
         expires_at: body["token"]["expires_at"].as_str().and_then(parse_time),
         catalog: parse_catalog(&body),
+        project_id: body["token"]["project"]["id"].as_str().map(str::to_string),
     })
 }

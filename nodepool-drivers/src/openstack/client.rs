@@ -11,13 +11,21 @@
 //! The provider's `rate` is not applied here but by core's
 //! [`RateLimit`](nodepool_core::provider::wrappers::RateLimit) wrapper,
 //! around every provider call.
+//!
+//! With a sink ([`OpenStackClient::reporting_to`]) and statsd configured
+//! for the cloud, each call is recorded as openstacksdk reports it
+//! ([`super::api_metrics`]): the answer's status and time, or no answer.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use nodepool_core::provider::DriverMetrics;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
+use super::api_metrics::ApiReporter;
 use super::auth::{issue_token, Token};
 use super::clouds_yaml::CloudConfig;
 use super::error::{is_quota_message, quota_resource, OpenStackError};
@@ -49,6 +57,17 @@ impl ServiceType {
             ServiceType::Image => &["image"],
             ServiceType::Network => &["network"],
             ServiceType::BlockStorage => &["block-storage", "volumev3", "volumev2", "volume"],
+        }
+    }
+
+    /// openstacksdk's `service_type` of the service's proxy, the second
+    /// segment of its per-call metric names.
+    pub fn sdk_service_type(self) -> &'static str {
+        match self {
+            ServiceType::Compute => "compute",
+            ServiceType::Image => "image",
+            ServiceType::Network => "network",
+            ServiceType::BlockStorage => "block-storage",
         }
     }
 
@@ -92,6 +111,9 @@ pub struct OpenStackClient {
     http: reqwest::Client,
     token: Mutex<Option<Token>>,
     timeout: Duration,
+    /// Records openstacksdk's per-call metrics, when the cloud configures
+    /// statsd and a sink was given.
+    reporter: Option<ApiReporter>,
 }
 
 /// A reqwest error in words, without headers (so without tokens).
@@ -175,7 +197,21 @@ impl OpenStackClient {
             http,
             token: Mutex::new(None),
             timeout,
+            reporter: None,
         })
+    }
+
+    /// Record openstacksdk's per-REST-call metrics of this client into
+    /// `metrics`, when the cloud configures statsd
+    /// ([`CloudConfig::api_statsd`]); otherwise nothing is recorded, as
+    /// the SDK then sends nothing.
+    pub fn reporting_to(mut self, metrics: Arc<DriverMetrics>) -> Self {
+        self.reporter = self
+            .cloud
+            .api_statsd
+            .clone()
+            .map(|settings| ApiReporter::new(metrics, settings));
+        self
     }
 
     /// The cloud's settings.
@@ -295,13 +331,34 @@ impl OpenStackClient {
                 url: url.clone(),
                 message: describe_reqwest_error(&e),
             };
-            let resp = req.send().await.map_err(transport)?;
+            let project = token.project_id.as_deref();
+            let no_answer = |e: reqwest::Error| {
+                if let Some(r) = &self.reporter {
+                    r.failed(service.sdk_service_type(), method.as_str(), path, project);
+                }
+                transport(e)
+            };
+            let started = Instant::now();
+            let resp = req.send().await.map_err(no_answer)?;
+            // `response.elapsed`: until the answer's headers.
+            let took = started.elapsed();
             let status = resp.status().as_u16();
-            let text = resp.text().await.map_err(transport)?;
+            let answered_url = resp.url().clone();
+            let text = resp.text().await.map_err(no_answer)?;
             if status == 401 && attempt == 0 {
                 tracing::debug!(cloud = %self.cloud.name, "token refused; renewing it");
                 stale = Some(token.value.expose().to_string());
                 continue;
+            }
+            if let Some(r) = &self.reporter {
+                r.answered(
+                    service.sdk_service_type(),
+                    method.as_str(),
+                    answered_url.as_str(),
+                    project,
+                    status,
+                    took,
+                );
             }
             if (200..300).contains(&status) {
                 let body = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -6,12 +6,14 @@
 //!
 //! The result is a [`CloudConfig`]: the cloud's auth URL, credentials
 //! (kept in [`Secret`]s), region, interface and the few other settings
-//! the driver uses.
+//! the driver uses, and (with the environment) where openstacksdk would
+//! send its per-call metrics ([`ApiStatsd`]).
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::api_metrics::ApiStatsd;
 use super::auth::{Credentials, Secret};
 use super::config::DEFAULT_IMAGE_FORMAT;
 use super::error::OpenStackError;
@@ -42,6 +44,11 @@ pub struct CloudConfig {
     pub cacert: Option<PathBuf>,
     /// `image_api_use_tasks`, read as "use Glance's interoperable import".
     pub use_image_import: bool,
+    /// Where openstacksdk would send its per-REST-call metrics for this
+    /// cloud (`metrics: statsd:` of `clouds.yaml`, at its top and in the
+    /// cloud's entry, and `STATSD_HOST`, `STATSD_PORT`, `STATSD_PREFIX`);
+    /// `None`: it would send none.
+    pub api_statsd: Option<ApiStatsd>,
 }
 
 /// Where `clouds.yaml` was looked for, in order.
@@ -111,13 +118,17 @@ fn merge(base: &mut Value, over: Value) {
     }
 }
 
-/// The `clouds:` entry of cloud `cloud` (secure file merged), and the file
-/// it was read from.
+/// A cloud's entry as [`load_entry`] finds it: the file it was read from,
+/// the `clouds:` entry (secure file merged) and the file's top-level
+/// `metrics.statsd` mapping.
+type Entry = (PathBuf, Map<String, Value>, Option<Value>);
+
+/// The `clouds:` entry of cloud `cloud`; see [`Entry`].
 fn load_entry(
     cloud: &str,
     env: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
-) -> Result<(PathBuf, Map<String, Value>), OpenStackError> {
+) -> Result<Entry, OpenStackError> {
     let clouds = search_paths(env, cwd, "clouds");
     let Some((path, mut config)) = load_first(&clouds)? else {
         return Err(OpenStackError::Config(format!(
@@ -132,6 +143,7 @@ fn load_entry(
     if let Some((_, secure)) = load_first(&search_paths(env, cwd, "secure"))? {
         merge(&mut config, secure);
     }
+    let statsd = config.get("metrics").and_then(|m| m.get("statsd")).cloned();
     let entry = config
         .get_mut("clouds")
         .and_then(|c| c.get_mut(cloud))
@@ -145,7 +157,7 @@ fn load_entry(
                 path.display()
             ))
         })?;
-    Ok((path, entry))
+    Ok((path, entry, statsd))
 }
 
 /// Find cloud `cloud` in the configuration files the environment points
@@ -156,9 +168,14 @@ pub fn load_cloud(
     env: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
 ) -> Result<CloudConfig, OpenStackError> {
-    let (path, entry) = load_entry(cloud, env, cwd)?;
-    cloud_from_entry(cloud, region, &entry)
-        .map_err(|e| OpenStackError::Config(format!("{}: cloud {cloud}: {e}", path.display())))
+    let (path, entry, global_statsd) = load_entry(cloud, env, cwd)?;
+    let in_file =
+        |e: String| OpenStackError::Config(format!("{}: cloud {cloud}: {e}", path.display()));
+    let mut config = cloud_from_entry(cloud, region, &entry).map_err(in_file)?;
+    let cloud_statsd = entry.get("metrics").and_then(|m| m.get("statsd"));
+    config.api_statsd =
+        ApiStatsd::resolve(env, global_statsd.as_ref(), cloud_statsd).map_err(in_file)?;
+    Ok(config)
 }
 
 /// The `image_format` of cloud `cloud` (default `qcow2`), as upstream reads
@@ -167,7 +184,7 @@ pub fn load_cloud(
 /// error shows when the provider is created.
 pub fn image_format(cloud: &str, env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> String {
     match load_entry(cloud, env, cwd) {
-        Ok((_, entry)) => text(&entry, "image_format"),
+        Ok((_, entry, _)) => text(&entry, "image_format"),
         Err(e) => {
             tracing::debug!(%cloud, error = %e, "image_format unknown; using qcow2");
             None
@@ -271,5 +288,7 @@ pub fn cloud_from_entry(
         verify: flag(entry, "verify", true) && !flag(entry, "insecure", false),
         cacert: text(entry, "cacert").map(PathBuf::from),
         use_image_import: flag(entry, "image_api_use_tasks", false),
+        // Read with the environment and the file's top by `load_cloud`.
+        api_statsd: None,
     })
 }

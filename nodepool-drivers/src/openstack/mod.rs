@@ -5,14 +5,17 @@
 //! finds the provider's `cloud` in `clouds.yaml` ([`clouds_yaml`]) and
 //! builds an [`OpenStackProvider`]: Keystone v3 auth ([`auth`]), an HTTP
 //! client with the provider's `rate` ([`client`]), Nova servers, Glance
-//! images and Neutron floating IPs and ports.
+//! images and Neutron floating IPs and ports. Like upstream's driver
+//! through openstacksdk, it reports a statsd counter and timer per REST
+//! call when statsd is configured for the cloud ([`api_metrics`]).
 
 use std::sync::Arc;
 
 use nodepool_core::config::{Driver, DriverRegistry, MapReader, ProviderCommon, ProviderConfig};
-use nodepool_core::provider::Provider;
+use nodepool_core::provider::{DriverMetrics, Provider};
 use nodepool_core::Result;
 
+pub mod api_metrics;
 pub mod auth;
 pub mod client;
 pub mod clouds_yaml;
@@ -29,7 +32,7 @@ pub use config::{
     LabelImage, OpenStackCloudImage, OpenStackConfig, OpenStackDiskImage, OpenStackLabel,
     OpenStackPool,
 };
-pub use network::PortCleanup;
+pub use network::{PortCleanup, LEAKED_FLOATING_IPS, LEAKED_PORTS};
 pub use parse::{openstack_provider_view, parse_openstack_provider};
 pub use provider::OpenStackProvider;
 
@@ -37,8 +40,22 @@ pub use provider::OpenStackProvider;
 pub const OPENSTACK: &str = "openstack";
 
 /// The `openstack` driver.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OpenStackDriver;
+#[derive(Debug, Clone, Default)]
+pub struct OpenStackDriver {
+    /// Where its providers record openstacksdk's per-call metrics (when
+    /// their cloud configures statsd); `None`: not recorded.
+    metrics: Option<Arc<DriverMetrics>>,
+}
+
+impl OpenStackDriver {
+    /// A driver whose providers record openstacksdk's per-REST-call
+    /// metrics into `metrics` (see [`api_metrics`]).
+    pub fn reporting_to(metrics: Arc<DriverMetrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+        }
+    }
+}
 
 impl Driver for OpenStackDriver {
     fn name(&self) -> &'static str {
@@ -70,15 +87,22 @@ impl Driver for OpenStackDriver {
         let env = |k: &str| std::env::var(k).ok();
         let cloud = clouds_yaml::load_cloud(&typed.cloud, typed.region_name.as_deref(), &env, &cwd)
             .map_err(|e| e.into_core(&config.name))?;
-        let provider = OpenStackProvider::connect(Arc::new(typed.clone()), cloud)
-            .map_err(|e| e.into_core(&config.name))?;
+        let provider = OpenStackProvider::connect_reporting(
+            Arc::new(typed.clone()),
+            cloud,
+            self.metrics.clone(),
+        )
+        .map_err(|e| e.into_core(&config.name))?;
         Ok(Arc::new(provider))
     }
 }
 
-/// Register the `openstack` driver.
+/// Register the `openstack` driver, its providers recording
+/// openstacksdk's per-call metrics into the registry's
+/// [`DriverRegistry::metrics`].
 pub fn register(reg: &mut DriverRegistry) {
-    reg.register(OpenStackDriver);
+    let metrics = Arc::clone(reg.metrics());
+    reg.register(OpenStackDriver::reporting_to(metrics));
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use nodepool_core::provider::{Instance, InstanceState};
+use nodepool_core::provider::{Instance, InstanceState, LeakedResources};
 use nodepool_core::Result;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -15,6 +15,13 @@ use super::client::{Payload, ServiceType};
 use super::error::OpenStackError;
 use super::provider::{encode, OpenStackProvider};
 use super::server;
+
+/// The kind of leaked ports deleted, as upstream's counter
+/// `nodepool.provider.<provider>.leaked.ports` names it.
+pub const LEAKED_PORTS: &str = "ports";
+/// The kind of leaked floating IPs deleted
+/// (`nodepool.provider.<provider>.leaked.floatingips`).
+pub const LEAKED_FLOATING_IPS: &str = "floatingips";
 
 /// Upstream's two-pass port cleanup: a DOWN compute port seen in one pass
 /// and still DOWN `port-cleanup-interval` later is deleted.
@@ -168,9 +175,12 @@ impl OpenStackProvider {
         Ok(compute_ports(&body))
     }
 
-    /// One pass of the port cleanup: the first pass remembers the DOWN
-    /// compute ports; a later one deletes those still DOWN. Returns how
-    /// many were deleted. `force` skips the `port-cleanup-interval` wait.
+    /// One pass of the port cleanup (upstream's `_cleanupLeakedPorts`):
+    /// the first pass remembers the DOWN compute ports; a later one, more
+    /// than `port-cleanup-interval` whole seconds after the last, deletes
+    /// those still DOWN. Returns how many were deleted (a port already
+    /// gone counts, as upstream counts every delete that did not fail).
+    /// `force` skips the `port-cleanup-interval` wait.
     pub async fn cleanup_leaked_ports(&self, force: bool) -> Result<usize> {
         let mut state = self.ports.lock().await;
         let Some(last) = state.last else {
@@ -179,7 +189,9 @@ impl OpenStackProvider {
             return Ok(0);
         };
         let interval = self.config.port_cleanup_interval();
-        if !force && interval.map_or(true, |i| last.elapsed() <= i) {
+        // Upstream: `int(time.monotonic() - last) <= port_cleanup_interval`.
+        let waited = last.elapsed().as_secs();
+        if !force && interval.map_or(true, |i| waited <= i.as_secs()) {
             return Ok(0);
         }
         let current = self.down_ports().await.map_err(|e| self.err(e))?;
@@ -202,7 +214,11 @@ impl OpenStackProvider {
         Ok(removed)
     }
 
-    /// Delete every floating IP attached to nothing. Returns how many.
+    /// Delete every floating IP attached to nothing, as openstacksdk's
+    /// `delete_unattached_floating_ips` (what upstream calls): each delete
+    /// is checked, and the count is returned only when every one deleted
+    /// something; when one was already gone the answer is 0 (the SDK's
+    /// `False`), so nothing is counted for the pass.
     pub async fn cleanup_floating_ips(&self) -> Result<usize> {
         let body = self
             .client
@@ -210,35 +226,89 @@ impl OpenStackProvider {
             .await
             .map_err(|e| self.err(e))?;
         let mut removed = 0;
+        let mut all_found = true;
         for fip in body["floatingips"].as_array().into_iter().flatten() {
-            if !fip["port_id"].is_null() {
+            if !fip["port_id"].is_null() && fip["port_id"] != "" {
                 continue;
             }
             if let Some(id) = fip["id"].as_str() {
-                self.client
-                    .delete(ServiceType::Network, &format!("/floatingips/{id}"))
+                let found = self
+                    .delete_floating_ip_checked(id)
                     .await
                     .map_err(|e| self.err(e))?;
                 removed += 1;
+                all_found &= found;
             }
         }
-        Ok(removed)
+        Ok(if all_found { removed } else { 0 })
     }
 
-    /// What the leak-cleanup pass does besides listing: ports (unless
-    /// `port-cleanup-interval` is 0) and, when configured, floating IPs.
-    /// Failures are logged; they do not fail the listing.
-    pub(crate) async fn periodic_network_cleanup(&self) {
+    /// openstacksdk's `delete_floating_ip(id, retry=1)`: delete, then look
+    /// the address up again (a listing, as with `use_direct_get=False`);
+    /// gone or `DOWN` is done, otherwise delete once more. `false` when
+    /// Neutron did not know the address (404), an error when it is still
+    /// there after the second delete. (The SDK then also asks Nova's
+    /// deprecated `os-floating-ips`, which only proxies Neutron; that call
+    /// is not made here.)
+    async fn delete_floating_ip_checked(
+        &self,
+        id: &str,
+    ) -> std::result::Result<bool, OpenStackError> {
+        let path = format!("/floatingips/{}", encode(id));
+        for _ in 0..2 {
+            match self
+                .client
+                .call(ServiceType::Network, Method::DELETE, &path, Payload::None)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.status() == Some(404) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            let list = self
+                .client
+                .get(ServiceType::Network, "/floatingips")
+                .await?;
+            let still = list["floatingips"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["id"] == id);
+            match still {
+                None => return Ok(true),
+                Some(f) if f["status"] == "DOWN" => return Ok(true),
+                Some(_) => {}
+            }
+        }
+        Err(OpenStackError::BadResponse {
+            url: format!("DELETE {path}"),
+            message: format!("floating IP {id} was deleted twice without error but is still there"),
+        })
+    }
+
+    /// Upstream's cleanups at the end of `listResources`: leaked ports
+    /// (unless `port-cleanup-interval` is 0) and, with
+    /// `clean-floating-ips`, unattached floating IPs. A failure of one is
+    /// logged and does not keep the other from running.
+    pub(crate) async fn cleanup_network_leaks(&self) -> LeakedResources {
+        let mut cleaned = LeakedResources::default();
         if self.config.port_cleanup_interval().is_some() {
-            if let Err(e) = self.cleanup_leaked_ports(false).await {
-                tracing::warn!(provider = %self.config.name, error = %e, "port cleanup failed");
+            match self.cleanup_leaked_ports(false).await {
+                Ok(n) => cleaned.add(LEAKED_PORTS, n as u64),
+                Err(e) => {
+                    tracing::warn!(provider = %self.config.name, error = %e, "port cleanup failed")
+                }
             }
         }
         if self.config.clean_floating_ips == Some(true) {
-            if let Err(e) = self.cleanup_floating_ips().await {
-                tracing::warn!(provider = %self.config.name, error = %e, "floating IP cleanup failed");
+            match self.cleanup_floating_ips().await {
+                Ok(n) => cleaned.add(LEAKED_FLOATING_IPS, n as u64),
+                Err(e) => {
+                    tracing::warn!(provider = %self.config.name, error = %e, "floating IP cleanup failed")
+                }
             }
         }
+        cleaned
     }
 }
 

@@ -6,9 +6,10 @@
 //! IPs are attached while the engine polls `get_instance`: an ACTIVE server
 //! of an `auto-floating-ip` pool without a public address gets one and is
 //! reported `Building` until Nova shows it. Leaked DOWN ports and (with
-//! `clean-floating-ips`) unattached floating IPs are cleaned when the
-//! listing's last page is read (the leak-cleanup pass), as upstream's
-//! `listResources` does.
+//! `clean-floating-ips`) unattached floating IPs are cleaned by
+//! [`Provider::cleanup_leaked_resources`], which the launcher's
+//! leak-cleanup pass calls after listing the instances, as upstream's
+//! `listResources` cleans them at the end of its listing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use nodepool_core::provider::{
     wait_active_with, CloudImage, ImageRef, ImageUploadSpec, Instance, InstancePage, InstanceState,
-    LaunchSpec, Provider, ProviderCapabilities, Quantity, Resources, META_POOL,
+    LaunchSpec, LeakedResources, Provider, ProviderCapabilities, Quantity, Resources, META_POOL,
 };
 use nodepool_core::{Error, Result};
 use reqwest::Method;
@@ -97,7 +98,21 @@ impl OpenStackProvider {
         config: Arc<OpenStackConfig>,
         cloud: super::clouds_yaml::CloudConfig,
     ) -> std::result::Result<Self, OpenStackError> {
-        let client = OpenStackClient::new(cloud, CALL_TIMEOUT)?;
+        Self::connect_reporting(config, cloud, None)
+    }
+
+    /// [`OpenStackProvider::connect`], the client recording openstacksdk's
+    /// per-call metrics into `metrics` when the cloud configures statsd
+    /// ([`CloudConfig::api_statsd`](super::clouds_yaml::CloudConfig::api_statsd)).
+    pub fn connect_reporting(
+        config: Arc<OpenStackConfig>,
+        cloud: super::clouds_yaml::CloudConfig,
+        metrics: Option<Arc<nodepool_core::provider::DriverMetrics>>,
+    ) -> std::result::Result<Self, OpenStackError> {
+        let mut client = OpenStackClient::new(cloud, CALL_TIMEOUT)?;
+        if let Some(metrics) = metrics {
+            client = client.reporting_to(metrics);
+        }
         Ok(Self::new(config, client))
     }
 
@@ -557,8 +572,7 @@ impl Provider for OpenStackProvider {
             .map_err(|e| self.err(e))
     }
 
-    /// `GET /servers/detail?limit=&marker=`: one of Nova's pages. The network
-    /// cleanup that follows a full listing runs after the last page.
+    /// `GET /servers/detail?limit=&marker=`: one of Nova's pages.
     async fn list_instances_page(
         &self,
         marker: Option<&str>,
@@ -593,9 +607,6 @@ impl Provider for OpenStackProvider {
                 server::count_volumes(&mut i.resources, s, &volumes);
                 instances.push(i);
             }
-        }
-        if next.is_none() {
-            self.periodic_network_cleanup().await;
         }
         Ok(InstancePage { instances, next })
     }
@@ -669,6 +680,14 @@ impl Provider for OpenStackProvider {
             Err(e) if e.status() == Some(400) => Ok(None),
             Err(e) => Err(self.err(e)),
         }
+    }
+
+    /// Leaked DOWN ports and unattached floating IPs (see
+    /// [`OpenStackProvider::cleanup_leaked_ports`] and
+    /// [`OpenStackProvider::cleanup_floating_ips`]), counted as upstream's
+    /// `leaked.ports` and `leaked.floatingips`.
+    async fn cleanup_leaked_resources(&self) -> Result<LeakedResources> {
+        Ok(self.cleanup_network_leaks().await)
     }
 
     async fn delete_image(&self, external_id: &str) -> Result<()> {

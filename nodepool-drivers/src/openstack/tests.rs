@@ -505,7 +505,7 @@ fn register_adds_the_openstack_driver() {
 fn create_provider_names_a_cloud_missing_from_clouds_yaml() {
     let config = load("providers:\n  - name: cloud\n    cloud: no-such-cloud-anywhere\n");
     let provider = config.provider("cloud").expect("cloud");
-    match OpenStackDriver.create_provider(provider) {
+    match OpenStackDriver::default().create_provider(provider) {
         Err(Error::Cloud {
             provider,
             message,

@@ -99,6 +99,7 @@ pub fn password_cloud(base: &str, password: &str) -> CloudConfig {
         verify: true,
         cacert: None,
         use_image_import: false,
+        api_statsd: None,
     }
 }
 

@@ -118,8 +118,17 @@ impl ZkStore {
         }
     }
 
-    fn client(&self) -> Result<Client> {
+    fn client(&self) -> Result<crate::tracked::ZkClient> {
         self.session.client()
+    }
+
+    /// Requests of this store's operations (reads, writes, locks) handed
+    /// to the ZooKeeper client and not answered yet: sent or waiting to be
+    /// sent. Sent by the launcher as upstream's
+    /// `nodepool.launcher.<hostname>.zk.client.connection_queue`, where
+    /// kazoo counts the requests not yet written to the socket.
+    pub fn outstanding_requests(&self) -> usize {
+        self.session.outstanding()
     }
 }
 

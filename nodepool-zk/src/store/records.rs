@@ -92,7 +92,7 @@ impl ZkStore {
                 .add_create(&prefix, data, &options)
                 .map_err(|e| store_error("admit", &prefix, e))?;
         }
-        match writer.commit().await {
+        match client.commit(&mut writer).await {
             Ok(results) => {
                 let ids: Vec<String> = results
                     .into_iter()
@@ -239,7 +239,7 @@ impl ZkStore {
     /// empty.
     async fn purge_empty_node(
         &self,
-        client: &zookeeper_client::Client,
+        client: &crate::tracked::ZkClient,
         id: &str,
         path: &str,
     ) -> Result<bool> {
@@ -438,7 +438,7 @@ impl ZkStore {
 /// The name of this session's ephemeral znode under `prefix` that holds
 /// exactly `data`, if any.
 async fn own_ephemeral_with(
-    client: &zookeeper_client::Client,
+    client: &crate::tracked::ZkClient,
     prefix: &str,
     data: &[u8],
 ) -> Result<Option<String>> {
@@ -466,7 +466,7 @@ type RecordRead = (
 /// [`LISTING_READS_IN_FLIGHT`] at a time; each answer comes with its id and
 /// path, `None` for a record deleted since the children were listed.
 fn read_each<'a>(
-    client: &'a zookeeper_client::Client,
+    client: &'a crate::tracked::ZkClient,
     ids: Vec<String>,
     path_of: fn(&str) -> String,
 ) -> impl futures::Stream<Item = RecordRead> + 'a {

@@ -33,7 +33,7 @@ use nodepool_core::config::{Config, DriverRegistry};
 use nodepool_core::image_builder::{BuildSpec, BuiltFile, ImageBuilder};
 use nodepool_core::model::{Component, ComponentState, BUILDER};
 use nodepool_core::provider::{
-    CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, Provider,
+    CloudImage, ImageUploadSpec, Instance, InstancePage, LaunchSpec, LeakedResources, Provider,
     ProviderCapabilities, RegisteredHosts, Resources,
 };
 use nodepool_dib::{DibImageBuilder, DibSettings};
@@ -218,6 +218,9 @@ async fn builder_main(options: BuilderOptions) -> Result<(), DaemonError> {
     }
 
     let cancel = CancellationToken::new();
+    // The drivers' own metrics (openstacksdk's per-call ones of uploads),
+    // to the statsd server their configuration names.
+    super::driver_statsd::spawn(Arc::clone(reg.metrics()), cancel.clone());
     if let Some(settings) = super::statsd::StatsdSettings::from_env() {
         let (stats_of, status_of) = (Arc::clone(&builder), Arc::clone(&builder));
         let source = super::builder_stats::BuilderStatsSource {
@@ -496,6 +499,10 @@ impl Provider for LoggedUploads {
         external_id: &str,
     ) -> nodepool_core::Result<Option<String>> {
         self.inner.console_log(pool, label, external_id).await
+    }
+
+    async fn cleanup_leaked_resources(&self) -> nodepool_core::Result<LeakedResources> {
+        self.inner.cleanup_leaked_resources().await
     }
 
     fn registered(&self) -> Option<&dyn RegisteredHosts> {

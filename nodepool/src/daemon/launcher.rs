@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodepool_core::launcher::{Launcher, LauncherSettings};
+use nodepool_core::launcher::{Launcher, LauncherCacheQueues, LauncherSettings};
 use nodepool_core::scheduler::DefaultScheduler;
 use nodepool_core::tasks::TaskRegistry;
 use tokio::signal::unix::{signal, SignalKind};
@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{
-    build_providers, close_store, config_stamp, hostname, load_config, open_store, registry,
-    signal_error, DaemonError,
+    build_providers, close_store, config_stamp, hostname, load_config, open_store_measured,
+    registry, signal_error, DaemonError,
 };
 use crate::web::{launcher_census, router, Metrics, WebState};
 
@@ -57,7 +57,7 @@ pub(crate) fn run(options: LauncherOptions) -> ExitCode {
 async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let reg = registry();
     let config = load_config(&options.config, options.secure.as_deref(), &reg)?;
-    let store = open_store(&config, &options.state_dir).await?;
+    let (store, zk_outstanding) = open_store_measured(&config, &options.state_dir).await?;
     let providers = build_providers(&config, &reg);
     info!(
         providers = providers.len(),
@@ -81,10 +81,15 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
     let counters_of = Arc::clone(&launcher);
     let census = launcher_census(Arc::clone(&launcher));
     let keyed_of = Arc::clone(&launcher);
+    let queues_of = Arc::clone(&launcher);
+    let queues: Arc<dyn Fn() -> LauncherCacheQueues + Send + Sync> =
+        Arc::new(move || queues_of.cache_queues());
     let metrics = Metrics::from_source(Arc::new(move || counters_of.counters()))
         .with_keyed(Arc::new(move || keyed_of.keyed_counts()))
         .with_census(Arc::clone(&census))
-        .with_tasks(Arc::clone(&tasks));
+        .with_tasks(Arc::clone(&tasks))
+        .with_queues(Arc::clone(&queues), zk_outstanding.clone())
+        .with_driver_metrics(Arc::clone(reg.metrics()));
     let web = Arc::new(
         WebState::new(
             Arc::clone(&store),
@@ -119,6 +124,9 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
         }
     });
 
+    // The drivers' own metrics (openstacksdk's per-call ones), to the
+    // statsd server their configuration names.
+    super::driver_statsd::spawn(Arc::clone(reg.metrics()), cancel.clone());
     if let Some(settings) = super::statsd::StatsdSettings::from_env() {
         let (counters_of, config_of) = (Arc::clone(&launcher), Arc::clone(&web));
         let keyed_of = Arc::clone(&launcher);
@@ -130,6 +138,8 @@ async fn launcher_main(options: LauncherOptions) -> Result<(), DaemonError> {
             config: Arc::new(move || config_of.config()),
             hostname: hostname(),
             tasks: Arc::clone(&tasks),
+            queues,
+            zk_outstanding,
         };
         super::statsd::spawn(settings, sources, cancel.clone());
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod builder_stats;
+pub(crate) mod driver_statsd;
 pub(crate) mod launcher;
 pub(crate) mod statsd;
 
@@ -163,12 +164,26 @@ pub(crate) fn embedded_path(state_dir: &Path) -> PathBuf {
     state_dir.join("nodepool.sqlite")
 }
 
+/// The number of ZooKeeper requests a store has not had answered yet
+/// ([`nodepool_zk::ZkStore::outstanding_requests`]).
+pub(crate) type OutstandingSource = Arc<dyn Fn() -> usize + Send + Sync>;
+
 /// Open the store the config names: ZooKeeper when `zookeeper-servers` is
 /// set, the embedded store in `state_dir` otherwise.
 pub(crate) async fn open_store(
     config: &Config,
     state_dir: &Path,
 ) -> Result<Arc<dyn NodeStore>, DaemonError> {
+    Ok(open_store_measured(config, state_dir).await?.0)
+}
+
+/// [`open_store`], with the ZooKeeper store's count of requests not
+/// answered yet (`None` for the embedded store, which has no ZooKeeper
+/// client).
+pub(crate) async fn open_store_measured(
+    config: &Config,
+    state_dir: &Path,
+) -> Result<(Arc<dyn NodeStore>, Option<OutstandingSource>), DaemonError> {
     if config.zookeeper_servers.is_empty() {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             DaemonError::Store(format!(
@@ -180,7 +195,7 @@ pub(crate) async fn open_store(
         info!(path = %path.display(), "using the embedded store");
         let store = nodepool_embedded::EmbeddedStore::open(&path)
             .map_err(|e| DaemonError::Store(format!("{}: {e}", path.display())))?;
-        return Ok(Arc::new(store));
+        return Ok((Arc::new(store), None));
     }
     let hosts: Vec<String> = config
         .zookeeper_servers
@@ -204,10 +219,14 @@ pub(crate) async fn open_store(
         });
     }
     info!(hosts = %hosts.join(","), "connecting to ZooKeeper");
-    let store = nodepool_zk::ZkStore::connect(zk)
-        .await
-        .map_err(|e| DaemonError::Store(e.to_string()))?;
-    Ok(Arc::new(store))
+    let store = Arc::new(
+        nodepool_zk::ZkStore::connect(zk)
+            .await
+            .map_err(|e| DaemonError::Store(e.to_string()))?,
+    );
+    let measured = Arc::clone(&store);
+    let outstanding: OutstandingSource = Arc::new(move || measured.outstanding_requests());
+    Ok((store, Some(outstanding)))
 }
 
 /// This host's name.

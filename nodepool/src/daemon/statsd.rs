@@ -25,7 +25,10 @@
 //!   attempt, as upstream): a counter and a `|ms` timing of the mean time
 //!   since the launch started, sampled at `1/n` so a statsd server counts
 //!   `n` launches;
-//! - upstream's `nodepool.provider.<p>.leaked.instances` counters;
+//! - upstream's `nodepool.provider.<p>.leaked.instances` counters, and
+//!   `nodepool.provider.<p>.leaked.ports` and `.leaked.floatingips` (the
+//!   OpenStack driver's cleanup of leaked ports and floating IPs, counted
+//!   by the launcher's leak pass);
 //! - upstream's task timers `nodepool.task.<provider>.<operation>`: per
 //!   provider call (`create_instance`, `get_instance`, `quota`, ...) since
 //!   the last report, a counter and a `|ms` timing of the mean duration
@@ -34,6 +37,12 @@
 //!   names the key after the REST call under the same
 //!   `nodepool.task.<provider>` prefix; here the operation is the
 //!   provider verb, whatever the driver;
+//! - upstream's per-launcher gauges of its ZooKeeper client,
+//!   `nodepool.launcher.<hostname>.zk.client.connection_queue` (the
+//!   ZooKeeper store's requests not answered yet; not on the embedded
+//!   store) and `.zk.node_cache.event_queue`, `.zk.node_cache.playback_queue`,
+//!   `.zk.request_cache.event_queue`, `.zk.request_cache.playback_queue`
+//!   (the launcher's caches' queues), at every report;
 //! - counters without an upstream name under upstream's per-launcher root
 //!   `nodepool.launcher.<hostname>.`: `requests.fulfilled`,
 //!   `requests.failed`, `requests.declined`, `nodes.deleted`,
@@ -52,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodepool_core::config::Config;
-use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts};
+use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts, LauncherCacheQueues};
 use nodepool_core::model::{Component, NodeState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
 use nodepool_core::store::NodeStore;
@@ -62,6 +71,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::OutstandingSource;
 use crate::web::CensusSource;
 
 /// The largest datagram sent (the Python client's `maxudpsize`).
@@ -129,6 +139,11 @@ pub(crate) struct StatsSources {
     pub(crate) hostname: String,
     /// The task metrics of the launcher's providers.
     pub(crate) tasks: Arc<ProviderMetrics>,
+    /// The queue lengths of the launcher's node and request caches.
+    pub(crate) queues: Arc<dyn Fn() -> LauncherCacheQueues + Send + Sync>,
+    /// The ZooKeeper store's requests not answered yet; `None` on the
+    /// embedded store.
+    pub(crate) zk_outstanding: Option<OutstandingSource>,
 }
 
 /// Start reporting until `cancel`; the task ends with it.
@@ -220,6 +235,12 @@ async fn report(
     let tasks = sources.tasks.snapshot();
     lines.extend(task_lines(&previous.tasks, &tasks));
     previous.tasks = tasks;
+    let outstanding = sources.zk_outstanding.as_ref().map(|f| f());
+    lines.extend(zk_queue_lines(
+        &sources.hostname,
+        outstanding,
+        &(sources.queues)(),
+    ));
     send(socket, settings, &lines).await;
 }
 
@@ -353,6 +374,34 @@ fn gauge_lines(gauges: &BTreeMap<String, i64>) -> impl Iterator<Item = String> +
     gauges.iter().map(|(k, v)| format!("{k}:{v}|g"))
 }
 
+/// Upstream's `ZooKeeper.reportStats` gauges under
+/// `nodepool.launcher.<hostname>.zk.` (the host name as it is, as upstream's
+/// `socket.gethostname()`): `client.connection_queue`, this store's
+/// ZooKeeper requests not answered yet (left out on the embedded store,
+/// which has no ZooKeeper client), and the `event_queue` and
+/// `playback_queue` of the node and request caches. Upstream's
+/// `image_cache` gauges have no counterpart: the launcher keeps no image
+/// cache (it reads uploads from the store when it needs them).
+pub(crate) fn zk_queue_lines(
+    hostname: &str,
+    outstanding: Option<usize>,
+    queues: &LauncherCacheQueues,
+) -> Vec<String> {
+    let root = format!("nodepool.launcher.{hostname}.zk");
+    let mut out = Vec::with_capacity(5);
+    if let Some(n) = outstanding {
+        out.push(format!("{root}.client.connection_queue:{n}|g"));
+    }
+    for (cache, q) in [
+        ("node_cache", queues.nodes),
+        ("request_cache", queues.requests),
+    ] {
+        out.push(format!("{root}.{cache}.event_queue:{}|g", q.events));
+        out.push(format!("{root}.{cache}.playback_queue:{}|g", q.playback));
+    }
+    out
+}
+
 /// The counter lines for what happened between two snapshots. Zero deltas
 /// are left out.
 pub(crate) fn counter_lines(
@@ -419,8 +468,9 @@ pub(crate) fn count_and_time(out: &mut Vec<String>, key: &str, n: u64, millis: u
 }
 
 /// Upstream's `recordLaunchStats` keys for the launch attempts, and its
-/// `nodepool.provider.<p>.leaked.instances` counters, between two
-/// snapshots; keys without new events are left out.
+/// `nodepool.provider.<p>.leaked.instances` and
+/// `nodepool.provider.<p>.leaked.<kind>` (`ports`, `floatingips`)
+/// counters, between two snapshots; keys without new events are left out.
 pub(crate) fn keyed_lines(before: &KeyedCounts, now: &KeyedCounts) -> Vec<String> {
     let mut sums: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (key, totals) in &now.launches {
@@ -472,6 +522,20 @@ pub(crate) fn keyed_lines(before: &KeyedCounts, now: &KeyedCounts) -> Vec<String
         if n > 0 {
             out.push(format!(
                 "nodepool.provider.{provider}.leaked.instances:{n}|c"
+            ));
+        }
+    }
+    for (provider, kind, n) in &now.leaked_resources {
+        let old = before
+            .leaked_resources
+            .iter()
+            .find(|(p, k, _)| p == provider && k == kind)
+            .map_or(0, |(_, _, n)| *n);
+        let n = n.saturating_sub(old);
+        if n > 0 {
+            out.push(format!(
+                "nodepool.provider.{provider}.leaked.{}:{n}|c",
+                normalize(kind)
             ));
         }
     }
@@ -546,7 +610,7 @@ pub(crate) fn datagrams(lines: &[String], prefix: Option<&str>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodepool_core::launcher::{LaunchKey, LaunchTotals};
+    use nodepool_core::launcher::{CacheQueues, LaunchKey, LaunchTotals};
     use nodepool_core::model::{Node, NodeRequest};
     use nodepool_core::store::MemoryStore;
 
@@ -716,6 +780,7 @@ mod tests {
                 100,
             )],
             leaked_instances: vec![("p1".to_owned(), 1)],
+            leaked_resources: vec![("p1".to_owned(), "ports", 2)],
             validations: vec![(
                 "img".to_owned(),
                 "failed",
@@ -732,6 +797,10 @@ mod tests {
                 launch("p2", None, None, "error.unknown", 1, 50),
             ],
             leaked_instances: vec![("p1".to_owned(), 3)],
+            leaked_resources: vec![
+                ("p1".to_owned(), "floatingips", 1),
+                ("p1".to_owned(), "ports", 2),
+            ],
             validations: vec![
                 (
                     "img".to_owned(),
@@ -769,6 +838,7 @@ mod tests {
                 "nodepool.launch.requestor.zuul_example_org.ready:2|c",
                 "nodepool.launch.requestor.zuul_example_org.ready:200|ms|@0.5",
                 "nodepool.provider.p1.leaked.instances:2|c",
+                "nodepool.provider.p1.leaked.floatingips:1|c",
                 "nodepool.image_validation.img.failed:1|c",
                 "nodepool.image_validation.img.failed:2000|ms",
                 "nodepool.image_validation.img.passed:1|c",
@@ -776,6 +846,34 @@ mod tests {
             ]
         );
         assert!(keyed_lines(&now, &now).is_empty());
+    }
+
+    #[test]
+    fn zk_gauges_use_upstreams_names_and_the_host_name_as_it_is() {
+        let queues = LauncherCacheQueues {
+            nodes: CacheQueues {
+                events: 4,
+                playback: 1,
+            },
+            requests: CacheQueues {
+                events: 0,
+                playback: 7,
+            },
+        };
+        assert_eq!(
+            zk_queue_lines("node1.example.org", Some(2), &queues),
+            [
+                "nodepool.launcher.node1.example.org.zk.client.connection_queue:2|g",
+                "nodepool.launcher.node1.example.org.zk.node_cache.event_queue:4|g",
+                "nodepool.launcher.node1.example.org.zk.node_cache.playback_queue:1|g",
+                "nodepool.launcher.node1.example.org.zk.request_cache.event_queue:0|g",
+                "nodepool.launcher.node1.example.org.zk.request_cache.playback_queue:7|g",
+            ]
+        );
+        // The embedded store has no ZooKeeper client to measure.
+        let embedded = zk_queue_lines("h", None, &queues);
+        assert_eq!(embedded.len(), 4);
+        assert!(embedded.iter().all(|l| !l.contains("connection_queue")));
     }
 
     #[test]
@@ -803,18 +901,31 @@ mod tests {
         assert_eq!(s.map(|s| s.target), Some("[::1]:9".to_owned()));
     }
 
-    /// Receive datagrams until one line satisfies `want`, or panic.
-    async fn wait_for_line(socket: &UdpSocket, want: impl Fn(&str) -> bool) -> String {
-        let mut buf = vec![0u8; 65536];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
-                .await
-                .expect("statsd line before the deadline")
-                .expect("recv");
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if let Some(line) = text.lines().find(|l| want(l)) {
-                return line.to_owned();
+    /// Lines received and not looked at yet.
+    struct Received<'a> {
+        socket: &'a UdpSocket,
+        pending: std::collections::VecDeque<String>,
+    }
+
+    impl Received<'_> {
+        /// The next line (in the order sent) that satisfies `want`; the
+        /// lines before it are dropped, those after it kept. Panics after
+        /// ten seconds.
+        async fn wait_for_line(&mut self, want: impl Fn(&str) -> bool) -> String {
+            let mut buf = vec![0u8; 65536];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                while let Some(line) = self.pending.pop_front() {
+                    if want(&line) {
+                        return line;
+                    }
+                }
+                let n = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf))
+                    .await
+                    .expect("statsd line before the deadline")
+                    .expect("recv");
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.pending.extend(text.lines().map(str::to_owned));
             }
         }
     }
@@ -853,13 +964,35 @@ mod tests {
                 config: Arc::new(move || Arc::clone(&config)),
                 hostname: "h".to_owned(),
                 tasks: Arc::new(ProviderMetrics::new()),
+                queues: Arc::new(|| LauncherCacheQueues {
+                    nodes: CacheQueues {
+                        events: 1,
+                        playback: 2,
+                    },
+                    requests: CacheQueues::default(),
+                }),
+                zk_outstanding: Some(Arc::new(|| 3)),
             },
             cancel.clone(),
         );
-        let line = wait_for_line(&receiver, |l| l.starts_with("nodepool.nodes.ready:")).await;
+        let mut received = Received {
+            socket: &receiver,
+            pending: Default::default(),
+        };
+        let line = received
+            .wait_for_line(|l| l.starts_with("nodepool.nodes.ready:"))
+            .await;
         assert_eq!(line, "nodepool.nodes.ready:0|g");
-        let line = wait_for_line(&receiver, |l| l.contains("max_servers")).await;
+        let line = received.wait_for_line(|l| l.contains("max_servers")).await;
         assert_eq!(line, "nodepool.provider.fake-a.max_servers:7|g");
+        let line = received
+            .wait_for_line(|l| l.contains("connection_queue"))
+            .await;
+        assert_eq!(line, "nodepool.launcher.h.zk.client.connection_queue:3|g");
+        let line = received
+            .wait_for_line(|l| l.contains("node_cache.playback"))
+            .await;
+        assert_eq!(line, "nodepool.launcher.h.zk.node_cache.playback_queue:2|g");
 
         // A change in the store is reported without waiting for the interval.
         keyed.lock().expect("lock").launches = vec![launch("fake-a", None, None, "ready", 1, 5)];
@@ -867,12 +1000,13 @@ mod tests {
             .create_node(&node("fake-a", "small", NodeState::Ready))
             .await
             .expect("create");
-        let line = wait_for_line(&receiver, |l| {
-            l.starts_with("nodepool.label.small.nodes.ready:1")
-        })
-        .await;
+        let line = received
+            .wait_for_line(|l| l.starts_with("nodepool.label.small.nodes.ready:1"))
+            .await;
         assert_eq!(line, "nodepool.label.small.nodes.ready:1|g");
-        let line = wait_for_line(&receiver, |l| l.starts_with("nodepool.launch.ready:")).await;
+        let line = received
+            .wait_for_line(|l| l.starts_with("nodepool.launch.ready:"))
+            .await;
         assert_eq!(line, "nodepool.launch.ready:1|c");
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)

@@ -7,9 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use nodepool_core::launcher::{Census, CounterSnapshot, KeyedCounts, Launcher};
+use nodepool_core::launcher::{
+    Census, CounterSnapshot, KeyedCounts, Launcher, LauncherCacheQueues,
+};
 use nodepool_core::model::{NodeState, RequestState};
 use nodepool_core::provider::wrappers::{OperationSnapshot, ProviderMetrics};
+use nodepool_core::provider::{DriverMetrics, MetricSeries};
 use nodepool_core::store::NodeStore;
 
 /// Where the launcher's counters come from.
@@ -41,7 +44,13 @@ pub struct Metrics {
     keyed: Option<KeyedSource>,
     census: Option<CensusSource>,
     tasks: Option<Arc<ProviderMetrics>>,
+    queues: Option<QueueSource>,
+    zk_outstanding: Option<crate::daemon::OutstandingSource>,
+    driver_metrics: Option<Arc<DriverMetrics>>,
 }
+
+/// Where the launcher's cache queue lengths come from.
+pub type QueueSource = Arc<dyn Fn() -> LauncherCacheQueues + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +59,9 @@ impl std::fmt::Debug for Metrics {
             .field("keyed", &self.keyed.is_some())
             .field("census", &self.census.is_some())
             .field("tasks", &self.tasks.is_some())
+            .field("queues", &self.queues.is_some())
+            .field("zk_outstanding", &self.zk_outstanding.is_some())
+            .field("driver_metrics", &self.driver_metrics.is_some())
             .finish()
     }
 }
@@ -118,6 +130,13 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `part` with every character a metric name cannot hold as `_`.
+fn metric_name_part(part: &str) -> String {
+    part.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     let labels = |k: &nodepool_core::launcher::LaunchKey| {
         format!(
@@ -152,6 +171,23 @@ fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     for (provider, n) in &keyed.leaked_instances {
         let _ = writeln!(out, "{name}{{provider=\"{}\"}} {n}", escape(provider));
     }
+    // Upstream's `nodepool.provider.<p>.leaked.<kind>` of the other
+    // leaked resources (`ports`, `floatingips`): one family per kind, as
+    // `nodepool_provider_leaked_instances_total`.
+    let mut kinds: Vec<&str> = keyed.leaked_resources.iter().map(|(_, k, _)| *k).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for kind in kinds {
+        let name = format!("nodepool_provider_leaked_{}_total", metric_name_part(kind));
+        let _ = writeln!(
+            out,
+            "# HELP {name} Leaked {kind} deleted by the provider's cleanup, by provider."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (provider, _, n) in keyed.leaked_resources.iter().filter(|(_, k, _)| *k == kind) {
+            let _ = writeln!(out, "{name}{{provider=\"{}\"}} {n}", escape(provider));
+        }
+    }
     let name = "nodepool_image_validations_total";
     let _ = writeln!(
         out,
@@ -182,6 +218,53 @@ fn render_keyed(out: &mut String, keyed: &KeyedCounts) {
     }
 }
 
+/// A driver metric's counter sum, timings and their milliseconds.
+type DriverSums = (u64, u64, u64);
+
+/// A metric family of the drivers' metrics: name, help, value of a row.
+type DriverFamily = (&'static str, &'static str, fn(&DriverSums) -> String);
+
+/// The drivers' own metrics by statsd name (summed over targets).
+fn render_driver_metrics(out: &mut String, series: &[MetricSeries]) {
+    if series.is_empty() {
+        return;
+    }
+    let mut by_name: BTreeMap<&str, DriverSums> = BTreeMap::new();
+    for s in series {
+        let sum = by_name.entry(&s.name).or_default();
+        sum.0 = sum.0.saturating_add(s.totals.count);
+        sum.1 = sum.1.saturating_add(s.totals.timings);
+        sum.2 = sum.2.saturating_add(s.totals.millis);
+    }
+    let families: [DriverFamily; 3] = [
+        (
+            "nodepool_driver_metric_total",
+            "Counter increments a driver reported under a statsd name of its own (openstacksdk's per-call metrics).",
+            |v| v.0.to_string(),
+        ),
+        (
+            "nodepool_driver_metric_timings_total",
+            "Timings a driver reported under a statsd name of its own.",
+            |v| v.1.to_string(),
+        ),
+        (
+            "nodepool_driver_metric_seconds_total",
+            "The sum of those timings.",
+            |v| (v.2 as f64 / 1e3).to_string(),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (metric, v) in &by_name {
+            if name != "nodepool_driver_metric_total" && v.1 == 0 {
+                continue;
+            }
+            let _ = writeln!(out, "{name}{{metric=\"{}\"}} {}", escape(metric), value(v));
+        }
+    }
+}
+
 fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
@@ -209,7 +292,10 @@ impl Metrics {
     /// as `nodepool_launch_results_total{provider, az, requestor, result}`
     /// and `nodepool_launch_results_seconds_total{...}`, and its
     /// `nodepool.provider.<p>.leaked.instances` as
-    /// `nodepool_provider_leaked_instances_total{provider}`.
+    /// `nodepool_provider_leaked_instances_total{provider}`, and its
+    /// `nodepool.provider.<p>.leaked.<kind>` of other leaked resources as
+    /// `nodepool_provider_leaked_<kind>_total{provider}` (`ports`,
+    /// `floatingips`).
     pub fn with_keyed(mut self, keyed: KeyedSource) -> Self {
         self.keyed = Some(keyed);
         self
@@ -219,6 +305,34 @@ impl Metrics {
     /// `nodepool_task_*{provider, operation}`.
     pub fn with_tasks(mut self, tasks: Arc<ProviderMetrics>) -> Self {
         self.tasks = Some(tasks);
+        self
+    }
+
+    /// Expose the launcher's cache queues (upstream's
+    /// `nodepool.launcher.<hostname>.zk.*_cache.*` gauges) as
+    /// `nodepool_cache_event_queue{cache}` and
+    /// `nodepool_cache_playback_queue{cache}` (`cache`: `node`, `request`),
+    /// and with `zk_outstanding` (the ZooKeeper store) its requests not
+    /// answered yet (upstream's `zk.client.connection_queue`) as
+    /// `nodepool_zk_connection_queue`.
+    pub fn with_queues(
+        mut self,
+        queues: QueueSource,
+        zk_outstanding: Option<crate::daemon::OutstandingSource>,
+    ) -> Self {
+        self.queues = Some(queues);
+        self.zk_outstanding = zk_outstanding;
+        self
+    }
+
+    /// Expose what the drivers recorded under statsd names of their own
+    /// (openstacksdk's per-call metrics) by name, the same figures the
+    /// daemon sends: `nodepool_driver_metric_total{metric}` (counter
+    /// increments), `nodepool_driver_metric_timings_total{metric}` and
+    /// `nodepool_driver_metric_seconds_total{metric}` (timings and their
+    /// sum).
+    pub fn with_driver_metrics(mut self, metrics: Arc<DriverMetrics>) -> Self {
+        self.driver_metrics = Some(metrics);
         self
     }
 
@@ -301,6 +415,38 @@ impl Metrics {
 
         if let Some(keyed) = &self.keyed {
             render_keyed(&mut out, &keyed());
+        }
+        if let Some(queues) = &self.queues {
+            let q = queues();
+            for (name, help, value) in [
+                (
+                    "nodepool_cache_event_queue",
+                    "Store events a launcher cache has not taken in yet (upstream's zk.<cache>.event_queue).",
+                    [q.nodes.events, q.requests.events],
+                ),
+                (
+                    "nodepool_cache_playback_queue",
+                    "Records a launcher cache has to read again (upstream's zk.<cache>.playback_queue).",
+                    [q.nodes.playback, q.requests.playback],
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                let _ = writeln!(out, "{name}{{cache=\"node\"}} {}", value[0]);
+                let _ = writeln!(out, "{name}{{cache=\"request\"}} {}", value[1]);
+            }
+        }
+        if let Some(metrics) = &self.driver_metrics {
+            render_driver_metrics(&mut out, &metrics.snapshot());
+        }
+        if let Some(outstanding) = &self.zk_outstanding {
+            let name = "nodepool_zk_connection_queue";
+            let _ = writeln!(
+                out,
+                "# HELP {name} ZooKeeper requests of the store not answered yet (upstream's zk.client.connection_queue)."
+            );
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", outstanding());
         }
 
         let mut by_node_state: BTreeMap<&str, u64> =

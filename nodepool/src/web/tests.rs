@@ -273,6 +273,10 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
             },
         )],
         leaked_instances: vec![("fake-a".to_owned(), 4)],
+        leaked_resources: vec![
+            ("fake-a".to_owned(), "floatingips", 1),
+            ("fake-a".to_owned(), "ports", 2),
+        ],
         validations: vec![(
             "ubuntu".to_owned(),
             "failed",
@@ -299,6 +303,11 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
         "nodepool_launch_results_seconds_total{labels} 1.5\n"
     )));
     assert!(body.contains("nodepool_provider_leaked_instances_total{provider=\"fake-a\"} 4\n"));
+    assert!(body.contains("nodepool_provider_leaked_ports_total{provider=\"fake-a\"} 2\n"));
+    assert!(
+        body.contains("nodepool_provider_leaked_floatingips_total{provider=\"fake-a\"} 1\n"),
+        "{body}"
+    );
     assert!(
         body.contains("nodepool_image_validations_total{image=\"ubuntu\",result=\"failed\"} 3\n"),
         "{body}"
@@ -308,6 +317,72 @@ async fn metrics_expose_launch_results_by_provider_az_requestor_and_leaks() {
             "nodepool_image_validation_seconds_total{image=\"ubuntu\",result=\"failed\"} 4.5\n"
         ),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_the_cache_queues_and_the_zookeeper_requests_outstanding() {
+    use nodepool_core::launcher::{CacheQueues, LauncherCacheQueues};
+    let store = MemoryStore::new();
+    let queues = LauncherCacheQueues {
+        nodes: CacheQueues {
+            events: 1,
+            playback: 2,
+        },
+        requests: CacheQueues {
+            events: 3,
+            playback: 4,
+        },
+    };
+    let metrics = Metrics::new().with_queues(Arc::new(move || queues), Some(Arc::new(|| 5)));
+    let state = Arc::new(
+        WebState::new(Arc::new(store.session()), config(), None).with_metrics(Arc::new(metrics)),
+    );
+    let app = router(Arc::clone(&state));
+    let (status, body, _) = call(&app, get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "nodepool_cache_event_queue{cache=\"node\"} 1\n",
+        "nodepool_cache_playback_queue{cache=\"node\"} 2\n",
+        "nodepool_cache_event_queue{cache=\"request\"} 3\n",
+        "nodepool_cache_playback_queue{cache=\"request\"} 4\n",
+        "nodepool_zk_connection_queue 5\n",
+    ] {
+        assert!(body.contains(line), "{line} in {body}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_expose_what_drivers_record_under_their_own_names() {
+    use nodepool_core::provider::DriverMetrics;
+    let store = MemoryStore::new();
+    let recorded = Arc::new(DriverMetrics::new());
+    let name = "openstack.api.compute.GET.servers_detail.200";
+    recorded.incr("127.0.0.1:8125", &name, 2);
+    recorded.timing("127.0.0.1:8125", &name, 250);
+    recorded.timing("127.0.0.1:8125", &name, 500);
+    recorded.incr(
+        "127.0.0.1:8125",
+        &"openstack.api.compute.GET.servers_detail.attempted",
+        2,
+    );
+    let metrics = Metrics::new().with_driver_metrics(recorded);
+    let state = Arc::new(
+        WebState::new(Arc::new(store.session()), config(), None).with_metrics(Arc::new(metrics)),
+    );
+    let app = router(Arc::clone(&state));
+    let (status, body, _) = call(&app, get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        "nodepool_driver_metric_total{metric=\"openstack.api.compute.GET.servers_detail.200\"} 2\n",
+        "nodepool_driver_metric_timings_total{metric=\"openstack.api.compute.GET.servers_detail.200\"} 2\n",
+        "nodepool_driver_metric_seconds_total{metric=\"openstack.api.compute.GET.servers_detail.200\"} 0.75\n",
+        "nodepool_driver_metric_total{metric=\"openstack.api.compute.GET.servers_detail.attempted\"} 2\n",
+    ] {
+        assert!(body.contains(line), "{line} in {body}");
+    }
+    assert!(
+        !body.contains("timings_total{metric=\"openstack.api.compute.GET.servers_detail.attempted")
     );
 }
 

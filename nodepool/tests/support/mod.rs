@@ -222,6 +222,8 @@ impl Daemon {
             )
             .env_remove("NODEPOOL_STATE_DIR")
             .env_remove("STATSD_HOST")
+            .env_remove("STATSD_PORT")
+            .env_remove("STATSD_PREFIX")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

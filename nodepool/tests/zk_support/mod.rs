@@ -253,6 +253,11 @@ impl World {
     /// Starts our launcher daemon on this world's config; its output goes to
     /// `<name>.log` in the temp dir.
     pub fn start_launcher(&self, name: &str) -> Daemon {
+        self.start_launcher_with_env(name, &[])
+    }
+
+    /// [`World::start_launcher`] with extra environment variables.
+    pub fn start_launcher_with_env(&self, name: &str, env: &[(&str, &str)]) -> Daemon {
         let log = self.path(&format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("creating the daemon log");
         let err = out.try_clone().expect("cloning the log handle");
@@ -263,6 +268,10 @@ impl World {
             .arg(self.path(&format!("{name}-state")))
             .arg("launcher")
             .env("RUST_LOG", "info")
+            .env_remove("STATSD_HOST")
+            .env_remove("STATSD_PORT")
+            .env_remove("STATSD_PREFIX")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)

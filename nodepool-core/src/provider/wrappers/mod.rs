@@ -206,6 +206,15 @@ macro_rules! around_every_call {
                 )
                 .await
             }
+            async fn cleanup_leaked_resources(
+                &self,
+            ) -> $crate::Result<$crate::provider::LeakedResources> {
+                self.around(
+                    "cleanup_leaked_resources",
+                    self.inner.cleanup_leaked_resources(),
+                )
+                .await
+            }
             fn registered(&self) -> Option<&dyn $crate::provider::RegisteredHosts> {
                 self.inner.registered()
             }
