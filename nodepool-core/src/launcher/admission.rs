@@ -212,8 +212,10 @@ pub(crate) async fn admit(
                 return Ok(false);
             }
         }
+        let mut joined = Vec::new();
+        let mut leading = None;
         if joinable {
-            let joined = {
+            let answer = {
                 let mut open = lock(&group.open);
                 match open.as_mut() {
                     Some(g) => {
@@ -233,7 +235,7 @@ pub(crate) async fn admit(
                     }
                 }
             };
-            if let Some(answer) = joined {
+            if let Some(answer) = answer {
                 drop(state);
                 match answer.await {
                     Ok(Some(ids)) => {
@@ -253,56 +255,40 @@ pub(crate) async fn admit(
             }
             // This batch leads the group: the admissions queued behind it
             // on the lock (which is fair) check theirs and join first.
-            let leading = Leading(group.clone());
+            leading = Some(Leading(group.clone()));
             drop(state);
             state = slot.lock().await;
-            let joined = group.take().map(|g| g.joined).unwrap_or_default();
-            let mut all: Vec<Node> = nodes.to_vec();
-            for j in &joined {
-                all.extend(j.nodes.iter().cloned());
-            }
-            let result = store.create_nodes_admitted(&all, &tokens).await;
-            let ids = match result {
-                Ok(ids) => ids,
-                Err(e) => {
-                    state.versions.clear();
-                    drop(joined);
-                    drop(leading);
-                    if !matches!(e, Error::VersionConflict { .. }) {
-                        return Err(e);
-                    }
-                    state.contended_until = Some(Instant::now() + CONTENDED_FOR);
-                    drop(state);
-                    conflicts += 1;
-                    debug!(key = %batch.key, error = %e, conflicts, "another launcher admitted nodes meanwhile; counting again");
-                    if conflicts >= MAX_CONFLICTS {
-                        return Ok(false);
-                    }
-                    tokio::time::sleep(backoff(&batch.key, conflicts)).await;
-                    continue;
-                }
-            };
-            admitted(&mut state, &tokens, &ids);
-            let mut ids = ids.into_iter();
-            for node in nodes.iter_mut() {
-                node.id = ids.next().unwrap_or_default();
-            }
-            for j in joined {
-                let theirs: Vec<String> = ids.by_ref().take(j.nodes.len()).collect();
-                let _ = j.reply.send(Some(theirs));
-            }
-            drop(leading);
-            return Ok(true);
+            joined = group.take().map(|g| g.joined).unwrap_or_default();
         }
-        match store.create_nodes_admitted(nodes, &tokens).await {
+        let grouped: Vec<Node>;
+        let create: &[Node] = if joined.is_empty() {
+            nodes
+        } else {
+            grouped = nodes
+                .iter()
+                .chain(joined.iter().flat_map(|j| j.nodes.iter()))
+                .cloned()
+                .collect();
+            &grouped
+        };
+        match store.create_nodes_admitted(create, &tokens).await {
             Ok(ids) => {
                 admitted(&mut state, &tokens, &ids);
-                for (node, id) in nodes.iter_mut().zip(ids) {
-                    node.id = id;
+                let mut ids = ids.into_iter();
+                for node in nodes.iter_mut() {
+                    node.id = ids.next().unwrap_or_default();
+                }
+                for j in joined {
+                    let theirs: Vec<String> = ids.by_ref().take(j.nodes.len()).collect();
+                    let _ = j.reply.send(Some(theirs));
                 }
                 return Ok(true);
             }
             Err(Error::VersionConflict { target, .. }) => {
+                // A group's batches (dropped with `joined`) are checked
+                // again, each by its own admission.
+                drop(joined);
+                drop(leading);
                 state.versions.clear();
                 state.contended_until = Some(Instant::now() + CONTENDED_FOR);
                 conflicts += 1;

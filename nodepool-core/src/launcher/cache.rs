@@ -348,24 +348,9 @@ impl<K: Kind> Cache<K> {
                 refresh.drain::<K>();
             }
             while let Some(id) = refresh.dirty.pop_first() {
-                match K::get(store, &id).await {
-                    Ok(Some(record)) => {
-                        let mut view = lock(&self.view);
-                        let view = &mut *view;
-                        view.records.put(&mut view.names, record);
-                    }
-                    Ok(None) => lock(&self.view).records.remove(&id),
-                    // Garbage or an empty znode (a lock taken on a node just
-                    // deleted recreates it empty, as kazoo's does): not a
-                    // record; skip it like listings do, never fail the pass.
-                    Err(Error::Corrupt { path, message }) => {
-                        debug!(%path, %message, "skipping a {} record that cannot be decoded", K::WHAT);
-                        lock(&self.view).records.remove(&id);
-                    }
-                    Err(e) => {
-                        refresh.dirty.insert(id);
-                        return Err(e);
-                    }
+                if let Err(e) = self.take_in(&id, K::get(store, &id).await) {
+                    refresh.dirty.insert(id);
+                    return Err(e);
                 }
                 // Keep the receiver from lagging behind a long sync.
                 refresh.drain::<K>();
@@ -393,15 +378,29 @@ impl<K: Kind> Cache<K> {
         // Held so that no sync puts an older copy over a newer one.
         let _refresh = self.refresh.lock().await;
         for id in ids {
-            match K::get(store, id).await {
-                Ok(Some(record)) => {
-                    let mut view = lock(&self.view);
-                    let view = &mut *view;
-                    view.records.put(&mut view.names, record);
-                }
-                Ok(None) | Err(Error::Corrupt { .. }) => lock(&self.view).records.remove(id),
-                Err(e) => return Err(e),
+            self.take_in(id, K::get(store, id).await)?;
+        }
+        Ok(())
+    }
+
+    /// Take the read of record `id` into the view: store it, or forget a
+    /// record that is gone or is not one. Other errors are returned.
+    fn take_in(&self, id: &str, read: Result<Option<K::Record>>) -> Result<()> {
+        match read {
+            Ok(Some(record)) => {
+                let mut view = lock(&self.view);
+                let view = &mut *view;
+                view.records.put(&mut view.names, record);
             }
+            Ok(None) => lock(&self.view).records.remove(id),
+            // Garbage or an empty znode (a lock taken on a node just
+            // deleted recreates it empty, as kazoo's does): not a record;
+            // skip it like listings do, never fail the pass.
+            Err(Error::Corrupt { path, message }) => {
+                debug!(%path, %message, "skipping a {} record that cannot be decoded", K::WHAT);
+                lock(&self.view).records.remove(id);
+            }
+            Err(e) => return Err(e),
         }
         Ok(())
     }
